@@ -1,0 +1,89 @@
+//! `POST/GET /account`, `PATCH /account/email`, `PATCH /account/phone`.
+
+use super::{models, App};
+use crate::domain::limits::ACCOUNT_CREATE_PER_IP;
+use crate::domain::password;
+use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
+use crate::domain::User;
+use crate::error::ApiError;
+use crate::http::{Ctx, Reply};
+use crate::store::{UserChange, Updated};
+
+/// Argon2id is CPU-bound: keep it off the async executor.
+pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || password::hash(&plain))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub(super) async fn password_matches(plain: String, stored: Option<String>) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || match stored {
+        Some(stored) => password::verify(&plain, &stored),
+        None => {
+            password::verify_against_nobody(&plain);
+            false
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let user_id = ctx.parsed("userId", parse_new_user_id)?;
+    let email = ctx.parsed("email", parse_email)?;
+    let plain = ctx.parsed("password", parse_password)?;
+    let name = match ctx.opt_string("name")? {
+        Some(name) => parse_name(&name).map_err(|rule| ApiError::invalid("name", rule))?,
+        None => String::new(),
+    };
+    let ip = ctx.ip.clone();
+    app.limit(ctx, ACCOUNT_CREATE_PER_IP, &ip).await?;
+    let user = User {
+        id: user_id,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        name,
+        email: Some(email),
+        email_verified: false,
+        phone: None,
+        phone_verified: false,
+        password_hash: hash_password(plain).await?,
+        password_updated_at: ctx.now,
+        mfa: false,
+        mfa_updated_at: None,
+        totp: None,
+        recovery_codes: vec![],
+    };
+    if !app.store.create_user(&user).await? {
+        return Err(ApiError::UserAlreadyExists);
+    }
+    Ok(Reply::json(201, models::account(&user)))
+}
+
+pub async fn get(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    Ok(Reply::json(200, models::account(&ctx.authed()?.user)))
+}
+
+pub async fn update_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let email = ctx.parsed("email", parse_email)?;
+    change_target(app, ctx, UserChange::Email(email), ApiError::EmailTaken).await
+}
+
+pub async fn update_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let phone = ctx.parsed("phone", parse_phone)?;
+    change_target(app, ctx, UserChange::Phone(phone), ApiError::PhoneTaken).await
+}
+
+/// Changing where codes go needs the password, and leaves the new address unverified.
+async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
+    let plain = ctx.string("password")?;
+    let user = &ctx.authed()?.user;
+    if !password_matches(plain, Some(user.password_hash.clone())).await? {
+        return Err(ApiError::InvalidCredentials);
+    }
+    match app.store.update_user(&user.id, change, None, ctx.now).await? {
+        Updated::Done(user) => Ok(Reply::json(200, models::account(&user))),
+        Updated::Taken => Err(taken),
+        Updated::NotFound | Updated::Rejected => Err(ApiError::UserNotFound),
+    }
+}

@@ -1,0 +1,73 @@
+//! `GET /avatars/qr`: a PNG QR code, e.g. of a TOTP URI.
+
+use image::{GrayImage, ImageEncoder, Luma};
+use qrcode::{Color, QrCode};
+
+use super::App;
+use crate::error::ApiError;
+use crate::http::{Ctx, Reply};
+
+fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
+    match ctx.opt_string(name)? {
+        None => Ok(default),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|v| range.contains(v))
+            .ok_or_else(|| ApiError::invalid(name, &format!("Value must be a valid range between {} and {}", range.start(), range.end()))),
+    }
+}
+
+/// Appwrite reads `download` loosely: `true`, `1` and friends.
+fn loose_bool(ctx: &Ctx, name: &str) -> Result<bool, ApiError> {
+    Ok(matches!(ctx.opt_string(name)?.as_deref(), Some("true" | "1" | "yes" | "on")))
+}
+
+pub async fn qr(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let text = ctx.string("text")?;
+    if text.is_empty() || text.chars().count() > 512 {
+        return Err(ApiError::invalid("text", "Value must be a valid string and at least 1 chars and no longer than 512 chars"));
+    }
+    let size = int(ctx, "size", 400, 1..=1000)?;
+    let margin = int(ctx, "margin", 1, 0..=10)?;
+    let download = loose_bool(ctx, "download")?;
+    let png = render(&text, size, margin)?;
+    let reply = Reply::bytes("image/png", png).header("Cache-Control", "private, max-age=3888000");
+    Ok(if download { reply.header("Content-Disposition", "attachment; filename=\"qr.png\"") } else { reply })
+}
+
+/// Renders `text` as a `size` x `size` PNG with a quiet zone of `margin` modules.
+pub fn render(text: &str, size: u32, margin: u32) -> Result<Vec<u8>, ApiError> {
+    let code = QrCode::new(text.as_bytes()).map_err(|e| ApiError::invalid("text", &e.to_string()))?;
+    let width = code.width() as u32;
+    let colors = code.to_colors();
+    let total = width + 2 * margin;
+    let image = GrayImage::from_fn(size, size, |x, y| {
+        let (mx, my) = (x * total / size, y * total / size);
+        let dark = mx >= margin
+            && my >= margin
+            && mx < margin + width
+            && my < margin + width
+            && colors[((my - margin) * width + (mx - margin)) as usize] == Color::Dark;
+        Luma([if dark { 0 } else { 255 }])
+    });
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(image.as_raw(), size, size, image::ExtendedColorType::L8)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_png_of_the_requested_size() {
+        let png = render("otpauth://totp/x?secret=ABC", 200, 1).unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (200, 200));
+        let gray = img.to_luma8();
+        assert!(gray.pixels().any(|p| p.0[0] == 0) && gray.pixels().any(|p| p.0[0] == 255));
+    }
+}

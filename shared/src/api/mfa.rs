@@ -1,0 +1,151 @@
+//! MFA switch, factor list, TOTP authenticator and recovery codes.
+
+use serde_json::json;
+
+use super::{models, App};
+use crate::domain::{recovery, totp, Authenticator, Factor};
+use crate::error::ApiError;
+use crate::http::{Ctx, Reply};
+use crate::store::{SessionUpgrade, UserChange, Updated};
+
+pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let enable = ctx.boolean("mfa")?;
+    let authed = ctx.authed()?;
+    // Turning enforced MFA off is as sensitive as removing a factor: ask for fresh proof.
+    if !enable && authed.user.mfa_enforced() && !authed.session.has_recent_challenge(ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
+    // The session that switches MFA on counts the factors already verified, so it never
+    // locks itself out.
+    let upgrade = enable.then(|| SessionUpgrade {
+        secret_hash: authed.session.secret_hash.clone(),
+        add: authed.user.verified_factors(),
+        mfa_updated_at: None,
+    });
+    match app.store.update_user(&authed.user.id, UserChange::Mfa(enable), upgrade, ctx.now).await? {
+        Updated::Done(user) => Ok(Reply::json(200, models::account(&user))),
+        _ => Err(ApiError::UserNotFound),
+    }
+}
+
+pub async fn factors(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    Ok(Reply::json(200, models::factors(ctx.authed()?.user.factors())))
+}
+
+fn authenticator_type(ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.path_param("type").eq_ignore_ascii_case("totp") {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("type", "Value must be one of (totp)"))
+    }
+}
+
+pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    authenticator_type(ctx)?;
+    let user = &ctx.authed()?.user;
+    if user.totp_verified() {
+        return Err(ApiError::AuthenticatorAlreadyVerified);
+    }
+    let secret = totp::new_secret();
+    let authenticator = Authenticator {
+        secret_sealed: app.keys.encrypt(&secret, &user.id),
+        verified: false,
+        last_step: None,
+        created_at: ctx.now,
+    };
+    let change = UserChange::PutAuthenticator(authenticator);
+    match app.store.update_user(&user.id, change, None, ctx.now).await? {
+        Updated::Done(_) => {}
+        Updated::Rejected => return Err(ApiError::AuthenticatorAlreadyVerified),
+        _ => return Err(ApiError::UserNotFound),
+    }
+    let account = user.email.clone().unwrap_or_else(|| user.id.clone());
+    Ok(Reply::json(
+        200,
+        json!({
+            "secret": totp::base32(&secret),
+            "uri": totp::uri(&app.config.project_name, &account, &secret),
+        }),
+    ))
+}
+
+pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    authenticator_type(ctx)?;
+    let otp = ctx.parsed("otp", crate::domain::values::parse_otp)?;
+    let authed = ctx.authed()?.clone();
+    let user = &authed.user;
+    let authenticator = user.totp.as_ref().ok_or(ApiError::AuthenticatorNotFound)?;
+    if authenticator.verified {
+        return Err(ApiError::AuthenticatorAlreadyVerified);
+    }
+    let secret = app
+        .keys
+        .decrypt(&authenticator.secret_sealed, &user.id)
+        .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))?;
+    app.code_attempt(ctx, &user.id).await?;
+    let step = totp::accept(&secret, &otp, ctx.now, authenticator.last_step).ok_or(ApiError::InvalidToken)?;
+    let upgrade = SessionUpgrade {
+        secret_hash: authed.session.secret_hash.clone(),
+        add: vec![Factor::Totp],
+        mfa_updated_at: Some(ctx.now),
+    };
+    match app.store.update_user(&user.id, UserChange::VerifyAuthenticator { step }, Some(upgrade), ctx.now).await? {
+        Updated::Done(user) => {
+            app.code_success(ctx, &user.id).await?;
+            Ok(Reply::json(200, models::account(&user)))
+        }
+        // Another request verified it, or used this step, first.
+        _ => Err(ApiError::InvalidToken),
+    }
+}
+
+pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    authenticator_type(ctx)?;
+    let authed = ctx.authed()?;
+    if !authed.session.has_recent_challenge(ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
+    match app.store.update_user(&authed.user.id, UserChange::RemoveAuthenticator, None, ctx.now).await? {
+        Updated::Done(_) => Ok(Reply::no_content()),
+        _ => Err(ApiError::AuthenticatorNotFound),
+    }
+}
+
+fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
+    codes.iter().map(|c| recovery::hash(&app.keys, user_id, c)).collect()
+}
+
+pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let user_id = ctx.authed()?.user.id.clone();
+    let codes = recovery::generate();
+    let change = UserChange::CreateRecoveryCodes(hashed(app, &user_id, &codes));
+    match app.store.update_user(&user_id, change, None, ctx.now).await? {
+        Updated::Done(_) => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
+        _ => Err(ApiError::RecoveryCodesAlreadyExist),
+    }
+}
+
+pub async fn get_recovery_codes(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let authed = ctx.authed()?;
+    if !authed.session.has_recent_challenge(ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
+    if authed.user.recovery_codes.is_empty() {
+        return Err(ApiError::RecoveryCodesNotFound);
+    }
+    Err(ApiError::RecoveryCodesNotReadable)
+}
+
+pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let authed = ctx.authed()?;
+    if !authed.session.has_recent_challenge(ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
+    let user_id = authed.user.id.clone();
+    let codes = recovery::generate();
+    let change = UserChange::ReplaceRecoveryCodes(hashed(app, &user_id, &codes));
+    match app.store.update_user(&user_id, change, None, ctx.now).await? {
+        Updated::Done(_) => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
+        _ => Err(ApiError::RecoveryCodesNotFound),
+    }
+}

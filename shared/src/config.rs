@@ -1,0 +1,89 @@
+//! Everything read from the environment, once, at start.
+
+use crate::clock::{Millis, DAY, SECOND};
+use crate::domain::challenge::CHALLENGE_TTL;
+
+#[derive(Clone)]
+pub struct Config {
+    pub project_id: String,
+    pub project_name: String,
+    /// Server secret the code-hash and TOTP-encryption keys derive from.
+    pub secret_key: Vec<u8>,
+    /// Origins allowed to call with credentials; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Hosts verification links may point to; empty allows any.
+    pub redirect_hosts: Vec<String>,
+    pub session_ttl: Millis,
+    pub challenge_ttl: Millis,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn list(name: &str, default: &str) -> Vec<String> {
+    var(name)
+        .unwrap_or_else(|| default.to_string())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| s as Millis * SECOND)
+            .ok_or_else(|| ConfigError(format!("{name} must be a positive number of seconds, got {v:?}"))),
+    }
+}
+
+impl Config {
+    /// Reads `MFA_*` variables. `secret_key` falls back to `default_secret` (the local server
+    /// keeps one in its data folder); Lambda functions must be given `MFA_SECRET_KEY`.
+    pub fn from_env(default_secret: Option<Vec<u8>>) -> Result<Config, ConfigError> {
+        let project_id = var("MFA_PROJECT_ID").unwrap_or_else(|| "local".into());
+        if crate::domain::values::parse_id(&project_id).is_none() {
+            return Err(ConfigError(format!("MFA_PROJECT_ID {project_id:?} is not a valid id")));
+        }
+        let secret_key = match var("MFA_SECRET_KEY") {
+            Some(key) if key.len() >= 32 => key.into_bytes(),
+            Some(_) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
+            None => default_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
+        };
+        Ok(Config {
+            project_name: var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone()),
+            project_id,
+            secret_key,
+            allowed_origins: list("MFA_ALLOWED_ORIGINS", "*"),
+            redirect_hosts: list("MFA_REDIRECT_HOSTS", ""),
+            session_ttl: seconds("MFA_SESSION_TTL_SECONDS", 365 * DAY)?,
+            challenge_ttl: seconds("MFA_CHALLENGE_TTL_SECONDS", CHALLENGE_TTL)?,
+        })
+    }
+
+    /// A configuration for tests and tools.
+    pub fn for_project(project_id: &str, secret: &[u8]) -> Config {
+        Config {
+            project_id: project_id.into(),
+            project_name: project_id.into(),
+            secret_key: secret.to_vec(),
+            allowed_origins: vec!["*".into()],
+            redirect_hosts: vec![],
+            session_ttl: 365 * DAY,
+            challenge_ttl: CHALLENGE_TTL,
+        }
+    }
+
+    pub fn session_cookie(&self) -> String {
+        format!("a_session_{}", self.project_id)
+    }
+}

@@ -1,0 +1,32 @@
+//! Outgoing email and SMS behind one trait.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub mod outbox;
+pub mod templates;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub channel: Channel,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("message could not be delivered: {0}")]
+pub struct DeliveryError(pub String);
+
+#[async_trait]
+pub trait Sender: Send + Sync + 'static {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError>;
+}

@@ -1,0 +1,40 @@
+//! Local delivery: prints each message and appends it as one JSON line to a file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use super::{DeliveryError, Message, Sender};
+
+pub struct Outbox {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl Outbox {
+    pub fn new(path: PathBuf) -> Self {
+        Outbox { path, lock: Mutex::new(()) }
+    }
+}
+
+#[async_trait]
+impl Sender for Outbox {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        let line = serde_json::to_string(message).map_err(|e| DeliveryError(e.to_string()))?;
+        let _guard = self.lock.lock().await;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| DeliveryError(format!("{}: {e}", self.path.display())))?;
+        writeln!(file, "{line}").map_err(|e| DeliveryError(e.to_string()))?;
+        let heading = match message.channel {
+            super::Channel::Email => format!("email to {} — {}", message.to, message.subject),
+            super::Channel::Sms => format!("sms to {}", message.to),
+        };
+        println!("\n── {heading}\n{}\n", message.text);
+        Ok(())
+    }
+}

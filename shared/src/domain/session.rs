@@ -1,0 +1,116 @@
+//! Sessions: who they belong to, what they have proven, and when they end.
+
+use serde::{Deserialize, Serialize};
+
+use super::user::User;
+use super::values::Factor;
+use crate::clock::{Millis, MINUTE};
+
+/// A successful challenge within this window counts as recent proof (Appwrite: 1800 s).
+pub const RECENT_CHALLENGE: Millis = 30 * MINUTE;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    /// SHA-256 of the session secret; the secret itself is only ever in the client's cookie.
+    pub secret_hash: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub expire: Millis,
+    pub factors: Vec<Factor>,
+    pub mfa_updated_at: Option<Millis>,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+/// How far a session may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Every route is open to it.
+    Full,
+    /// MFA is enforced and the session has proven one factor: only the MFA routes are open.
+    NeedsMoreFactors,
+}
+
+impl Session {
+    pub fn standing(&self, user: &User) -> Standing {
+        if user.mfa_enforced() && self.factors.len() < 2 {
+            Standing::NeedsMoreFactors
+        } else {
+            Standing::Full
+        }
+    }
+
+    pub fn has_recent_challenge(&self, now: Millis) -> bool {
+        self.mfa_updated_at.is_some_and(|at| now - at <= RECENT_CHALLENGE)
+    }
+
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.expire > now
+    }
+}
+
+/// Appends factors once each, keeping the order in which they were proven.
+pub fn merge_factors(existing: &mut Vec<Factor>, add: &[Factor]) {
+    for factor in add {
+        if !existing.contains(factor) {
+            existing.push(*factor);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::user::sample_user;
+
+    fn session(factors: Vec<Factor>) -> Session {
+        Session {
+            id: "s".into(),
+            user_id: "u".into(),
+            secret_hash: "h".into(),
+            created_at: 0,
+            updated_at: 0,
+            expire: 100,
+            factors,
+            mfa_updated_at: None,
+            ip: String::new(),
+            user_agent: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_factor_is_not_enough_once_mfa_is_enforced() {
+        let mut user = sample_user("u");
+        user.mfa = true;
+        user.email_verified = true;
+        assert_eq!(session(vec![Factor::Password]).standing(&user), Standing::NeedsMoreFactors);
+        assert_eq!(session(vec![Factor::Password, Factor::Totp]).standing(&user), Standing::Full);
+        user.mfa = false;
+        assert_eq!(session(vec![Factor::Password]).standing(&user), Standing::Full);
+    }
+
+    #[test]
+    fn recent_challenge_lasts_thirty_minutes() {
+        let mut s = session(vec![Factor::Password]);
+        assert!(!s.has_recent_challenge(1_000));
+        s.mfa_updated_at = Some(1_000);
+        assert!(s.has_recent_challenge(1_000 + RECENT_CHALLENGE));
+        assert!(!s.has_recent_challenge(1_001 + RECENT_CHALLENGE));
+    }
+
+    #[test]
+    fn expiry_is_exclusive() {
+        let s = session(vec![]);
+        assert!(s.is_live(99));
+        assert!(!s.is_live(100));
+    }
+
+    #[test]
+    fn merging_factors_keeps_each_once() {
+        let mut factors = vec![Factor::Password];
+        merge_factors(&mut factors, &[Factor::Totp, Factor::Password, Factor::Totp]);
+        assert_eq!(factors, vec![Factor::Password, Factor::Totp]);
+    }
+}

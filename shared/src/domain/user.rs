@@ -1,0 +1,126 @@
+//! Users and the factors they have verified.
+
+use serde::{Deserialize, Serialize};
+
+use super::values::Factor;
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub name: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub password_updated_at: Millis,
+    pub mfa: bool,
+    pub mfa_updated_at: Option<Millis>,
+    pub totp: Option<Authenticator>,
+    /// Keyed hashes of the unused recovery codes.
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Authenticator {
+    /// The TOTP secret, AES-256-GCM encrypted under the server key with the user id as AAD.
+    pub secret_sealed: String,
+    pub verified: bool,
+    /// Newest time step ever accepted; older or equal steps are refused.
+    pub last_step: Option<u64>,
+    pub created_at: Millis,
+}
+
+/// The second factors a user can be challenged with, as `GET /account/mfa/factors` lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Factors {
+    pub totp: bool,
+    pub email: bool,
+    pub phone: bool,
+    pub recovery_code: bool,
+}
+
+impl User {
+    pub fn totp_verified(&self) -> bool {
+        self.totp.as_ref().is_some_and(|a| a.verified)
+    }
+
+    pub fn factors(&self) -> Factors {
+        Factors {
+            totp: self.totp_verified(),
+            email: self.email.is_some() && self.email_verified,
+            phone: self.phone.is_some() && self.phone_verified,
+            recovery_code: !self.recovery_codes.is_empty(),
+        }
+    }
+
+    /// The verified second factors, in canonical order.
+    pub fn verified_factors(&self) -> Vec<Factor> {
+        let f = self.factors();
+        [(f.totp, Factor::Totp), (f.email, Factor::Email), (f.phone, Factor::Phone)]
+            .into_iter()
+            .filter_map(|(on, factor)| on.then_some(factor))
+            .collect()
+    }
+
+    /// MFA is enforced when switched on and at least one second factor is verified.
+    pub fn mfa_enforced(&self) -> bool {
+        self.mfa && !self.verified_factors().is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn sample_user(id: &str) -> User {
+    User {
+        id: id.to_string(),
+        created_at: 1,
+        updated_at: 1,
+        name: String::new(),
+        email: Some(format!("{id}@example.com")),
+        email_verified: false,
+        phone: None,
+        phone_verified: false,
+        password_hash: "x".into(),
+        password_updated_at: 1,
+        mfa: false,
+        mfa_updated_at: None,
+        totp: None,
+        recovery_codes: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mfa_is_enforced_only_with_a_verified_second_factor() {
+        let mut user = sample_user("u");
+        user.mfa = true;
+        assert!(!user.mfa_enforced(), "no verified factor yet");
+        user.recovery_codes = vec!["h".into()];
+        assert!(!user.mfa_enforced(), "recovery codes alone do not enforce MFA");
+        user.email_verified = true;
+        assert!(user.mfa_enforced());
+        user.mfa = false;
+        assert!(!user.mfa_enforced());
+    }
+
+    #[test]
+    fn an_unverified_authenticator_is_not_a_factor() {
+        let mut user = sample_user("u");
+        user.totp = Some(Authenticator {
+            secret_sealed: "s".into(),
+            verified: false,
+            last_step: None,
+            created_at: 1,
+        });
+        assert!(!user.factors().totp);
+        user.totp.as_mut().unwrap().verified = true;
+        assert_eq!(user.verified_factors(), vec![Factor::Totp]);
+    }
+}

@@ -1,0 +1,201 @@
+//! Inputs parsed at the edge into values that are valid by construction.
+//! Each `parse` returns the rule that failed, which the API layer names with its parameter.
+
+use serde::{Deserialize, Serialize};
+
+pub type Rule = &'static str;
+
+/// `unique()` or up to 36 of `[a-zA-Z0-9._-]`, not starting with a special character.
+pub fn parse_new_user_id(raw: &str) -> Result<String, Rule> {
+    const RULE: Rule = "Parameter must contain at most 36 chars. Valid chars are a-z, A-Z, 0-9, period, hyphen, and underscore. Can't start with a special char";
+    if raw == "unique()" {
+        return Ok(super::crypto::new_id());
+    }
+    parse_id(raw).ok_or(RULE)
+}
+
+/// An existing id as sent back by a client (same alphabet, no `unique()`).
+pub fn parse_id(raw: &str) -> Option<String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 36
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && raw.as_bytes()[0].is_ascii_alphanumeric();
+    valid.then(|| raw.to_string())
+}
+
+/// Emails are compared and stored lowercased.
+pub fn parse_email(raw: &str) -> Result<String, Rule> {
+    const RULE: Rule = "Value must be a valid email address";
+    let email = raw.trim().to_ascii_lowercase();
+    let (local, domain) = email.rsplit_once('@').ok_or(RULE)?;
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && local.bytes().all(|b| b.is_ascii_graphic() && !b"@()<>[]\\,;:\"".contains(&b));
+    if email.len() <= 254 && domain_ok && local_ok {
+        Ok(email)
+    } else {
+        Err(RULE)
+    }
+}
+
+/// E.164: `+`, a non-zero digit, 7 to 15 digits in all.
+pub fn parse_phone(raw: &str) -> Result<String, Rule> {
+    const RULE: Rule = "Phone number must start with a '+' can have a maximum of fifteen digits.";
+    let digits = raw.strip_prefix('+').ok_or(RULE)?;
+    let ok = (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(RULE)
+    }
+}
+
+pub fn parse_password(raw: &str) -> Result<String, Rule> {
+    let chars = raw.chars().count();
+    if (8..=256).contains(&chars) {
+        Ok(raw.to_string())
+    } else {
+        Err("Password must be between 8 and 256 characters long.")
+    }
+}
+
+pub fn parse_name(raw: &str) -> Result<String, Rule> {
+    if raw.chars().count() <= 128 {
+        Ok(raw.to_string())
+    } else {
+        Err("Value must be a valid string and no longer than 128 chars")
+    }
+}
+
+/// A code typed by a user: one-time code, TOTP code or recovery code.
+pub fn parse_otp(raw: &str) -> Result<String, Rule> {
+    let trimmed = raw.trim();
+    if !trimmed.is_empty() && trimmed.len() <= 64 {
+        Ok(trimmed.to_string())
+    } else {
+        Err("Value must be a valid string and at least 1 chars and no longer than 64 chars")
+    }
+}
+
+/// A redirect URL for verification links: http(s) to an allowed host.
+pub fn parse_redirect_url(raw: &str, allowed_hosts: &[String]) -> Result<url::Url, Rule> {
+    const RULE: Rule = "URL host must be one of: the hosts configured for this project";
+    let url = url::Url::parse(raw).map_err(|_| "Value must be a valid URL")?;
+    if !matches!(url.scheme(), "http" | "https") || raw.len() > 2048 {
+        return Err("Value must be a valid URL with the http or https scheme");
+    }
+    let host = url.host_str().unwrap_or_default();
+    if allowed_hosts.is_empty() || allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        Ok(url)
+    } else {
+        Err(RULE)
+    }
+}
+
+/// What a session has proven. Names are Appwrite's canonical ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub enum Factor {
+    #[serde(rename = "password")]
+    Password,
+    #[serde(rename = "totp")]
+    Totp,
+    #[serde(rename = "email")]
+    Email,
+    #[serde(rename = "phone")]
+    Phone,
+    #[serde(rename = "recoveryCode")]
+    RecoveryCode,
+}
+
+impl Factor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Factor::Password => "password",
+            Factor::Totp => "totp",
+            Factor::Email => "email",
+            Factor::Phone => "phone",
+            Factor::RecoveryCode => "recoveryCode",
+        }
+    }
+
+    /// A second factor a challenge can prove (case-insensitive: SDK 28 sends `recoverycode`).
+    pub fn parse_challenge(raw: &str) -> Result<Factor, Rule> {
+        match raw.to_ascii_lowercase().as_str() {
+            "totp" => Ok(Factor::Totp),
+            "email" => Ok(Factor::Email),
+            "phone" => Ok(Factor::Phone),
+            "recoverycode" => Ok(Factor::RecoveryCode),
+            _ => Err("Value must be one of (email, phone, totp, recoverycode)"),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Factor> {
+        [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode]
+            .into_iter()
+            .find(|f| f.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_follow_appwrite_rules() {
+        assert_eq!(parse_new_user_id("unique()").unwrap().len(), 20);
+        assert!(parse_new_user_id("alice_01.x-y").is_ok());
+        assert!(parse_new_user_id("_alice").is_err());
+        assert!(parse_new_user_id("").is_err());
+        assert!(parse_new_user_id(&"a".repeat(37)).is_err());
+        assert!(parse_new_user_id("a b").is_err());
+    }
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        assert_eq!(parse_email("Alice@Example.COM").unwrap(), "alice@example.com");
+        for bad in ["", "alice", "alice@", "@example.com", "a@b", "a@.com", "a b@c.com"] {
+            assert!(parse_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phones_must_be_e164() {
+        assert!(parse_phone("+12065550100").is_ok());
+        for bad in ["12065550100", "+0123456789", "+1", "+1234567890123456", "+1206555010a"] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_8_to_256_chars() {
+        assert!(parse_password("1234567").is_err());
+        assert!(parse_password("12345678").is_ok());
+        assert!(parse_password(&"x".repeat(256)).is_ok());
+        assert!(parse_password(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn challenge_factors_are_case_insensitive() {
+        assert_eq!(Factor::parse_challenge("recoverycode"), Ok(Factor::RecoveryCode));
+        assert_eq!(Factor::parse_challenge("recoveryCode"), Ok(Factor::RecoveryCode));
+        assert_eq!(Factor::parse_challenge("TOTP"), Ok(Factor::Totp));
+        assert!(Factor::parse_challenge("password").is_err());
+        assert!(Factor::parse_challenge("sms").is_err());
+    }
+
+    #[test]
+    fn redirect_urls_are_http_and_allowed() {
+        let hosts = vec!["example.com".to_string()];
+        assert!(parse_redirect_url("https://example.com/verify", &hosts).is_ok());
+        assert!(parse_redirect_url("https://evil.test/verify", &hosts).is_err());
+        assert!(parse_redirect_url("javascript:alert(1)", &[]).is_err());
+        assert!(parse_redirect_url("not a url", &[]).is_err());
+        assert!(parse_redirect_url("http://anything.test/x", &[]).is_ok());
+    }
+}
