@@ -11,3 +11,5 @@ pub mod http;
 pub mod store;
 
 pub use api::{routes, App, Route};
+pub mod lambda;
+pub mod local;

@@ -78,5 +78,7 @@ pub fn factors(f: Factors) -> Value {
         "phone": f.phone,
         "email": f.email,
         "recoveryCode": f.recovery_code,
+        // Appwrite's model has it; this service offers no custom factors.
+        "custom": false,
     })
 }

@@ -29,6 +29,10 @@ pub fn base32(secret: &[u8]) -> String {
     totp_rs::Secret::from(secret.to_vec()).to_base32()
 }
 
+pub fn from_base32(encoded: &str) -> Option<Vec<u8>> {
+    totp_rs::Secret::try_from_base32(encoded).ok().map(|s| s.as_ref().to_vec())
+}
+
 /// The time step that `now` falls in.
 pub fn step_at(now: Millis) -> u64 {
     (now.max(0) as u64 / 1000) / STEP_SECONDS
@@ -147,6 +151,13 @@ mod tests {
         assert_eq!(accept(&secret, &wrong, now, None), None);
         assert_eq!(accept(&secret, "", now, None), None);
         assert_eq!(accept(&secret, &format!("{good}0"), now, None), None);
+    }
+
+    #[test]
+    fn base32_round_trips() {
+        let secret = new_secret();
+        assert_eq!(from_base32(&base32(&secret)), Some(secret));
+        assert_eq!(from_base32("not base32!"), None);
     }
 
     #[test]

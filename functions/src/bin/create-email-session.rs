@@ -1,0 +1,7 @@
+//! `POST /v1/account/sessions/email`
+//! `POST /v1/account/sessions`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("create-email-session").await
+}

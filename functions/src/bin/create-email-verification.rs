@@ -1,0 +1,7 @@
+//! `POST /v1/account/verifications/email`
+//! `POST /v1/account/verification`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("create-email-verification").await
+}

@@ -1,0 +1,6 @@
+//! `POST /v1/account/mfa/authenticators/:type`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("create-mfa-authenticator").await
+}

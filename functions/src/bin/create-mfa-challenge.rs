@@ -1,0 +1,7 @@
+//! `POST /v1/account/mfa/challenges`
+//! `POST /v1/account/mfa/challenge`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("create-mfa-challenge").await
+}

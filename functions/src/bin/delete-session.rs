@@ -1,0 +1,6 @@
+//! `DELETE /v1/account/sessions/:sessionId`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("delete-session").await
+}

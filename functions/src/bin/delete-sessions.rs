@@ -1,0 +1,6 @@
+//! `DELETE /v1/account/sessions`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("delete-sessions").await
+}

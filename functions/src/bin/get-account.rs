@@ -1,0 +1,6 @@
+//! `GET /v1/account`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("get-account").await
+}

@@ -1,0 +1,6 @@
+//! `GET /v1/account/mfa/recovery-codes`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("get-mfa-recovery-codes").await
+}

@@ -1,0 +1,7 @@
+//! `PUT /v1/account/mfa/challenges`
+//! `PUT /v1/account/mfa/challenge`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve("update-mfa-challenge").await
+}

@@ -1,0 +1,260 @@
+//! Starts `mfa-local` on a free port with a fresh data folder, and speaks to it over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub project: String,
+    outbox: PathBuf,
+    _data: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Answer {
+    pub fn kind(&self) -> &str {
+        self.body["type"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Server::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let outbox = data.path().join("outbox.jsonl");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let project = "e2e".to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
+            .env("MFA_LISTEN", &listen)
+            .env("MFA_DATA_DIR", data.path())
+            .env("MFA_OUTBOX", &outbox)
+            .env("MFA_PROJECT_ID", &project)
+            .env("MFA_PROJECT_NAME", "E2E App")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mfa-local starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30)).expect("mfa-local prints its endpoint");
+        Server {
+            child,
+            base: format!("http://{listen}"),
+            project,
+            outbox,
+            _data: data,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// One request; `session` is the `X-Fallback-Cookies` value the login returned.
+    pub async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("X-Appwrite-Project", &self.project);
+        if let Some(session) = session {
+            req = req.header("X-Fallback-Cookies", session);
+        }
+        if method != Method::GET {
+            req = req.header("Content-Type", "application/json").body(body.to_string());
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap().to_vec();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, body, headers, bytes }
+    }
+
+    pub fn raw(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Every message sent so far.
+    pub fn outbox(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.outbox)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The newest message to `to`, waiting briefly for it.
+    pub async fn last_message(&self, to: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(m) = self.outbox().into_iter().rev().find(|m| m["to"] == to) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no message to {to}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn last_code(&self, to: &str) -> String {
+        let text = self.last_message(to).await["text"].as_str().unwrap().to_string();
+        six_digits(&text).unwrap_or_else(|| panic!("no 6-digit code in {text:?}"))
+    }
+
+    // ---- flows -------------------------------------------------------------------------
+
+    pub async fn sign_up(&self, email: &str) -> String {
+        let r = self
+            .call("POST", "/v1/account", None, json!({"userId": "unique()", "email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body["$id"].as_str().unwrap().to_string()
+    }
+
+    /// Logs in and returns the session as the SDK keeps it (`X-Fallback-Cookies` value).
+    pub async fn log_in(&self, email: &str) -> String {
+        let r = self
+            .call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD}))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.body["factors"], json!(["password"]));
+        assert_eq!(r.body["secret"], "");
+        r.header("x-fallback-cookies").expect("fallback cookie").to_string()
+    }
+
+    pub async fn verify_email(&self, session: &str, email: &str) {
+        let r = self
+            .call("POST", "/v1/account/verifications/email", Some(session), json!({"url": "http://localhost/verify"}))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let text = self.last_message(email).await["text"].as_str().unwrap().to_string();
+        let link = text.split_whitespace().find(|w| w.starts_with("http://localhost/verify?")).unwrap();
+        let url = reqwest::Url::parse(link).unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert!(q.contains_key("expire"));
+        let r = self
+            .call("PUT", "/v1/account/verifications/email", None, json!({"userId": q["userId"], "secret": q["secret"]}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
+    pub async fn verify_phone(&self, session: &str, user_id: &str, phone: &str) {
+        let r = self.call("PATCH", "/v1/account/phone", Some(session), json!({"phone": phone, "password": PASSWORD})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["phoneVerification"], false);
+        let r = self.call("POST", "/v1/account/verifications/phone", Some(session), json!({})).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        let code = self.last_code(phone).await;
+        let r = self
+            .call("PUT", "/v1/account/verifications/phone", Some(session), json!({"userId": user_id, "secret": code}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+
+    /// Adds and verifies a TOTP authenticator; returns its secret.
+    pub async fn enrol_totp(&self, session: &str) -> Vec<u8> {
+        let r = self.call("POST", "/v1/account/mfa/authenticators/totp", Some(session), json!({})).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let secret = mfa_core::domain::totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+        assert!(r.body["uri"].as_str().unwrap().starts_with("otpauth://totp/E2E%20App%3A"));
+        let r = self
+            .call("PUT", "/v1/account/mfa/authenticators/totp", Some(session), json!({"otp": totp_at(&secret, 0)}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        secret
+    }
+
+    pub async fn challenge(&self, session: &str, factor: &str) -> String {
+        let r = self.call("POST", "/v1/account/mfa/challenges", Some(session), json!({"factor": factor})).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        r.body["$id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn complete(&self, session: &str, challenge: &str, otp: &str) -> Answer {
+        self.call("PUT", "/v1/account/mfa/challenges", Some(session), json!({"challengeId": challenge, "otp": otp}))
+            .await
+    }
+}
+
+/// The TOTP code of the step `offset` steps from now.
+pub fn totp_at(secret: &[u8], offset: i64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    mfa_core::domain::totp::code_at(secret, now + offset * 30_000).unwrap()
+}
+
+pub fn six_digits(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).map(str::to_string)
+}
+
+/// A user with verified email, phone and TOTP, recovery codes and MFA on.
+pub struct Enrolled {
+    pub id: String,
+    pub email: String,
+    pub phone: String,
+    pub totp: Vec<u8>,
+    pub recovery_codes: Vec<String>,
+}
+
+pub async fn enrolled(server: &Server, name: &str) -> Enrolled {
+    let email = format!("{name}@example.com");
+    let phone = format!("+1206555{:04}", name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 10_000);
+    let id = server.sign_up(&email).await;
+    let session = server.log_in(&email).await;
+
+    // 1. recovery codes
+    let r = server.call("POST", "/v1/account/mfa/recovery-codes", Some(&session), json!({})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let recovery_codes: Vec<String> =
+        r.body["recoveryCodes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    // 2. verify email, phone and an authenticator
+    server.verify_email(&session, &email).await;
+    server.verify_phone(&session, &id, &phone).await;
+    let totp = server.enrol_totp(&session).await;
+    // 3. enable MFA
+    let r = server.call("PATCH", "/v1/account/mfa", Some(&session), json!({"mfa": true})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["mfa"], true);
+    Enrolled { id, email, phone, totp, recovery_codes }
+}
