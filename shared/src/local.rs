@@ -121,3 +121,12 @@ async fn handle(app: &App, req: hyper::Request<Incoming>, peer: SocketAddr) -> h
     };
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
+
+/// Prints the current code of an authenticator secret, for trying the flow without a phone.
+pub fn print_totp(base32: &str) -> Result<(), String> {
+    use crate::domain::totp;
+    let secret = totp::from_base32(base32).ok_or("the secret is not valid base32")?;
+    let code = totp::code_at(&secret, SystemClock.now()).ok_or("the secret is too short for TOTP")?;
+    println!("{code}");
+    Ok(())
+}

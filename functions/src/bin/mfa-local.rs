@@ -1,8 +1,15 @@
 //! The whole API on localhost: embedded store, email and SMS printed and kept in an outbox.
+//! `mfa-local totp <BASE32 SECRET>` prints an authenticator's current code instead.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match mfa_core::local::main().await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.as_slice() {
+        [cmd, secret] if cmd == "totp" => mfa_core::local::print_totp(secret),
+        [] => mfa_core::local::main().await,
+        _ => Err("usage: mfa-local | mfa-local totp <BASE32 SECRET>".into()),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mfa-local: {e}");

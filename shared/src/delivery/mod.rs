@@ -3,7 +3,10 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub mod aws;
 pub mod outbox;
+pub mod ses;
+pub mod sns;
 pub mod templates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

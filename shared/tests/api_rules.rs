@@ -1,0 +1,268 @@
+//! Rules that depend on time or on failing dependencies, driven in-process through the
+//! same handler code with an injected clock, a recording sender and failing stand-ins.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lambda_http::http::Request;
+use lambda_http::Body;
+use mfa_core::clock::{ManualClock, Millis, MINUTE};
+use mfa_core::config::Config;
+use mfa_core::delivery::{DeliveryError, Message, Sender};
+use mfa_core::domain::totp;
+use mfa_core::store::embedded::EmbeddedStore;
+use mfa_core::store::Store;
+use mfa_core::App;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery";
+const START: Millis = 1_800_000_000_000;
+
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<Message>>,
+    fail: Mutex<bool>,
+}
+
+#[async_trait]
+impl Sender for Recorder {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        if *self.fail.lock().unwrap() {
+            return Err(DeliveryError("provider refused".into()));
+        }
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+struct World {
+    app: App,
+    clock: ManualClock,
+    sender: Arc<Recorder>,
+    store: Arc<EmbeddedStore>,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    fallback: Option<String>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::at(START);
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("db"), START).unwrap());
+        let sender = Arc::new(Recorder::default());
+        let app = App::new(
+            Config::for_project("p", b"a test server key of sufficient length"),
+            store.clone(),
+            sender.clone(),
+            Arc::new(clock.clone()),
+        );
+        World { app, clock, sender, store, _dir: dir }
+    }
+
+    async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(s) = session {
+            req = req.header("x-fallback-cookies", s);
+        }
+        let res = self.app.handle(req.body(Body::Text(body.to_string())).unwrap(), None).await;
+        let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
+        let status = res.status().as_u16();
+        let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
+        Answer { status, body, fallback }
+    }
+
+    fn sent_messages(&self) -> Vec<Message> {
+        self.sender.sent.lock().unwrap().clone()
+    }
+
+    async fn log_in(&self, email: &str) -> String {
+        let r = self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.fallback.unwrap()
+    }
+
+    /// A user with a verified authenticator and MFA on; returns (email, totp secret).
+    async fn enrolled(&self) -> (String, Vec<u8>) {
+        let email = "rules@example.com".to_string();
+        let r = self.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status, 201);
+        let s = self.log_in(&email).await;
+        let r = self.call("POST", "/v1/account/mfa/authenticators/totp", Some(&s), json!({})).await;
+        let secret = totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+        let otp = totp::code_at(&secret, self.clock_now()).unwrap();
+        let r = self.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&s), json!({"otp": otp})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = self.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": true})).await;
+        assert_eq!(r.status, 200);
+        (email, secret)
+    }
+
+    fn clock_now(&self) -> Millis {
+        mfa_core::clock::Clock::now(&self.clock)
+    }
+
+    /// Logs in and passes a TOTP challenge; returns the full session.
+    async fn full_session(&self, email: &str, secret: &[u8]) -> String {
+        let s = self.log_in(email).await;
+        let r = self.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "totp"})).await;
+        let id = r.body["$id"].as_str().unwrap().to_string();
+        // A fresh step each time: steps are single-use.
+        self.clock.advance(30_000);
+        let otp = totp::code_at(secret, self.clock_now()).unwrap();
+        let r = self.call("PUT", "/v1/account/mfa/challenges", Some(&s), json!({"challengeId": id, "otp": otp})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        s
+    }
+}
+
+#[tokio::test]
+async fn the_recent_challenge_window_closes_after_thirty_minutes() {
+    let w = World::new();
+    let (email, secret) = w.enrolled().await;
+    let s = w.full_session(&email, &secret).await;
+    w.clock.advance(30 * MINUTE);
+    let r = w.call("PATCH", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+    assert_eq!(r.status, 404, "still recent at exactly 30 minutes: {}", r.body);
+    w.clock.advance(1_000);
+    let r = w.call("PATCH", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_challenge_required"));
+    let r = w.call("DELETE", "/v1/account/mfa/authenticators/totp", Some(&s), json!({})).await;
+    assert_eq!(r.body["type"], "user_challenge_required");
+}
+
+#[tokio::test]
+async fn switching_enforced_mfa_off_needs_a_recent_challenge() {
+    let w = World::new();
+    let (email, secret) = w.enrolled().await;
+    let s = w.full_session(&email, &secret).await;
+    w.clock.advance(31 * MINUTE);
+    let r = w.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": false})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_challenge_required"));
+    let fresh = w.full_session(&email, &secret).await;
+    let r = w.call("PATCH", "/v1/account/mfa", Some(&fresh), json!({"mfa": false})).await;
+    assert_eq!((r.status, r.body["mfa"].clone()), (200, json!(false)));
+}
+
+#[tokio::test]
+async fn a_challenge_lives_ten_minutes() {
+    let w = World::new();
+    let (email, secret) = w.enrolled().await;
+    let s = w.log_in(&email).await;
+    let r = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "totp"})).await;
+    let expire = r.body["expire"].as_str().unwrap().to_string();
+    assert_eq!(expire, mfa_core::clock::iso(w.clock_now() + 10 * MINUTE));
+    let id = r.body["$id"].as_str().unwrap().to_string();
+    w.clock.advance(10 * MINUTE);
+    let otp = totp::code_at(&secret, w.clock_now()).unwrap();
+    let r = w.call("PUT", "/v1/account/mfa/challenges", Some(&s), json!({"challengeId": id, "otp": otp})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_invalid_token"));
+}
+
+#[tokio::test]
+async fn a_failed_send_leaves_no_challenge_behind() {
+    let w = World::new();
+    let r = w.call("POST", "/v1/account", None, json!({"userId": "u1", "email": "send@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status, 201);
+    let s = w.log_in("send@example.com").await;
+    let r = w.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://app.example/verify"})).await;
+    assert_eq!(r.status, 201);
+    let link = w.sent_messages().last().unwrap().text.clone();
+    let secret = link.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let r = w.call("PUT", "/v1/account/verifications/email", None, json!({"userId": "u1", "secret": secret})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    *w.sender.fail.lock().unwrap() = true;
+    let r = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (502, "general_provider_failure"));
+    let stored = w.store.dump().unwrap();
+    assert!(!stored.iter().any(|(k, _)| k.contains("CHALLENGE#")), "{stored:?}");
+}
+
+/// A store that is down.
+struct DownStore;
+
+#[async_trait]
+impl Store for DownStore {
+    async fn create_user(&self, _: &mfa_core::domain::User) -> mfa_core::store::StoreResult<bool> { Err(down()) }
+    async fn user(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> { Err(down()) }
+    async fn user_by_email(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> { Err(down()) }
+    async fn update_user(&self, _: &str, _: mfa_core::store::UserChange, _: Option<mfa_core::store::SessionUpgrade>, _: Millis) -> mfa_core::store::StoreResult<mfa_core::store::Updated> { Err(down()) }
+    async fn create_session(&self, _: &mfa_core::domain::Session) -> mfa_core::store::StoreResult<()> { Err(down()) }
+    async fn session(&self, _: &str, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> { Err(down()) }
+    async fn delete_session(&self, _: &str, _: &str) -> mfa_core::store::StoreResult<bool> { Err(down()) }
+    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> mfa_core::store::StoreResult<()> { Err(down()) }
+    async fn put_challenge(&self, _: &mfa_core::domain::Challenge) -> mfa_core::store::StoreResult<()> { Err(down()) }
+    async fn take_challenge_attempt(&self, _: &str, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Challenge>> { Err(down()) }
+    async fn finish_challenge(&self, _: &mfa_core::store::ChallengeWin) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> { Err(down()) }
+    async fn put_token(&self, _: &mfa_core::domain::VerificationToken) -> mfa_core::store::StoreResult<()> { Err(down()) }
+    async fn take_token_attempt(&self, _: &str, _: mfa_core::domain::Channel, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> { Err(down()) }
+    async fn redeem_token(&self, _: &str, _: mfa_core::domain::Channel, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> { Err(down()) }
+    async fn hit(&self, _: &str, _: Millis) -> mfa_core::store::StoreResult<u32> { Err(down()) }
+    async fn clear(&self, _: &str) -> mfa_core::store::StoreResult<()> { Err(down()) }
+}
+
+fn down() -> mfa_core::store::StoreError {
+    mfa_core::store::StoreError::Unavailable("connection refused to 10.0.0.1:8000".into())
+}
+
+#[tokio::test]
+async fn an_unreachable_store_gives_a_clear_5xx_without_details() {
+    let app = App::new(
+        Config::for_project("p", b"a test server key of sufficient length"),
+        Arc::new(DownStore),
+        Arc::new(Recorder::default()),
+        Arc::new(ManualClock::at(START)),
+    );
+    let creds = mfa_core::http::Credentials { user_id: "u1".into(), secret: "s".into() }.encode();
+    for (method, path, body) in [
+        ("GET", "/v1/account", json!({})),
+        ("POST", "/v1/account", json!({"userId": "unique()", "email": "a@b.co", "password": PASSWORD})),
+        ("POST", "/v1/account/sessions/email", json!({"email": "a@b.co", "password": PASSWORD})),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-appwrite-session", &creds)
+            .body(Body::Text(body.to_string()))
+            .unwrap();
+        let res = app.handle(req, None).await;
+        assert_eq!(res.status().as_u16(), 503, "{method} {path}");
+        let body: Value = serde_json::from_slice(res.body().as_ref()).unwrap();
+        assert_eq!(body["type"], "general_server_error");
+        assert!(!body.to_string().contains("10.0.0.1"));
+    }
+}
+
+#[tokio::test]
+async fn sessions_end_at_their_expiry() {
+    let w = World::new();
+    w.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "old@example.com", "password": PASSWORD})).await;
+    let s = w.log_in("old@example.com").await;
+    w.clock.advance(365 * 24 * 60 * MINUTE);
+    let r = w.call("GET", "/v1/account", Some(&s), json!({})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "general_unauthorized_scope"));
+}
+
+#[tokio::test]
+async fn nothing_secret_is_stored_in_plain_text() {
+    let w = World::new();
+    let (email, secret) = w.enrolled().await;
+    let s = w.log_in(&email).await;
+    let r = w.call("POST", "/v1/account/mfa/recovery-codes", Some(&w.full_session(&email, &secret).await), json!({})).await;
+    let codes: Vec<String> = serde_json::from_value(r.body["recoveryCodes"].clone()).unwrap();
+    let creds: Value = serde_json::from_str(&s).unwrap();
+    let cookie = creds["a_session_p"].as_str().unwrap();
+    let session_secret = mfa_core::http::Credentials::decode(cookie).unwrap().secret;
+    let dump = format!("{:?}", w.store.dump().unwrap());
+    assert!(!dump.contains(PASSWORD));
+    assert!(!dump.contains(&session_secret));
+    assert!(!dump.contains(&totp::base32(&secret)));
+    for code in codes {
+        assert!(!dump.contains(&code) && !dump.contains(&mfa_core::domain::recovery::normalize(&code)));
+    }
+}
