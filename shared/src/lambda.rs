@@ -7,8 +7,7 @@ use lambda_http::{service_fn, Error, Request};
 use crate::api::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::delivery::outbox::Outbox;
-use crate::store::embedded::EmbeddedStore;
+use crate::backends::{Backends, SenderKind, StoreKind};
 
 /// Builds the app once (cold start) and serves `function`'s routes until the runtime stops.
 pub async fn serve(function: &'static str) -> Result<(), Error> {
@@ -20,11 +19,19 @@ pub async fn serve(function: &'static str) -> Result<(), Error> {
         .init();
     let config = Config::from_env(None)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // The function's writable folder; the embedded store here lasts as long as the instance.
-    let dir = std::path::PathBuf::from(std::env::var("MFA_DATA_DIR").unwrap_or_else(|_| "/tmp/mfa".into()));
-    let store = EmbeddedStore::open(&dir.join("mfa.redb"), clock.now())?;
-    let sender = Outbox::new(dir.join("outbox.jsonl"));
-    let app = Arc::new(App::new(config, Arc::new(store), Arc::new(sender), clock));
+    // DynamoDB and SES/SNS unless told otherwise; the local kinds write under /tmp, the
+    // only writable folder of a function.
+    let backends = Backends {
+        store: StoreKind::DynamoDb,
+        sender: SenderKind::Aws,
+        table: "mfa".into(),
+        email_from: String::new(),
+        database: "/tmp/mfa/mfa.redb".into(),
+        outbox: "/tmp/mfa/outbox.jsonl".into(),
+    }
+    .from_env()?;
+    let (store, sender) = backends.build(clock.now()).await?;
+    let app = Arc::new(App::new(config, store, sender, clock));
     lambda_http::run(service_fn(move |req: Request| {
         let app = app.clone();
         async move { Ok::<_, Error>(app.handle(req, Some(function)).await) }

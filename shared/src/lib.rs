@@ -2,6 +2,7 @@
 //! delivery and the HTTP layer shared by every Lambda function and the local server.
 
 pub mod api;
+pub mod backends;
 pub mod clock;
 pub mod config;
 pub mod delivery;

@@ -15,13 +15,12 @@ use lambda_http::Body;
 use tokio::net::TcpListener;
 
 use crate::api::{App, ClientIp};
+use crate::backends::{Backends, SenderKind, StoreKind};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::delivery::outbox::Outbox;
 use crate::error::ApiError;
 use crate::http::request::MAX_BODY;
 use crate::http::Reply;
-use crate::store::embedded::EmbeddedStore;
 
 pub struct LocalSettings {
     pub listen: String,
@@ -30,6 +29,20 @@ pub struct LocalSettings {
 }
 
 impl LocalSettings {
+    /// Embedded store and outbox unless `MFA_STORE` / `MFA_SENDER` say otherwise.
+    pub fn backends(&self) -> Result<Backends, String> {
+        Backends {
+            store: StoreKind::Embedded,
+            sender: SenderKind::Outbox,
+            table: "mfa".into(),
+            email_from: "no-reply@example.com".into(),
+            database: self.data_dir.join("mfa.redb"),
+            outbox: self.outbox.clone(),
+        }
+        .from_env()
+        .map_err(|e| e.to_string())
+    }
+
     pub fn from_env() -> LocalSettings {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let data_dir = PathBuf::from(var("MFA_DATA_DIR").unwrap_or_else(|| ".mfa".into()));
@@ -66,9 +79,10 @@ pub async fn main() -> Result<(), String> {
     let secret = local_secret(&settings.data_dir).map_err(|e| format!("cannot keep the server key: {e}"))?;
     let config = Config::from_env(Some(secret)).map_err(|e| e.to_string())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = EmbeddedStore::open(&settings.data_dir.join("mfa.redb"), clock.now()).map_err(|e| e.to_string())?;
+    let backends = settings.backends()?;
+    let (store, sender) = backends.build(clock.now()).await.map_err(|e| e.to_string())?;
     let project = config.project_id.clone();
-    let app = Arc::new(App::new(config, Arc::new(store), Arc::new(Outbox::new(settings.outbox.clone())), clock));
+    let app = Arc::new(App::new(config, store, sender, clock));
 
     let listener = TcpListener::bind(&settings.listen)
         .await
@@ -76,7 +90,14 @@ pub async fn main() -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("MFA API listening on http://{addr}/v1");
     println!("Project ID: {project}");
-    println!("Outbox: {}", settings.outbox.display());
+    match backends.store {
+        StoreKind::Embedded => println!("Store: embedded, {}", backends.database.display()),
+        StoreKind::DynamoDb => println!("Store: DynamoDB table {}", backends.table),
+    }
+    match backends.sender {
+        SenderKind::Outbox => println!("Outbox: {}", backends.outbox.display()),
+        SenderKind::Aws => println!("Sender: SES v2 / SNS, from {}", backends.email_from),
+    }
     serve(app, listener).await;
     Ok(())
 }
@@ -128,5 +149,14 @@ pub fn print_totp(base32: &str) -> Result<(), String> {
     let secret = totp::from_base32(base32).ok_or("the secret is not valid base32")?;
     let code = totp::code_at(&secret, SystemClock.now()).ok_or("the secret is too short for TOTP")?;
     println!("{code}");
+    Ok(())
+}
+
+/// `mfa-local setup`: creates the DynamoDB table (TTL on) and the SES sender identity that
+/// `MFA_STORE=dynamodb` / `MFA_SENDER=aws` use, on DynamoDB Local and an emulator.
+pub async fn setup() -> Result<(), String> {
+    let backends = LocalSettings::from_env().backends()?;
+    backends.prepare_aws().await?;
+    println!("ready: table {} / sender {}", backends.table, backends.email_from);
     Ok(())
 }

@@ -1,4 +1,7 @@
 //! Starts `mfa-local` on a free port with a fresh data folder, and speaks to it over HTTP.
+//! With `MFA_STORE=dynamodb` in the environment each server gets its own fresh table; with
+//! `MFA_SENDER=aws` messages are read back from the emulator (`MFA_TEST_MOTO_ENDPOINT`)
+//! instead of the outbox.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -57,7 +60,18 @@ impl Server {
         let outbox = data.path().join("outbox.jsonl");
         let listen = format!("127.0.0.1:{}", free_port());
         let project = "e2e".to_string();
+        let table = format!("e2e-{}", free_port()) + &format!("-{}", std::process::id());
+        if std::env::var("MFA_STORE").as_deref() == Ok("dynamodb") {
+            let status = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
+                .arg("setup")
+                .env("MFA_TABLE", &table)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "mfa-local setup creates the table");
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
+            .env("MFA_TABLE", &table)
             .env("MFA_LISTEN", &listen)
             .env("MFA_DATA_DIR", data.path())
             .env("MFA_OUTBOX", &outbox)
@@ -117,20 +131,41 @@ impl Server {
         self.http.request(method, format!("{}{path}", self.base))
     }
 
-    /// Every message sent so far.
-    pub fn outbox(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.outbox)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// Every message sent so far, as `{channel, to, subject, text}`.
+    pub async fn outbox(&self) -> Vec<Value> {
+        match std::env::var("MFA_SENDER").as_deref() {
+            Ok("aws") => self.emulator_messages().await,
+            _ => std::fs::read_to_string(&self.outbox)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+        }
+    }
+
+    /// What the SES/SNS emulator received, in sending order.
+    async fn emulator_messages(&self) -> Vec<Value> {
+        let endpoint = std::env::var("MFA_TEST_MOTO_ENDPOINT").expect("MFA_TEST_MOTO_ENDPOINT is set with MFA_SENDER=aws");
+        let data: Value = self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap().json().await.unwrap();
+        let emails = data["ses"]["Message"].as_array().cloned().unwrap_or_default().into_iter().map(|m| {
+            json!({
+                "channel": "email",
+                "to": m["destinations"]["ToAddresses"][0],
+                "subject": m["subject"],
+                "text": html_to_text(m["body"].as_str().unwrap_or_default()),
+            })
+        });
+        let sms = data["sns"]["SMS"].as_array().cloned().unwrap_or_default().into_iter().map(|m| {
+            json!({ "channel": "sms", "to": m["phone_number"], "subject": "", "text": m["message"] })
+        });
+        emails.chain(sms).collect()
     }
 
     /// The newest message to `to`, waiting briefly for it.
     pub async fn last_message(&self, to: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(m) = self.outbox().into_iter().rev().find(|m| m["to"] == to) {
+            if let Some(m) = self.outbox().await.into_iter().rev().find(|m| m["to"] == to) {
                 return m;
             }
             assert!(Instant::now() < deadline, "no message to {to}");
@@ -218,6 +253,22 @@ impl Server {
     }
 }
 
+/// The readable text of the HTML part the emulator keeps.
+fn html_to_text(html: &str) -> String {
+    let spaced = html.replace("<br>", "\n").replace("</p>", "\n");
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in spaced.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&amp;", "&")
+}
+
 /// The TOTP code of the step `offset` steps from now.
 pub fn totp_at(secret: &[u8], offset: i64) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -239,7 +290,9 @@ pub struct Enrolled {
 
 pub async fn enrolled(server: &Server, name: &str) -> Enrolled {
     let email = format!("{name}@example.com");
-    let phone = format!("+1206555{:04}", name.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b))) % 10_000);
+    // Random, so that tests sharing one SMS emulator never read each other's messages.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let phone = format!("+1206{:07}", nanos % 10_000_000);
     let id = server.sign_up(&email).await;
     let session = server.log_in(&email).await;
 

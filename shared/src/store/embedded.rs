@@ -255,15 +255,19 @@ impl Store for EmbeddedStore {
         let user = user.clone();
         self.run(move |s| {
             s.write(|t| {
-                let email = user.email.as_deref().map(email_key);
                 if get::<User>(t, &user_key(&user.id))?.is_some() {
                     return Ok(false);
                 }
-                if let Some(email) = &email {
-                    if get::<Index>(t, email)?.is_some() {
+                // Both addresses are unique across users, whichever way they were set.
+                let claims: Vec<String> =
+                    user.email.as_deref().map(email_key).into_iter().chain(user.phone.as_deref().map(phone_key)).collect();
+                for claim in &claims {
+                    if get::<Index>(t, claim)?.is_some() {
                         return Ok(false);
                     }
-                    put(t, email, &Index { user_id: user.id.clone() })?;
+                }
+                for claim in &claims {
+                    put(t, claim, &Index { user_id: user.id.clone() })?;
                 }
                 put(t, &user_key(&user.id), &user)?;
                 Ok(true)

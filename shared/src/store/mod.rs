@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use crate::clock::Millis;
 use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 
+pub mod dynamo;
 pub mod embedded;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,7 @@ pub struct ChallengeWin {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates a user and claims its email; `false` when the id or email is taken.
+    /// Creates a user and claims its email and phone; `false` when any of them is taken.
     async fn create_user(&self, user: &User) -> StoreResult<bool>;
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;

@@ -1,0 +1,1433 @@
+//! The DynamoDB store: one table with string keys `pk`/`sk` and the TTL attribute
+//! `expiresAt` (epoch seconds) on every expiring item. Every single-use action is ONE
+//! conditional write (an UpdateItem, or a TransactWriteItems where several items must change
+//! together), so of N parallel attempts DynamoDB lets exactly one through. Only this module
+//! knows attribute names; failed conditions become the trait's domain results, never errors.
+//!
+//! | item          | pk                | sk                           |
+//! |---------------|-------------------|------------------------------|
+//! | user          | `USER#<id>`       | `PROFILE`                    |
+//! | email index   | `EMAIL#<email>`   | `EMAIL`                      |
+//! | phone index   | `PHONE#<phone>`   | `PHONE`                      |
+//! | session       | `USER#<userId>`   | `SESSION#<sha256 of secret>` |
+//! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>`         |
+//! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
+//! | rate counter  | `RATE#<counter>`  | `RATE`                       |
+//!
+//! Sessions live under the user's partition (design.md puts them in their own): the cookie
+//! carries the user id, so authenticating is still one GetItem, and "sign out everywhere"
+//! is one Query without a GSI.
+//!
+//! Expiring items keep their exact expiry in milliseconds (`expire`) for the checks, and
+//! `expiresAt` in whole seconds (rounded up) for DynamoDB's TTL, which deletes lazily.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
+    KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+
+use super::{
+    ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, UserChange, Updated,
+};
+use crate::clock::Millis;
+use crate::domain::crypto::constant_time_eq;
+use crate::domain::session::merge_factors;
+use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
+
+type Item = HashMap<String, AttributeValue>;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// Every factor, in the canonical order that breaks ties between factors proven in the
+/// same millisecond.
+const FACTORS: [Factor; 5] =
+    [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
+
+/// Tries of a write that met another transaction on one of its items: DynamoDB cancels
+/// such a write rather than queueing it, and the next try sees the other one's outcome.
+const CONFLICT_TRIES: u32 = 10;
+/// Tries of an email or phone change whose user changed between its read and its write.
+const TARGET_TRIES: u32 = 5;
+/// BatchWriteItem takes at most 25 requests, and may leave some unprocessed under load.
+const BATCH: usize = 25;
+const BATCH_TRIES: u32 = 10;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// A store over `table`, which must exist (see [`create_table`]).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore { client, table: table.into() }
+    }
+}
+
+/// Creates the table (on-demand billing, `pk`/`sk` strings) and switches on TTL on
+/// `expiresAt`; does nothing that is already done, so it can run on every deployment.
+pub async fn create_table(client: &Client, table_name: &str) -> StoreResult<()> {
+    let created = client
+        .create_table()
+        .table_name(table_name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute_definition(PK)?)
+        .attribute_definitions(attribute_definition(SK)?)
+        .key_schema(key_schema(PK, KeyType::Hash)?)
+        .key_schema(key_schema(SK, KeyType::Range)?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(SdkError::ServiceError(e)) if matches!(e.err(), CreateTableError::ResourceInUseException(_)) => {}
+        Err(e) => return Err(unavailable(e)),
+    }
+    client
+        .wait_until_table_exists()
+        .table_name(table_name)
+        .wait(Duration::from_secs(300))
+        .await
+        .map_err(unavailable)?;
+    enable_ttl(client, table_name).await
+}
+
+fn attribute_definition(name: &str) -> StoreResult<AttributeDefinition> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(unavailable)
+}
+
+fn key_schema(name: &str, key_type: KeyType) -> StoreResult<KeySchemaElement> {
+    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(unavailable)
+}
+
+/// UpdateTimeToLive fails when TTL is already on, so look first.
+async fn enable_ttl(client: &Client, table_name: &str) -> StoreResult<()> {
+    let described = client.describe_time_to_live().table_name(table_name).send().await.map_err(unavailable)?;
+    let on = described.time_to_live_description().is_some_and(|d| {
+        d.attribute_name() == Some(TTL_ATTRIBUTE)
+            && matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
+    });
+    if on {
+        return Ok(());
+    }
+    let spec = TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name(TTL_ATTRIBUTE)
+        .build()
+        .map_err(unavailable)?;
+    client
+        .update_time_to_live()
+        .table_name(table_name)
+        .time_to_live_specification(spec)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys
+
+fn key(pk: String, sk: String) -> Item {
+    HashMap::from([(PK.to_string(), AttributeValue::S(pk)), (SK.to_string(), AttributeValue::S(sk))])
+}
+fn user_pk(id: &str) -> String {
+    format!("USER#{id}")
+}
+fn user_key(id: &str) -> Item {
+    key(user_pk(id), "PROFILE".into())
+}
+const SESSION_PREFIX: &str = "SESSION#";
+fn session_key(user_id: &str, secret_hash: &str) -> Item {
+    key(user_pk(user_id), format!("{SESSION_PREFIX}{secret_hash}"))
+}
+const CHALLENGE_PREFIX: &str = "CHALLENGE#";
+fn challenge_key(user_id: &str, factor: Factor) -> Item {
+    key(user_pk(user_id), format!("{CHALLENGE_PREFIX}{}", factor.as_str()))
+}
+fn token_key(user_id: &str, channel: Channel) -> Item {
+    key(user_pk(user_id), format!("TOKEN#{}", channel.as_str()))
+}
+fn rate_key(counter: &str) -> Item {
+    key(format!("RATE#{counter}"), "RATE".into())
+}
+
+/// The unique email or phone index; the user item names its attributes the same way.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Email,
+    Phone,
+}
+
+impl Target {
+    fn index_key(self, value: &str) -> Item {
+        match self {
+            Target::Email => key(format!("EMAIL#{value}"), "EMAIL".into()),
+            Target::Phone => key(format!("PHONE#{value}"), "PHONE".into()),
+        }
+    }
+    fn index_item(self, value: &str, user_id: &str) -> Item {
+        let mut item = self.index_key(value);
+        item.insert("userId".into(), s(user_id));
+        item
+    }
+    fn of(self, user: &User) -> Option<&str> {
+        match self {
+            Target::Email => user.email.as_deref(),
+            Target::Phone => user.phone.as_deref(),
+        }
+    }
+    /// The user attribute holding it, and the one holding its verification flag.
+    fn attributes(self) -> (&'static str, &'static str) {
+        match self {
+            Target::Email => ("#email", "#emailVerified"),
+            Target::Phone => ("#phone", "#phoneVerified"),
+        }
+    }
+}
+
+impl From<Channel> for Target {
+    fn from(channel: Channel) -> Self {
+        match channel {
+            Channel::Email => Target::Email,
+            Channel::Phone => Target::Phone,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Attribute values
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+fn b(value: bool) -> AttributeValue {
+    AttributeValue::Bool(value)
+}
+/// TTL wants whole seconds; rounding up keeps an item until its exact expiry has passed.
+fn ttl_seconds(expire: Millis) -> AttributeValue {
+    n((expire + 999).div_euclid(1000))
+}
+/// Order of a factor in a session: when it was added, then its place in that addition.
+fn factor_rank(at: Millis, place: usize) -> i64 {
+    at * FACTORS.len() as i64 + place as i64
+}
+
+/// Typed access to an item's attributes; a missing or mistyped attribute is corruption.
+struct Reader<'a>(&'a Item);
+
+impl<'a> Reader<'a> {
+    fn corrupt(&self, attribute: &str, expected: &str) -> StoreError {
+        let id = |a: &str| self.0.get(a).and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
+        StoreError::Corrupt(format!("{}/{}: {attribute} is not {expected}", id(PK), id(SK)))
+    }
+    fn opt_s(&self, attribute: &str) -> StoreResult<Option<String>> {
+        match self.0.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.corrupt(attribute, "a string")),
+        }
+    }
+    fn s(&self, attribute: &str) -> StoreResult<String> {
+        self.opt_s(attribute)?.ok_or_else(|| self.corrupt(attribute, "a string"))
+    }
+    fn opt_n<T: FromStr>(&self, attribute: &str) -> StoreResult<Option<T>> {
+        match self.0.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| self.corrupt(attribute, "a number")),
+            Some(_) => Err(self.corrupt(attribute, "a number")),
+        }
+    }
+    fn n<T: FromStr>(&self, attribute: &str) -> StoreResult<T> {
+        self.opt_n(attribute)?.ok_or_else(|| self.corrupt(attribute, "a number"))
+    }
+    fn opt_bool(&self, attribute: &str) -> StoreResult<Option<bool>> {
+        match self.0.get(attribute) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::Bool(v)) => Ok(Some(*v)),
+            Some(_) => Err(self.corrupt(attribute, "a boolean")),
+        }
+    }
+    fn bool(&self, attribute: &str) -> StoreResult<bool> {
+        self.opt_bool(attribute)?.ok_or_else(|| self.corrupt(attribute, "a boolean"))
+    }
+    /// A map of names to numbers, as (name, number) pairs ordered by the number.
+    fn ranked(&self, attribute: &str) -> StoreResult<Vec<(String, i64)>> {
+        let map = match self.0.get(attribute) {
+            None => return Ok(Vec::new()),
+            Some(AttributeValue::M(map)) => map,
+            Some(_) => return Err(self.corrupt(attribute, "a map")),
+        };
+        let mut pairs = map
+            .iter()
+            .map(|(name, v)| match v {
+                AttributeValue::N(rank) => rank.parse().map(|r| (name.clone(), r)).ok(),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.corrupt(attribute, "a map of numbers"))?;
+        pairs.sort_by_key(|(_, rank)| *rank);
+        Ok(pairs)
+    }
+    fn factor(&self, attribute: &str) -> StoreResult<Factor> {
+        let name = self.s(attribute)?;
+        parse_factor(&name).ok_or_else(|| self.corrupt(attribute, "a factor"))
+    }
+    fn channel(&self, attribute: &str) -> StoreResult<Channel> {
+        match self.s(attribute)?.as_str() {
+            "email" => Ok(Channel::Email),
+            "phone" => Ok(Channel::Phone),
+            _ => Err(self.corrupt(attribute, "a channel")),
+        }
+    }
+}
+
+fn parse_factor(name: &str) -> Option<Factor> {
+    FACTORS.into_iter().find(|f| f.as_str() == name)
+}
+fn canonical_place(factor: Factor) -> usize {
+    FACTORS.iter().position(|f| *f == factor).unwrap_or(FACTORS.len())
+}
+
+// ---------------------------------------------------------------------------------------
+// Items
+
+fn user_item(user: &User) -> Item {
+    let mut item = user_key(&user.id);
+    let mut put = |name: &str, value: AttributeValue| {
+        item.insert(name.to_string(), value);
+    };
+    put("id", s(&user.id));
+    put("createdAt", n(user.created_at));
+    put("updatedAt", n(user.updated_at));
+    put("name", s(&user.name));
+    if let Some(email) = &user.email {
+        put("email", s(email));
+    }
+    put("emailVerified", b(user.email_verified));
+    if let Some(phone) = &user.phone {
+        put("phone", s(phone));
+    }
+    put("phoneVerified", b(user.phone_verified));
+    put("passwordHash", s(&user.password_hash));
+    put("passwordUpdatedAt", n(user.password_updated_at));
+    put("mfa", b(user.mfa));
+    if let Some(at) = user.mfa_updated_at {
+        put("mfaUpdatedAt", n(at));
+    }
+    if let Some(auth) = &user.totp {
+        put("totpSecret", s(&auth.secret_sealed));
+        put("totpVerified", b(auth.verified));
+        put("totpCreatedAt", n(auth.created_at));
+        if let Some(step) = auth.last_step {
+            put("totpLastStep", n(step));
+        }
+    }
+    put("recoveryCodes", recovery_codes(&user.recovery_codes));
+    item
+}
+
+/// Recovery code hashes as a map to their place in the set, so that one code can be
+/// spent by a conditional REMOVE of its key while the set keeps its order.
+fn recovery_codes(hashes: &[String]) -> AttributeValue {
+    AttributeValue::M(hashes.iter().enumerate().map(|(i, h)| (h.clone(), n(i))).collect())
+}
+
+fn user_from(item: &Item) -> StoreResult<User> {
+    let r = Reader(item);
+    let totp = match r.opt_s("totpSecret")? {
+        None => None,
+        Some(secret_sealed) => Some(Authenticator {
+            secret_sealed,
+            verified: r.bool("totpVerified")?,
+            last_step: r.opt_n("totpLastStep")?,
+            created_at: r.n("totpCreatedAt")?,
+        }),
+    };
+    Ok(User {
+        id: r.s("id")?,
+        created_at: r.n("createdAt")?,
+        updated_at: r.n("updatedAt")?,
+        name: r.s("name")?,
+        email: r.opt_s("email")?,
+        email_verified: r.bool("emailVerified")?,
+        phone: r.opt_s("phone")?,
+        phone_verified: r.bool("phoneVerified")?,
+        password_hash: r.s("passwordHash")?,
+        password_updated_at: r.n("passwordUpdatedAt")?,
+        mfa: r.bool("mfa")?,
+        mfa_updated_at: r.opt_n("mfaUpdatedAt")?,
+        totp,
+        recovery_codes: r.ranked("recoveryCodes")?.into_iter().map(|(hash, _)| hash).collect(),
+    })
+}
+
+fn session_item(session: &Session) -> Item {
+    let mut item = session_key(&session.user_id, &session.secret_hash);
+    let factors = session
+        .factors
+        .iter()
+        .enumerate()
+        .map(|(place, f)| (f.as_str().to_string(), n(factor_rank(session.created_at, place))))
+        .collect();
+    item.extend([
+        ("id".to_string(), s(&session.id)),
+        ("userId".to_string(), s(&session.user_id)),
+        ("secretHash".to_string(), s(&session.secret_hash)),
+        ("createdAt".to_string(), n(session.created_at)),
+        ("updatedAt".to_string(), n(session.updated_at)),
+        ("expire".to_string(), n(session.expire)),
+        (TTL_ATTRIBUTE.to_string(), ttl_seconds(session.expire)),
+        ("factors".to_string(), AttributeValue::M(factors)),
+        ("ip".to_string(), s(&session.ip)),
+        ("userAgent".to_string(), s(&session.user_agent)),
+    ]);
+    if let Some(at) = session.mfa_updated_at {
+        item.insert("mfaUpdatedAt".into(), n(at));
+    }
+    item
+}
+
+fn session_from(item: &Item) -> StoreResult<Session> {
+    let r = Reader(item);
+    let mut factors = r
+        .ranked("factors")?
+        .into_iter()
+        .map(|(name, rank)| parse_factor(&name).map(|f| (rank, canonical_place(f), f)))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| r.corrupt("factors", "a map of factors"))?;
+    factors.sort_by_key(|(rank, place, _)| (*rank, *place));
+    Ok(Session {
+        id: r.s("id")?,
+        user_id: r.s("userId")?,
+        secret_hash: r.s("secretHash")?,
+        created_at: r.n("createdAt")?,
+        updated_at: r.n("updatedAt")?,
+        expire: r.n("expire")?,
+        factors: factors.into_iter().map(|(_, _, f)| f).collect(),
+        mfa_updated_at: r.opt_n("mfaUpdatedAt")?,
+        ip: r.s("ip")?,
+        user_agent: r.s("userAgent")?,
+    })
+}
+
+fn challenge_item(c: &Challenge) -> Item {
+    let mut item = challenge_key(&c.user_id, c.factor);
+    item.extend([
+        ("id".to_string(), s(&c.id)),
+        ("userId".to_string(), s(&c.user_id)),
+        ("factor".to_string(), s(c.factor.as_str())),
+        ("attemptsLeft".to_string(), n(c.attempts_left)),
+        ("createdAt".to_string(), n(c.created_at)),
+        ("expire".to_string(), n(c.expire)),
+        (TTL_ATTRIBUTE.to_string(), ttl_seconds(c.expire)),
+    ]);
+    if let Some(hash) = &c.code_hash {
+        item.insert("codeHash".into(), s(hash));
+    }
+    item
+}
+
+fn challenge_from(item: &Item) -> StoreResult<Challenge> {
+    let r = Reader(item);
+    Ok(Challenge {
+        id: r.s("id")?,
+        user_id: r.s("userId")?,
+        factor: r.factor("factor")?,
+        code_hash: r.opt_s("codeHash")?,
+        attempts_left: r.n("attemptsLeft")?,
+        created_at: r.n("createdAt")?,
+        expire: r.n("expire")?,
+    })
+}
+
+fn token_item(t: &VerificationToken) -> Item {
+    let mut item = token_key(&t.user_id, t.channel);
+    item.extend([
+        ("id".to_string(), s(&t.id)),
+        ("userId".to_string(), s(&t.user_id)),
+        ("channel".to_string(), s(t.channel.as_str())),
+        ("target".to_string(), s(&t.target)),
+        ("secretHash".to_string(), s(&t.secret_hash)),
+        ("attemptsLeft".to_string(), n(t.attempts_left)),
+        ("createdAt".to_string(), n(t.created_at)),
+        ("expire".to_string(), n(t.expire)),
+        (TTL_ATTRIBUTE.to_string(), ttl_seconds(t.expire)),
+    ]);
+    item
+}
+
+fn token_from(item: &Item) -> StoreResult<VerificationToken> {
+    let r = Reader(item);
+    Ok(VerificationToken {
+        id: r.s("id")?,
+        user_id: r.s("userId")?,
+        channel: r.channel("channel")?,
+        target: r.s("target")?,
+        secret_hash: r.s("secretHash")?,
+        attempts_left: r.n("attemptsLeft")?,
+        created_at: r.n("createdAt")?,
+        expire: r.n("expire")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Expressions
+
+/// The expressions of one write. Attributes are written `#name` and resolve to `name`
+/// (so reserved words such as `name` or `count` need no care); data-dependent names such as
+/// map keys get explicit placeholders through [`Expr::key`]. Values are bound by name; only
+/// what the expressions use is sent, as DynamoDB rejects unused names and values.
+#[derive(Debug, Default, Clone)]
+struct Expr {
+    set: Vec<String>,
+    remove: Vec<String>,
+    add: Vec<String>,
+    conditions: Vec<String>,
+    keys: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn set(&mut self, clause: impl Into<String>) -> &mut Self {
+        self.set.push(clause.into());
+        self
+    }
+    fn remove(&mut self, path: impl Into<String>) -> &mut Self {
+        self.remove.push(path.into());
+        self
+    }
+    fn add(&mut self, clause: impl Into<String>) -> &mut Self {
+        self.add.push(clause.into());
+        self
+    }
+    /// Adds a condition; all of them must hold.
+    fn when(&mut self, condition: impl Into<String>) -> &mut Self {
+        self.conditions.push(condition.into());
+        self
+    }
+    fn bind(&mut self, placeholder: &str, value: AttributeValue) -> &mut Self {
+        self.values.insert(placeholder.to_string(), value);
+        self
+    }
+    fn key(&mut self, placeholder: &str, name: &str) -> &mut Self {
+        self.keys.insert(placeholder.to_string(), name.to_string());
+        self
+    }
+
+    fn update(&self) -> Option<String> {
+        let parts: Vec<String> = [("SET", &self.set), ("REMOVE", &self.remove), ("ADD", &self.add)]
+            .into_iter()
+            .filter(|(_, clauses)| !clauses.is_empty())
+            .map(|(verb, clauses)| format!("{verb} {}", clauses.join(", ")))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+
+    fn condition(&self) -> Option<String> {
+        let parts: Vec<String> = self.conditions.iter().map(|c| format!("({c})")).collect();
+        (!parts.is_empty()).then(|| parts.join(" AND "))
+    }
+
+    fn names(&self) -> Option<HashMap<String, String>> {
+        let text = [self.update(), self.condition()].into_iter().flatten().collect::<Vec<_>>().join(" ");
+        let mut names = HashMap::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find('#') {
+            let tail = &rest[at + 1..];
+            let len = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+            rest = &tail[len..];
+            if len == 0 {
+                continue;
+            }
+            let placeholder = format!("#{}", &tail[..len]);
+            let name = self.keys.get(&placeholder).cloned().unwrap_or_else(|| tail[..len].to_string());
+            names.insert(placeholder, name);
+        }
+        (!names.is_empty()).then_some(names)
+    }
+
+    fn values(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.values.is_empty()).then(|| self.values.clone())
+    }
+}
+
+/// One write of a transaction.
+enum Write {
+    Put { item: Item, expr: Expr },
+    Update { key: Item, expr: Expr },
+    Delete { key: Item, expr: Expr },
+}
+
+impl Write {
+    fn transact_item(&self, table: &str) -> StoreResult<TransactWriteItem> {
+        // The item as it was comes back with a failed condition: it tells "missing" from
+        // "not in the required state" without another read.
+        let old = ReturnValuesOnConditionCheckFailure::AllOld;
+        let item = match self {
+            Write::Put { item, expr } => TransactWriteItem::builder().put(
+                Put::builder()
+                    .table_name(table)
+                    .set_item(Some(item.clone()))
+                    .set_condition_expression(expr.condition())
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .return_values_on_condition_check_failure(old)
+                    .build()
+                    .map_err(unavailable)?,
+            ),
+            Write::Update { key, expr } => TransactWriteItem::builder().update(
+                Update::builder()
+                    .table_name(table)
+                    .set_key(Some(key.clone()))
+                    .set_update_expression(expr.update())
+                    .set_condition_expression(expr.condition())
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .return_values_on_condition_check_failure(old)
+                    .build()
+                    .map_err(unavailable)?,
+            ),
+            Write::Delete { key, expr } => TransactWriteItem::builder().delete(
+                Delete::builder()
+                    .table_name(table)
+                    .set_key(Some(key.clone()))
+                    .set_condition_expression(expr.condition())
+                    .set_expression_attribute_names(expr.names())
+                    .set_expression_attribute_values(expr.values())
+                    .return_values_on_condition_check_failure(old)
+                    .build()
+                    .map_err(unavailable)?,
+            ),
+        };
+        Ok(item.build())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outcomes of writes
+
+/// Which conditions failed: (index of the write in its transaction, 0 for a single
+/// write; the item as it was, if it existed).
+#[derive(Debug, Default)]
+struct Rejection(Vec<(usize, Option<Item>)>);
+
+impl Rejection {
+    fn failed(&self, write: usize) -> bool {
+        self.0.iter().any(|(i, _)| *i == write)
+    }
+    /// Whether write `write` failed on an item that exists.
+    fn failed_on_existing(&self, write: usize) -> bool {
+        self.0.iter().any(|(i, old)| *i == write && old.as_ref().is_some_and(|o| !o.is_empty()))
+    }
+}
+
+#[derive(Debug)]
+enum WriteError {
+    /// A condition did not hold: a domain outcome, not an error.
+    Rejected(Rejection),
+    Store(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        WriteError::Store(e)
+    }
+}
+
+/// What one try of a write ran into.
+enum Failure {
+    Rejected(Rejection),
+    /// Another transaction held one of the items; trying again can succeed.
+    Conflict,
+    Unavailable(String),
+}
+
+fn unavailable(e: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+}
+
+/// Sorts an operation's service error into a [`Failure`].
+trait Classify: std::error::Error + Sized + 'static {
+    fn classify(self) -> Failure;
+}
+
+fn other(e: impl std::error::Error) -> Failure {
+    Failure::Unavailable(DisplayErrorContext(&e).to_string())
+}
+
+impl Classify for PutItemError {
+    fn classify(self) -> Failure {
+        match self {
+            PutItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
+            PutItemError::TransactionConflictException(_) => Failure::Conflict,
+            e => other(e),
+        }
+    }
+}
+
+impl Classify for UpdateItemError {
+    fn classify(self) -> Failure {
+        match self {
+            UpdateItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
+            UpdateItemError::TransactionConflictException(_) => Failure::Conflict,
+            e => other(e),
+        }
+    }
+}
+
+impl Classify for DeleteItemError {
+    fn classify(self) -> Failure {
+        match self {
+            DeleteItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
+            DeleteItemError::TransactionConflictException(_) => Failure::Conflict,
+            e => other(e),
+        }
+    }
+}
+
+impl Classify for TransactWriteItemsError {
+    /// A cancelled transaction lists one reason per write, in order: a failed condition
+    /// anywhere decides the outcome; a conflict alone is worth another try.
+    fn classify(self) -> Failure {
+        let TransactWriteItemsError::TransactionCanceledException(cancelled) = self else {
+            return other(self);
+        };
+        let reasons = cancelled.cancellation_reasons();
+        let failed: Vec<_> = reasons
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, r)| (i, r.item().cloned()))
+            .collect();
+        if !failed.is_empty() {
+            Failure::Rejected(Rejection(failed))
+        } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+            Failure::Conflict
+        } else {
+            other(cancelled)
+        }
+    }
+}
+
+fn classify<E: Classify, R: std::fmt::Debug + 'static>(e: SdkError<E, R>) -> Failure {
+    match e {
+        SdkError::ServiceError(service) => service.into_err().classify(),
+        e => Failure::Unavailable(DisplayErrorContext(&e).to_string()),
+    }
+}
+
+/// Runs a write, trying again (with jittered backoff) while it meets other transactions.
+async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, WriteError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    for tries in 1..=CONFLICT_TRIES {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(Failure::Rejected(rejection)) => return Err(WriteError::Rejected(rejection)),
+            Err(Failure::Unavailable(message)) => return Err(StoreError::Unavailable(message).into()),
+            Err(Failure::Conflict) => tokio::time::sleep(backoff(tries)).await,
+        }
+    }
+    Err(StoreError::Unavailable(format!("transaction conflicts persisted over {CONFLICT_TRIES} tries")).into())
+}
+
+fn backoff(tries: u32) -> Duration {
+    let ceiling = 10u64 << tries.min(6);
+    Duration::from_millis(rand::random_range(ceiling / 2..=ceiling))
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations on the table
+
+impl DynamoStore {
+    async fn get(&self, key: Item) -> StoreResult<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            // Strongly consistent: a request right after a write (sign-in, then use the
+            // session) must see it.
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// Every item of partition `pk` whose sort key starts with `prefix`.
+    async fn query(&self, pk: String, prefix: &str) -> StoreResult<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    async fn put(&self, item: Item, expr: &Expr) -> Result<(), WriteError> {
+        let item = &item;
+        retry_conflicts(|| async move {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .set_condition_expression(expr.condition())
+                .set_expression_attribute_names(expr.names())
+                .set_expression_attribute_values(expr.values())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify)
+        })
+        .await
+    }
+
+    /// Updates one item and returns all of it as it is afterwards. A failed condition
+    /// carries the item as it was, if it exists.
+    async fn update(&self, key: Item, expr: &Expr) -> Result<Item, WriteError> {
+        let key = &key;
+        retry_conflicts(|| async move {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .set_update_expression(expr.update())
+                .set_condition_expression(expr.condition())
+                .set_expression_attribute_names(expr.names())
+                .set_expression_attribute_values(expr.values())
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await
+                .map(|out| out.attributes.unwrap_or_default())
+                .map_err(classify)
+        })
+        .await
+    }
+
+    /// Deletes one item and returns it as it was, if it existed.
+    async fn delete(&self, key: Item, expr: &Expr) -> Result<Option<Item>, WriteError> {
+        let key = &key;
+        retry_conflicts(|| async move {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .set_condition_expression(expr.condition())
+                .set_expression_attribute_names(expr.names())
+                .set_expression_attribute_values(expr.values())
+                .return_values(ReturnValue::AllOld)
+                .send()
+                .await
+                .map(|out| out.attributes.filter(|item| !item.is_empty()))
+                .map_err(classify)
+        })
+        .await
+    }
+
+    /// Applies all writes or none.
+    async fn transact(&self, writes: &[Write]) -> Result<(), WriteError> {
+        let items = writes.iter().map(|w| w.transact_item(&self.table)).collect::<StoreResult<Vec<_>>>()?;
+        let items = &items;
+        retry_conflicts(|| async move {
+            self.client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(classify)
+        })
+        .await
+    }
+
+    /// Deletes items in batches, sending again what DynamoDB left unprocessed.
+    async fn delete_all(&self, keys: Vec<Item>) -> StoreResult<()> {
+        for chunk in keys.chunks(BATCH) {
+            let mut requests = chunk
+                .iter()
+                .map(|k| {
+                    let delete = DeleteRequest::builder().set_key(Some(k.clone())).build().map_err(unavailable)?;
+                    Ok(WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            for tries in 1..=BATCH_TRIES {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if tries == BATCH_TRIES {
+                    return Err(StoreError::Unavailable("batch deletes left unprocessed".into()));
+                }
+                tokio::time::sleep(backoff(tries)).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Item>> {
+        self.query(user_pk(user_id), SESSION_PREFIX).await
+    }
+}
+
+/// The outcome of a write without conditions, which DynamoDB has no reason to reject.
+fn unconditional<T>(result: Result<T, WriteError>) -> StoreResult<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(WriteError::Store(e)) => Err(e),
+        Err(WriteError::Rejected(_)) => Err(StoreError::Unavailable("a write without conditions was rejected".into())),
+    }
+}
+
+/// A domain outcome from a write: `Ok(None)` when a condition did not hold.
+fn decided<T>(result: Result<T, WriteError>) -> StoreResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(WriteError::Rejected(_)) => Ok(None),
+        Err(WriteError::Store(e)) => Err(e),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// User changes
+
+fn mfa_expr(on: bool) -> Expr {
+    let mut e = Expr::default();
+    e.set("#mfa = :mfa").bind(":mfa", b(on));
+    e
+}
+
+/// Applies only while no authenticator is verified; replaces an unverified one whole.
+fn put_authenticator_expr(auth: &Authenticator) -> Expr {
+    let mut e = Expr::default();
+    e.when("attribute_not_exists(#totpVerified) OR #totpVerified = :false")
+        .set("#totpSecret = :secret, #totpVerified = :verified, #totpCreatedAt = :created")
+        .bind(":false", b(false))
+        .bind(":secret", s(&auth.secret_sealed))
+        .bind(":verified", b(auth.verified))
+        .bind(":created", n(auth.created_at));
+    match auth.last_step {
+        Some(step) => e.set("#totpLastStep = :lastStep").bind(":lastStep", n(step)),
+        None => e.remove("#totpLastStep"),
+    };
+    e
+}
+
+/// Applies only to an unverified authenticator, and only with a step newer than any used.
+fn verify_authenticator_expr(step: u64) -> Expr {
+    let mut e = Expr::default();
+    e.when("#totpVerified = :false")
+        .when("attribute_not_exists(#totpLastStep) OR #totpLastStep < :step")
+        .set("#totpVerified = :true, #totpLastStep = :step")
+        .bind(":false", b(false))
+        .bind(":true", b(true))
+        .bind(":step", n(step));
+    e
+}
+
+fn remove_authenticator_expr() -> Expr {
+    let mut e = Expr::default();
+    e.when("attribute_exists(#totpSecret)").remove("#totpSecret, #totpVerified, #totpLastStep, #totpCreatedAt");
+    e
+}
+
+/// Sets the recovery codes while the user has none (`create`) or has some (replace).
+fn recovery_codes_expr(codes: &[String], create: bool) -> Expr {
+    let mut e = Expr::default();
+    if create {
+        e.when("attribute_not_exists(#recoveryCodes) OR size(#recoveryCodes) = :zero");
+    } else {
+        e.when("size(#recoveryCodes) > :zero");
+    }
+    e.set("#recoveryCodes = :codes").bind(":zero", n(0)).bind(":codes", recovery_codes(codes));
+    e
+}
+
+/// What every applied change also records: when, and the proof of a factor if any.
+fn stamp(e: &mut Expr, upgrade: Option<&SessionUpgrade>, now: Millis) {
+    e.when("attribute_exists(#pk)").set("#updatedAt = :now").bind(":now", n(now));
+    if let Some(at) = upgrade.and_then(|up| up.mfa_updated_at) {
+        e.set("#mfaUpdatedAt = :mfaAt").bind(":mfaAt", n(at));
+    }
+}
+
+/// Adds factors to a live session, once each, keeping the order they were proven in.
+fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
+    let mut add = Vec::new();
+    merge_factors(&mut add, &up.add);
+    let mut e = Expr::default();
+    e.when("attribute_exists(#pk)")
+        .when("#expire > :now")
+        .set("#updatedAt = :now")
+        .bind(":now", n(now));
+    for (place, factor) in add.iter().enumerate() {
+        let (k, v) = (format!("#factor{place}"), format!(":rank{place}"));
+        e.set(format!("#factors.{k} = if_not_exists(#factors.{k}, {v})"))
+            .key(&k, factor.as_str())
+            .bind(&v, n(factor_rank(now, place)));
+    }
+    if let Some(at) = up.mfa_updated_at {
+        e.set("#mfaUpdatedAt = :mfaAt").bind(":mfaAt", n(at));
+    }
+    Write::Update { key: session_key(user_id, &up.secret_hash), expr: e }
+}
+
+impl DynamoStore {
+    /// A change of the user item alone: one UpdateItem, or a transaction with the session
+    /// upgrade.
+    async fn change_user(
+        &self,
+        id: &str,
+        mut e: Expr,
+        upgrade: Option<&SessionUpgrade>,
+        now: Millis,
+    ) -> StoreResult<Updated> {
+        stamp(&mut e, upgrade, now);
+        let Some(up) = upgrade else {
+            return match self.update(user_key(id), &e).await {
+                Ok(item) => Ok(Updated::Done(user_from(&item)?)),
+                Err(WriteError::Rejected(r)) if r.failed_on_existing(0) => Ok(Updated::Rejected),
+                Err(WriteError::Rejected(_)) => Ok(Updated::NotFound),
+                Err(WriteError::Store(e)) => Err(e),
+            };
+        };
+        let writes = [Write::Update { key: user_key(id), expr: e }, upgrade_write(id, up, now)];
+        match self.transact(&writes).await {
+            Ok(()) => self.updated(id).await,
+            Err(WriteError::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Ok(Updated::NotFound),
+            Err(WriteError::Rejected(_)) => Ok(Updated::Rejected),
+            Err(WriteError::Store(e)) => Err(e),
+        }
+    }
+
+    /// Moves the user to a new email or phone: the user item, the new index item (claimed
+    /// only if free or already the user's) and the old index item change in one
+    /// transaction. The user's current value is read first; the write is conditioned on it
+    /// still being current, and tried again if it is not.
+    async fn move_target(
+        &self,
+        id: &str,
+        target: Target,
+        value: &str,
+        upgrade: Option<&SessionUpgrade>,
+        now: Millis,
+    ) -> StoreResult<Updated> {
+        let (attribute, verified) = target.attributes();
+        for _ in 0..TARGET_TRIES {
+            let Some(user) = self.user(id).await? else { return Ok(Updated::NotFound) };
+            let old = target.of(&user).map(str::to_string);
+
+            let mut user_expr = Expr::default();
+            user_expr
+                .set(format!("{attribute} = :value, {verified} = :false"))
+                .bind(":value", s(value))
+                .bind(":false", b(false));
+            match &old {
+                Some(old) => user_expr.when(format!("{attribute} = :old")).bind(":old", s(old)),
+                None => user_expr.when(format!("attribute_not_exists({attribute})")),
+            };
+            stamp(&mut user_expr, upgrade, now);
+
+            let mut claim = Expr::default();
+            claim.when("attribute_not_exists(#pk) OR #userId = :me").bind(":me", s(id));
+            let mut writes = vec![
+                Write::Update { key: user_key(id), expr: user_expr },
+                Write::Put { item: target.index_item(value, id), expr: claim.clone() },
+            ];
+            if let Some(old) = old.as_deref().filter(|old| *old != value) {
+                writes.push(Write::Delete { key: target.index_key(old), expr: claim });
+            }
+            if let Some(up) = upgrade {
+                writes.push(upgrade_write(id, up, now));
+            }
+            let session_write = upgrade.map(|_| writes.len() - 1);
+
+            match self.transact(&writes).await {
+                Ok(()) => return self.updated(id).await,
+                Err(WriteError::Rejected(r)) if r.failed(1) => return Ok(Updated::Taken),
+                Err(WriteError::Rejected(r)) if session_write.is_some_and(|i| r.failed(i)) => {
+                    return Ok(Updated::Rejected)
+                }
+                // The user's value changed since it was read: read it again.
+                Err(WriteError::Rejected(_)) => continue,
+                Err(WriteError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!("user {id} kept changing during an email or phone change")))
+    }
+
+    /// The user as a transaction left it (transactions return no values).
+    async fn updated(&self, id: &str) -> StoreResult<Updated> {
+        Ok(self.user(id).await?.map_or(Updated::NotFound, Updated::Done))
+    }
+
+    /// The sort key of the user's challenge with this id.
+    async fn challenge_sk(&self, user_id: &str, challenge_id: &str) -> StoreResult<Option<String>> {
+        let items = self.query(user_pk(user_id), CHALLENGE_PREFIX).await?;
+        for item in &items {
+            let r = Reader(item);
+            if r.s("id")? == challenge_id {
+                return Ok(Some(r.s(SK)?));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The part of completing a challenge that uses up a TOTP step or a recovery code.
+fn spend_expr(spend: &Spend, now: Millis) -> Expr {
+    let mut e = Expr::default();
+    e.when("attribute_exists(#pk)").set("#mfaUpdatedAt = :now").bind(":now", n(now));
+    match spend {
+        Spend::Nothing => {}
+        Spend::TotpStep(step) => {
+            e.when("#totpVerified = :true")
+                .when("attribute_not_exists(#totpLastStep) OR #totpLastStep < :step")
+                .set("#totpLastStep = :step")
+                .bind(":true", b(true))
+                .bind(":step", n(step));
+        }
+        Spend::RecoveryCode(hash) => {
+            e.key("#code", hash)
+                .when("attribute_exists(#recoveryCodes.#code)")
+                .remove("#recoveryCodes.#code");
+        }
+    }
+    e
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_user(&self, user: &User) -> StoreResult<bool> {
+        let mut absent = Expr::default();
+        absent.when("attribute_not_exists(#pk)");
+        let mut writes = vec![Write::Put { item: user_item(user), expr: absent.clone() }];
+        for (target, value) in [(Target::Email, &user.email), (Target::Phone, &user.phone)] {
+            if let Some(value) = value {
+                writes.push(Write::Put { item: target.index_item(value, &user.id), expr: absent.clone() });
+            }
+        }
+        Ok(decided(self.transact(&writes).await)?.is_some())
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        self.get(user_key(id)).await?.as_ref().map(user_from).transpose()
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let Some(index) = self.get(Target::Email.index_key(email)).await? else { return Ok(None) };
+        self.user(&Reader(&index).s("userId")?).await
+    }
+
+    async fn update_user(
+        &self,
+        id: &str,
+        change: UserChange,
+        upgrade: Option<SessionUpgrade>,
+        now: Millis,
+    ) -> StoreResult<Updated> {
+        let upgrade = upgrade.as_ref();
+        let e = match &change {
+            UserChange::Email(email) => return self.move_target(id, Target::Email, email, upgrade, now).await,
+            UserChange::Phone(phone) => return self.move_target(id, Target::Phone, phone, upgrade, now).await,
+            UserChange::Mfa(on) => mfa_expr(*on),
+            UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
+            UserChange::VerifyAuthenticator { step } => verify_authenticator_expr(*step),
+            UserChange::RemoveAuthenticator => remove_authenticator_expr(),
+            UserChange::CreateRecoveryCodes(codes) => recovery_codes_expr(codes, true),
+            UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),
+        };
+        self.change_user(id, e, upgrade, now).await
+    }
+
+    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+        unconditional(self.put(session_item(session), &Expr::default()).await)
+    }
+
+    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
+        let Some(item) = self.get(session_key(user_id, secret_hash)).await? else { return Ok(None) };
+        Ok(Some(session_from(&item)?).filter(|session| session.is_live(now)))
+    }
+
+    async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
+        for item in self.sessions_of(user_id).await? {
+            if Reader(&item).s("id")? == session_id {
+                let deleted = decided(self.delete(key_of(&item), &Expr::default()).await)?;
+                return Ok(deleted.flatten().is_some());
+            }
+        }
+        Ok(false)
+    }
+
+    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
+        let mut doomed = Vec::new();
+        for item in self.sessions_of(user_id).await? {
+            if keep != Some(Reader(&item).s("id")?.as_str()) {
+                doomed.push(key_of(&item));
+            }
+        }
+        self.delete_all(doomed).await
+    }
+
+    async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+        // Same key per factor: the new challenge replaces the previous one.
+        unconditional(self.put(challenge_item(challenge), &Expr::default()).await)
+    }
+
+    async fn take_challenge_attempt(&self, user_id: &str, challenge_id: &str, now: Millis) -> StoreResult<Option<Challenge>> {
+        let Some(sk) = self.challenge_sk(user_id, challenge_id).await? else { return Ok(None) };
+        let mut e = Expr::default();
+        // The id check also refuses a challenge replaced since the lookup.
+        e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
+            .set("#attemptsLeft = #attemptsLeft - :one")
+            .bind(":id", s(challenge_id))
+            .bind(":zero", n(0))
+            .bind(":one", n(1))
+            .bind(":now", n(now));
+        match decided(self.update(key(user_pk(user_id), sk), &e).await)? {
+            Some(item) => Ok(Some(challenge_from(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn finish_challenge(&self, win: &ChallengeWin) -> StoreResult<Option<Session>> {
+        let mut challenge = Expr::default();
+        challenge
+            .when("#id = :id AND #expire > :now")
+            .bind(":id", s(&win.challenge_id))
+            .bind(":now", n(win.now));
+        let upgrade = SessionUpgrade {
+            secret_hash: win.session_hash.clone(),
+            add: vec![win.factor],
+            mfa_updated_at: Some(win.now),
+        };
+        let writes = [
+            Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: challenge },
+            Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now) },
+            upgrade_write(&win.user_id, &upgrade, win.now),
+        ];
+        if decided(self.transact(&writes).await)?.is_none() {
+            return Ok(None);
+        }
+        // Transactions return no values. Should the session be signed out between the two
+        // calls, the challenge is spent all the same and its caller is signed out anyway.
+        self.session(&win.user_id, &win.session_hash, win.now).await
+    }
+
+    async fn put_token(&self, token: &VerificationToken) -> StoreResult<()> {
+        unconditional(self.put(token_item(token), &Expr::default()).await)
+    }
+
+    async fn take_token_attempt(&self, user_id: &str, channel: Channel, now: Millis) -> StoreResult<Option<VerificationToken>> {
+        let mut e = Expr::default();
+        e.when("#attemptsLeft > :zero AND #expire > :now")
+            .set("#attemptsLeft = #attemptsLeft - :one")
+            .bind(":zero", n(0))
+            .bind(":one", n(1))
+            .bind(":now", n(now));
+        match decided(self.update(token_key(user_id, channel), &e).await)? {
+            Some(item) => Ok(Some(token_from(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn redeem_token(&self, user_id: &str, channel: Channel, secret_hash: &str, now: Millis) -> StoreResult<Option<VerificationToken>> {
+        // The token is read first for its target (the user's condition needs it) and to
+        // return it; the transaction's conditions make the redemption single-use.
+        let Some(item) = self.get(token_key(user_id, channel)).await? else { return Ok(None) };
+        let token = token_from(&item)?;
+        if !constant_time_eq(&token.secret_hash, secret_hash) || token.expire <= now {
+            return Ok(None);
+        }
+        let mut delete = Expr::default();
+        delete
+            .when("#id = :id AND #secretHash = :hash AND #expire > :now")
+            .bind(":id", s(&token.id))
+            .bind(":hash", s(secret_hash))
+            .bind(":now", n(now));
+        let (attribute, verified) = Target::from(channel).attributes();
+        let mut verify = Expr::default();
+        verify
+            .when(format!("{attribute} = :target"))
+            .set(format!("{verified} = :true, #updatedAt = :now"))
+            .bind(":target", s(&token.target))
+            .bind(":true", b(true))
+            .bind(":now", n(now));
+        let writes = [
+            Write::Delete { key: token_key(user_id, channel), expr: delete },
+            Write::Update { key: user_key(user_id), expr: verify },
+        ];
+        Ok(decided(self.transact(&writes).await)?.map(|()| token))
+    }
+
+    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32> {
+        // No expiry check: the counter's name holds its window, so a counter is only ever
+        // hit before its own expiry.
+        let mut e = Expr::default();
+        e.add("#count :one")
+            .set("#expire = :expire, #expiresAt = :ttl")
+            .bind(":one", n(1))
+            .bind(":expire", n(expire))
+            .bind(":ttl", ttl_seconds(expire));
+        let item = unconditional(self.update(rate_key(counter), &e).await)?;
+        Reader(&item).n("count")
+    }
+
+    async fn clear(&self, counter: &str) -> StoreResult<()> {
+        unconditional(self.delete(rate_key(counter), &Expr::default()).await).map(|_| ())
+    }
+}
+
+/// The primary key of a stored item.
+fn key_of(item: &Item) -> Item {
+    item.iter().filter(|(name, _)| *name == PK || *name == SK).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_name_every_attribute_they_use_and_nothing_else() {
+        let mut e = Expr::default();
+        e.key("#code", "ab/cd+ef==")
+            .when("attribute_exists(#recoveryCodes.#code)")
+            .remove("#recoveryCodes.#code")
+            .set("#name = :name")
+            .bind(":name", s("x"));
+        assert_eq!(e.update().as_deref(), Some("SET #name = :name REMOVE #recoveryCodes.#code"));
+        let names = e.names().unwrap();
+        assert_eq!(names.len(), 3);
+        assert_eq!(names["#code"], "ab/cd+ef==");
+        assert_eq!(names["#recoveryCodes"], "recoveryCodes");
+        assert_eq!(names["#name"], "name");
+        assert!(Expr::default().names().is_none() && Expr::default().values().is_none());
+    }
+
+    fn cancelled(codes: &[&str]) -> Failure {
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        use aws_sdk_dynamodb::types::CancellationReason;
+        let mut e = TransactionCanceledException::builder().message("cancelled");
+        for code in codes {
+            e = e.cancellation_reasons(CancellationReason::builder().code(*code).build());
+        }
+        TransactWriteItemsError::TransactionCanceledException(e.build()).classify()
+    }
+
+    // DynamoDB Local runs transactions one at a time and never reports conflicts, so the
+    // conflict handling real DynamoDB needs is checked here.
+    #[test]
+    fn a_failed_condition_decides_a_cancelled_transaction_and_a_conflict_alone_is_retried() {
+        assert!(matches!(
+            cancelled(&["None", "ConditionalCheckFailed", "TransactionConflict"]),
+            Failure::Rejected(r) if r.failed(1) && !r.failed(0) && !r.failed(2)
+        ));
+        assert!(matches!(cancelled(&["TransactionConflict", "None"]), Failure::Conflict));
+        assert!(matches!(cancelled(&["ValidationError"]), Failure::Unavailable(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn conflicts_are_tried_again_until_they_clear_or_persist() {
+        let mut tries = 0;
+        let cleared = retry_conflicts(|| {
+            tries += 1;
+            let outcome = if tries < 3 { Err(Failure::Conflict) } else { Ok(tries) };
+            async move { outcome }
+        })
+        .await;
+        assert!(matches!(cleared, Ok(3)));
+        let persisted = retry_conflicts(|| async { Err::<(), _>(Failure::Conflict) }).await;
+        assert!(matches!(persisted, Err(WriteError::Store(StoreError::Unavailable(_)))));
+    }
+
+    #[test]
+    fn ttl_never_ends_an_item_before_its_expiry() {
+        assert_eq!(ttl_seconds(1_000), n(1));
+        assert_eq!(ttl_seconds(1_001), n(2));
+    }
+
+    #[test]
+    fn items_round_trip() {
+        let user = User {
+            id: "u".into(),
+            created_at: 1,
+            updated_at: 2,
+            name: String::new(),
+            email: Some("u@example.com".into()),
+            email_verified: true,
+            phone: None,
+            phone_verified: false,
+            password_hash: "h".into(),
+            password_updated_at: 3,
+            mfa: true,
+            mfa_updated_at: Some(4),
+            totp: Some(Authenticator { secret_sealed: "s".into(), verified: true, last_step: Some(9), created_at: 5 }),
+            recovery_codes: vec!["z".into(), "a".into(), "m".into()],
+        };
+        assert_eq!(user_from(&user_item(&user)).unwrap(), user);
+        let session = Session {
+            id: "s".into(),
+            user_id: "u".into(),
+            secret_hash: "h".into(),
+            created_at: 10,
+            updated_at: 10,
+            expire: 20,
+            factors: vec![Factor::Password, Factor::Email, Factor::Totp],
+            mfa_updated_at: None,
+            ip: "127.0.0.1".into(),
+            user_agent: String::new(),
+        };
+        assert_eq!(session_from(&session_item(&session)).unwrap(), session);
+    }
+}

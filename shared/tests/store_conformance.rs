@@ -1,0 +1,825 @@
+//! One conformance suite for every `Store`: each behaviour below is a function of a store,
+//! run against the embedded store always (`embedded::<behaviour>`) and against DynamoDB
+//! (`dynamodb::<behaviour>`) when `MFA_TEST_DYNAMODB_ENDPOINT` names one, e.g. DynamoDB
+//! Local from `infra/dynamodb-local.sh`. With `MFA_REQUIRE_DYNAMODB=1` a missing or
+//! unreachable endpoint fails the DynamoDB tests instead of skipping them.
+//!
+//! Stores are shared across tests (one DynamoDB table per run), so every test works on
+//! fresh random ids. Times are real ones: DynamoDB Local's TTL really deletes items whose
+//! `expiresAt` has passed, so "later" is passed as `now` rather than waited for.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
+use mfa_core::domain::challenge::CHALLENGE_TTL;
+use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
+use mfa_core::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
+use mfa_core::store::dynamo::{create_table, DynamoStore};
+use mfa_core::store::embedded::EmbeddedStore;
+use mfa_core::store::{ChallengeWin, SessionUpgrade, Spend, Store, UserChange, Updated};
+use tokio::sync::OnceCell;
+
+// ---------------------------------------------------------------------------------------
+// The stores under test
+
+/// A store and whatever must live as long as it.
+struct Subject {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn embedded_store() -> Subject {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), now()).expect("embedded store opens");
+    Subject { store: Arc::new(store), _dir: Some(dir) }
+}
+
+/// The table of this test run, created by the first DynamoDB test that gets here.
+static TABLE: OnceCell<String> = OnceCell::const_new();
+
+/// The DynamoDB store, or `None` (skip) when no endpoint is configured and none is required.
+async fn dynamodb_store() -> Option<Subject> {
+    let required = std::env::var("MFA_REQUIRE_DYNAMODB").is_ok_and(|v| v == "1");
+    let endpoint = match std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint,
+        _ if required => panic!("MFA_REQUIRE_DYNAMODB=1 but MFA_TEST_DYNAMODB_ENDPOINT is not set"),
+        _ => {
+            eprintln!("skipped: set MFA_TEST_DYNAMODB_ENDPOINT to run the DynamoDB store tests");
+            return None;
+        }
+    };
+    // Each test runs on its own runtime, so each gets its own client.
+    let client = dynamodb_client(&endpoint).await;
+    let table = TABLE
+        .get_or_init(|| async {
+            let name = format!("mfa-conformance-{}-{}", std::process::id(), new_id());
+            if let Err(e) = create_table(&client, &name).await {
+                panic!("cannot create a DynamoDB table at {endpoint}: {e}");
+            }
+            name
+        })
+        .await;
+    Some(Subject { store: Arc::new(DynamoStore::new(client, table.clone())), _dir: None })
+}
+
+async fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{Credentials, Region};
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "conformance-tests"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
+}
+
+/// Deploying again must find the table as it is and leave it so.
+#[tokio::test]
+async fn dynamodb_creating_the_table_again_changes_nothing() {
+    let Some(subject) = dynamodb_store().await else { return };
+    let (endpoint, table) = (std::env::var("MFA_TEST_DYNAMODB_ENDPOINT").unwrap(), TABLE.get().unwrap());
+    let user = created(&subject.store, new_user(now())).await;
+    create_table(&dynamodb_client(&endpoint).await, table).await.expect("creating an existing table succeeds");
+    assert_eq!(reload(&subject.store, &user).await, user);
+}
+
+/// Generates `embedded::<case>` and `dynamodb::<case>` for every case.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let subject = super::embedded_store();
+                    super::$case(subject.store.clone()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(subject) = super::dynamodb_store().await else { return };
+                    super::$case(subject.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_created_user_is_found_by_id_and_email,
+    a_taken_id_or_email_cannot_be_created_again,
+    a_created_users_phone_is_claimed,
+    changing_email_moves_the_index_and_unverifies_it,
+    an_email_or_phone_of_another_user_is_taken,
+    changing_phone_frees_the_old_number,
+    changes_to_an_unknown_user_are_not_found,
+    mfa_can_be_switched_on_and_off,
+    a_session_is_found_by_its_secret_until_it_expires,
+    deleting_one_session_leaves_the_others,
+    deleting_all_sessions_but_one_keeps_only_that_one,
+    a_new_challenge_replaces_the_previous_one_of_its_factor,
+    challenge_attempts_count_down_and_stop_at_zero,
+    an_expired_challenge_can_be_neither_attempted_nor_completed,
+    completing_a_challenge_twice_fails,
+    completing_needs_the_same_challenge_and_a_live_session,
+    a_totp_step_is_accepted_once,
+    a_recovery_code_is_used_once,
+    token_attempts_count_down_and_stop_at_zero,
+    redeeming_a_token_verifies_its_target_once,
+    an_expired_token_cannot_be_redeemed,
+    a_token_for_a_changed_address_verifies_nothing,
+    rate_counters_count_until_cleared,
+    an_authenticator_is_replaceable_only_until_verified,
+    verifying_an_authenticator_refuses_a_used_step,
+    recovery_codes_are_created_once_and_replaced_only_when_present,
+    a_session_upgrade_applies_with_its_change,
+    a_session_upgrade_for_a_dead_session_applies_nothing,
+    twenty_parallel_completions_of_one_challenge_let_one_win,
+    twenty_parallel_spends_of_one_recovery_code_let_one_win,
+    twenty_parallel_uses_of_one_totp_step_let_one_win,
+);
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+fn now() -> Millis {
+    SystemClock.now()
+}
+
+fn new_user(now: Millis) -> User {
+    let id = new_id();
+    User {
+        email: Some(format!("{id}@example.com")),
+        id,
+        created_at: now,
+        updated_at: now,
+        name: "Ada Lovelace".into(),
+        email_verified: false,
+        phone: None,
+        phone_verified: false,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        password_updated_at: now,
+        mfa: false,
+        mfa_updated_at: None,
+        totp: None,
+        recovery_codes: vec![],
+    }
+}
+
+async fn created(store: &Arc<dyn Store>, user: User) -> User {
+    assert!(store.create_user(&user).await.unwrap(), "user {} is created", user.id);
+    user
+}
+
+async fn reload(store: &Arc<dyn Store>, user: &User) -> User {
+    store.user(&user.id).await.unwrap().expect("user exists")
+}
+
+fn new_phone() -> String {
+    format!("+1{}", 100_000_000 + rand::random_range(0..900_000_000u64))
+}
+
+fn new_session(user: &User, now: Millis) -> Session {
+    Session {
+        id: new_id(),
+        user_id: user.id.clone(),
+        secret_hash: sha256_hex(&random_secret()),
+        created_at: now,
+        updated_at: now,
+        expire: now + HOUR,
+        factors: vec![Factor::Password],
+        mfa_updated_at: None,
+        ip: "127.0.0.1".into(),
+        user_agent: "conformance".into(),
+    }
+}
+
+async fn signed_in(store: &Arc<dyn Store>, user: &User, now: Millis) -> Session {
+    let session = new_session(user, now);
+    store.create_session(&session).await.unwrap();
+    session
+}
+
+async fn challenged(store: &Arc<dyn Store>, user: &User, factor: Factor, now: Millis) -> Challenge {
+    let mut challenge = Challenge::new(&user.id, factor, now, CHALLENGE_TTL);
+    if matches!(factor, Factor::Email | Factor::Phone) {
+        challenge.code_hash = Some(format!("code-hash-{}", new_id()));
+    }
+    store.put_challenge(&challenge).await.unwrap();
+    challenge
+}
+
+fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> ChallengeWin {
+    ChallengeWin {
+        user_id: challenge.user_id.clone(),
+        challenge_id: challenge.id.clone(),
+        session_hash: session.secret_hash.clone(),
+        factor: challenge.factor,
+        spend,
+        now,
+    }
+}
+
+fn authenticator(verified: bool, last_step: Option<u64>, now: Millis) -> Authenticator {
+    Authenticator { secret_sealed: format!("sealed-{}", new_id()), verified, last_step, created_at: now }
+}
+
+fn token(user: &User, channel: Channel, target: &str, now: Millis) -> VerificationToken {
+    VerificationToken {
+        id: new_id(),
+        user_id: user.id.clone(),
+        channel,
+        target: target.to_string(),
+        secret_hash: sha256_hex(&random_secret()),
+        attempts_left: 5,
+        created_at: now,
+        expire: now + 15 * MINUTE,
+    }
+}
+
+/// Recovery code hashes with characters that are awkward in expressions and keys.
+fn recovery_hashes(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("rc{i}+/={}", new_id())).collect()
+}
+
+fn done(updated: Updated) -> User {
+    match updated {
+        Updated::Done(user) => user,
+        other => panic!("expected the change to apply, got {other:?}"),
+    }
+}
+
+async fn session_of(store: &Arc<dyn Store>, session: &Session, now: Millis) -> Option<Session> {
+    store.session(&session.user_id, &session.secret_hash, now).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Users
+
+async fn a_created_user_is_found_by_id_and_email(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    assert_eq!(store.user(&user.id).await.unwrap(), Some(user.clone()));
+    let email = user.email.clone().unwrap();
+    assert_eq!(store.user_by_email(&email).await.unwrap(), Some(user));
+    assert_eq!(store.user(&new_id()).await.unwrap(), None);
+    assert_eq!(store.user_by_email(&format!("{}@example.com", new_id())).await.unwrap(), None);
+}
+
+async fn a_taken_id_or_email_cannot_be_created_again(store: Arc<dyn Store>) {
+    let t = now();
+    let first = created(&store, new_user(t)).await;
+
+    let same_id = User { id: first.id.clone(), ..new_user(t) };
+    assert!(!store.create_user(&same_id).await.unwrap(), "the id is taken");
+    let unclaimed = same_id.email.clone().unwrap();
+    assert_eq!(store.user_by_email(&unclaimed).await.unwrap(), None, "a refused user claims no email");
+
+    let same_email = User { email: first.email.clone(), ..new_user(t) };
+    assert!(!store.create_user(&same_email).await.unwrap(), "the email is taken");
+    assert_eq!(store.user(&same_email.id).await.unwrap(), None, "a refused user is not stored");
+    assert_eq!(store.user_by_email(first.email.as_deref().unwrap()).await.unwrap(), Some(first));
+}
+
+async fn a_created_users_phone_is_claimed(store: Arc<dyn Store>) {
+    let t = now();
+    let phone = new_phone();
+    let first = created(&store, User { phone: Some(phone.clone()), ..new_user(t) }).await;
+    assert_eq!(reload(&store, &first).await.phone, Some(phone.clone()));
+    let other = created(&store, new_user(t)).await;
+    assert_eq!(store.update_user(&other.id, UserChange::Phone(phone.clone()), None, t).await.unwrap(), Updated::Taken);
+    let twin = User { phone: Some(phone), ..new_user(t) };
+    assert!(!store.create_user(&twin).await.unwrap(), "the phone is taken");
+}
+
+async fn changing_email_moves_the_index_and_unverifies_it(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { email_verified: true, ..new_user(t) }).await;
+    let old = user.email.clone().unwrap();
+    let new = format!("{}@example.org", new_id());
+
+    let changed = done(store.update_user(&user.id, UserChange::Email(new.clone()), None, t + 5).await.unwrap());
+    assert_eq!(changed.email.as_deref(), Some(new.as_str()));
+    assert!(!changed.email_verified);
+    assert_eq!(changed.updated_at, t + 5);
+    assert_eq!(reload(&store, &user).await, changed);
+    assert_eq!(store.user_by_email(&new).await.unwrap(), Some(changed));
+    assert_eq!(store.user_by_email(&old).await.unwrap(), None, "the old email is released");
+
+    let next = created(&store, User { email: Some(old.clone()), ..new_user(t) }).await;
+    assert_eq!(store.user_by_email(&old).await.unwrap(), Some(next));
+}
+
+async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
+    let t = now();
+    let a = created(&store, User { email_verified: true, ..new_user(t) }).await;
+    let b = created(&store, new_user(t)).await;
+
+    let b_email = b.email.clone().unwrap();
+    assert_eq!(store.update_user(&a.id, UserChange::Email(b_email.clone()), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(reload(&store, &a).await, a, "a refused change changes nothing");
+    assert_eq!(store.user_by_email(&b_email).await.unwrap(), Some(b.clone()));
+
+    let phone = new_phone();
+    done(store.update_user(&b.id, UserChange::Phone(phone.clone()), None, t).await.unwrap());
+    assert_eq!(store.update_user(&a.id, UserChange::Phone(phone), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(reload(&store, &a).await.phone, None);
+
+    // Setting one's own address again is no conflict; it asks for verification again.
+    let own = a.email.clone().unwrap();
+    let again = done(store.update_user(&a.id, UserChange::Email(own.clone()), None, t + 1).await.unwrap());
+    assert_eq!(again.email, Some(own.clone()));
+    assert!(!again.email_verified);
+    assert_eq!(store.user_by_email(&own).await.unwrap(), Some(again));
+}
+
+async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {
+    let t = now();
+    let a = created(&store, new_user(t)).await;
+    let b = created(&store, new_user(t)).await;
+    let (first, second) = (new_phone(), new_phone());
+
+    let changed = done(store.update_user(&a.id, UserChange::Phone(first.clone()), None, t).await.unwrap());
+    assert_eq!(changed.phone, Some(first.clone()));
+    assert!(!changed.phone_verified);
+    done(store.update_user(&a.id, UserChange::Phone(second.clone()), None, t).await.unwrap());
+    let taken_over = done(store.update_user(&b.id, UserChange::Phone(first.clone()), None, t).await.unwrap());
+    assert_eq!(taken_over.phone, Some(first.clone()));
+    assert_eq!(store.update_user(&a.id, UserChange::Phone(first), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(reload(&store, &a).await.phone, Some(second));
+}
+
+async fn changes_to_an_unknown_user_are_not_found(store: Arc<dyn Store>) {
+    let t = now();
+    let nobody = new_id();
+    let changes = [
+        UserChange::Mfa(true),
+        UserChange::Email(format!("{}@example.com", new_id())),
+        UserChange::Phone(new_phone()),
+        UserChange::PutAuthenticator(authenticator(false, None, t)),
+        UserChange::CreateRecoveryCodes(recovery_hashes(2)),
+    ];
+    for change in changes {
+        assert_eq!(store.update_user(&nobody, change.clone(), None, t).await.unwrap(), Updated::NotFound, "{change:?}");
+    }
+    assert_eq!(store.user(&nobody).await.unwrap(), None, "no change creates a user");
+}
+
+async fn mfa_can_be_switched_on_and_off(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let on = done(store.update_user(&user.id, UserChange::Mfa(true), None, t + 1).await.unwrap());
+    assert!(on.mfa);
+    assert_eq!(on.updated_at, t + 1);
+    assert_eq!(User { mfa: true, updated_at: t + 1, ..user.clone() }, on, "nothing else changes");
+    let off = done(store.update_user(&user.id, UserChange::Mfa(false), None, t + 2).await.unwrap());
+    assert!(!off.mfa);
+    assert_eq!(reload(&store, &user).await, off);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+async fn a_session_is_found_by_its_secret_until_it_expires(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+
+    assert_eq!(session_of(&store, &session, t).await, Some(session.clone()));
+    assert_eq!(session_of(&store, &session, session.expire - 1).await, Some(session.clone()));
+    assert_eq!(session_of(&store, &session, session.expire).await, None, "expiry is exclusive");
+    assert_eq!(store.session(&user.id, &sha256_hex(&random_secret()), t).await.unwrap(), None);
+    assert_eq!(store.session(&new_id(), &session.secret_hash, t).await.unwrap(), None, "another user's id");
+}
+
+async fn deleting_one_session_leaves_the_others(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let (one, two) = (signed_in(&store, &user, t).await, signed_in(&store, &user, t).await);
+
+    assert!(!store.delete_session(&other.id, &two.id).await.unwrap(), "not another user's session");
+    assert!(store.delete_session(&user.id, &one.id).await.unwrap());
+    assert!(!store.delete_session(&user.id, &one.id).await.unwrap(), "already gone");
+    assert_eq!(session_of(&store, &one, t).await, None);
+    assert_eq!(session_of(&store, &two, t).await, Some(two));
+}
+
+async fn deleting_all_sessions_but_one_keeps_only_that_one(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let mine: Vec<Session> = [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await, signed_in(&store, &user, t).await].into();
+    let theirs = signed_in(&store, &other, t).await;
+
+    store.delete_sessions(&user.id, Some(&mine[1].id)).await.unwrap();
+    assert_eq!(session_of(&store, &mine[0], t).await, None);
+    assert_eq!(session_of(&store, &mine[1], t).await, Some(mine[1].clone()));
+    assert_eq!(session_of(&store, &mine[2], t).await, None);
+    assert_eq!(session_of(&store, &theirs, t).await, Some(theirs.clone()), "other users keep theirs");
+
+    store.delete_sessions(&user.id, None).await.unwrap();
+    assert_eq!(session_of(&store, &mine[1], t).await, None);
+    assert_eq!(session_of(&store, &theirs, t).await, Some(theirs));
+}
+
+// ---------------------------------------------------------------------------------------
+// Challenges
+
+async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let first = challenged(&store, &user, Factor::Email, t).await;
+    let second = challenged(&store, &user, Factor::Email, t).await;
+    let totp = challenged(&store, &user, Factor::Totp, t).await;
+
+    assert_eq!(store.take_challenge_attempt(&user.id, &first.id, t).await.unwrap(), None, "replaced");
+    let taken = store.take_challenge_attempt(&user.id, &second.id, t).await.unwrap();
+    assert_eq!(taken, Some(Challenge { attempts_left: second.attempts_left - 1, ..second }));
+    assert!(store.take_challenge_attempt(&user.id, &totp.id, t).await.unwrap().is_some(), "other factors stay");
+    let stranger = created(&store, new_user(t)).await;
+    assert_eq!(store.take_challenge_attempt(&stranger.id, &totp.id, t).await.unwrap(), None, "not another user's");
+}
+
+async fn challenge_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Phone, t).await;
+
+    for left in (0..challenge.attempts_left).rev() {
+        let taken = store.take_challenge_attempt(&user.id, &challenge.id, t).await.unwrap();
+        assert_eq!(taken.map(|c| c.attempts_left), Some(left));
+    }
+    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, t).await.unwrap(), None, "no attempts left");
+    // The last attempt taken may still complete it with the right code.
+    assert!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t)).await.unwrap().is_some());
+}
+
+async fn an_expired_challenge_can_be_neither_attempted_nor_completed(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let end = challenge.expire;
+
+    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, end).await.unwrap(), None);
+    assert!(store.take_challenge_attempt(&user.id, &challenge.id, end - 1).await.unwrap().is_some());
+    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end)).await.unwrap(), None);
+    assert!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end - 1)).await.unwrap().is_some());
+}
+
+async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let at = t + SECOND;
+
+    let upgraded = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, at)).await.unwrap();
+    let expected = Session {
+        factors: vec![Factor::Password, Factor::Email],
+        mfa_updated_at: Some(at),
+        updated_at: at,
+        ..session.clone()
+    };
+    assert_eq!(upgraded, Some(expected.clone()));
+    assert_eq!(session_of(&store, &session, at).await, Some(expected));
+    assert_eq!(reload(&store, &user).await.mfa_updated_at, Some(at));
+
+    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, at)).await.unwrap(), None);
+    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, at).await.unwrap(), None, "it is gone");
+}
+
+async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = Session { expire: t + MINUTE, ..new_session(&user, t) };
+    store.create_session(&session).await.unwrap();
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+
+    let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
+    assert_eq!(store.finish_challenge(&other_id).await.unwrap(), None, "another challenge id");
+    let unknown = ChallengeWin { session_hash: sha256_hex(&random_secret()), ..win(&challenge, &session, Spend::Nothing, t) };
+    assert_eq!(store.finish_challenge(&unknown).await.unwrap(), None, "an unknown session");
+    let dead = win(&challenge, &session, Spend::Nothing, session.expire);
+    assert_eq!(store.finish_challenge(&dead).await.unwrap(), None, "an expired session");
+
+    // None of the failures used anything up.
+    assert_eq!(reload(&store, &user).await.mfa_updated_at, None);
+    let finished = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t)).await.unwrap();
+    assert_eq!(finished.map(|s| s.factors), Some(vec![Factor::Password, Factor::Email]));
+}
+
+async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { totp: Some(authenticator(true, Some(100), t)), ..new_user(t) }).await;
+    let session = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Totp, t).await;
+
+    for used in [100, 99] {
+        let again = win(&challenge, &session, Spend::TotpStep(used), t);
+        assert_eq!(store.finish_challenge(&again).await.unwrap(), None, "step {used} is not newer");
+    }
+    let upgraded = store.finish_challenge(&win(&challenge, &session, Spend::TotpStep(101), t)).await.unwrap();
+    assert_eq!(upgraded.map(|s| s.factors), Some(vec![Factor::Password, Factor::Totp]));
+    assert_eq!(reload(&store, &user).await.totp.and_then(|a| a.last_step), Some(101));
+
+    let next = challenged(&store, &user, Factor::Totp, t).await;
+    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t)).await.unwrap(), None);
+    assert!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t)).await.unwrap().is_some());
+
+    let unverified = created(&store, User { totp: Some(authenticator(false, None, t)), ..new_user(t) }).await;
+    let session = signed_in(&store, &unverified, t).await;
+    let challenge = challenged(&store, &unverified, Factor::Totp, t).await;
+    let spend = win(&challenge, &session, Spend::TotpStep(5), t);
+    assert_eq!(store.finish_challenge(&spend).await.unwrap(), None, "an unverified authenticator proves nothing");
+}
+
+async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
+    let t = now();
+    let codes = recovery_hashes(3);
+    let user = created(&store, User { recovery_codes: codes.clone(), ..new_user(t) }).await;
+    let session = signed_in(&store, &user, t).await;
+
+    let first = challenged(&store, &user, Factor::RecoveryCode, t).await;
+    let used = store.finish_challenge(&win(&first, &session, Spend::RecoveryCode(codes[1].clone()), t)).await.unwrap();
+    assert_eq!(used.map(|s| s.factors), Some(vec![Factor::Password, Factor::RecoveryCode]));
+    assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone(), codes[2].clone()]);
+
+    let second = challenged(&store, &user, Factor::RecoveryCode, t).await;
+    for spent in [codes[1].clone(), "never-issued".to_string()] {
+        let again = win(&second, &session, Spend::RecoveryCode(spent), t);
+        assert_eq!(store.finish_challenge(&again).await.unwrap(), None);
+    }
+    assert!(store.finish_challenge(&win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t)).await.unwrap().is_some());
+    assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone()]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Verification tokens
+
+async fn token_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let first = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&first).await.unwrap();
+
+    for left in (0..first.attempts_left).rev() {
+        let taken = store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap();
+        assert_eq!(taken, Some(VerificationToken { attempts_left: left, ..first.clone() }));
+    }
+    assert_eq!(store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap(), None);
+    assert_eq!(store.take_token_attempt(&user.id, Channel::Phone, t).await.unwrap(), None, "no phone token");
+
+    let second = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&second).await.unwrap();
+    let taken = store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap();
+    assert_eq!(taken.map(|x| x.id), Some(second.id.clone()), "a new token replaces the old one");
+    assert_eq!(store.take_token_attempt(&user.id, Channel::Email, second.expire).await.unwrap(), None, "expired");
+}
+
+async fn redeeming_a_token_verifies_its_target_once(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&email).await.unwrap();
+
+    let wrong = sha256_hex(&random_secret());
+    assert_eq!(store.redeem_token(&user.id, Channel::Email, &wrong, t).await.unwrap(), None);
+    assert!(!reload(&store, &user).await.email_verified);
+    let redeemed = store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t + 1).await.unwrap();
+    assert_eq!(redeemed, Some(email.clone()));
+    let verified = reload(&store, &user).await;
+    assert!(verified.email_verified);
+    assert_eq!(verified.updated_at, t + 1);
+    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t + 1).await.unwrap(), None, "used up");
+
+    let number = new_phone();
+    done(store.update_user(&user.id, UserChange::Phone(number.clone()), None, t).await.unwrap());
+    let phone = token(&user, Channel::Phone, &number, t);
+    store.put_token(&phone).await.unwrap();
+    assert_eq!(store.redeem_token(&user.id, Channel::Email, &phone.secret_hash, t).await.unwrap(), None, "other channel");
+    assert!(store.redeem_token(&user.id, Channel::Phone, &phone.secret_hash, t).await.unwrap().is_some());
+    let both = reload(&store, &user).await;
+    assert!(both.phone_verified && both.email_verified);
+}
+
+async fn an_expired_token_cannot_be_redeemed(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&email).await.unwrap();
+
+    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, email.expire).await.unwrap(), None);
+    assert!(!reload(&store, &user).await.email_verified);
+    let redeemed = store.redeem_token(&user.id, Channel::Email, &email.secret_hash, email.expire - 1).await.unwrap();
+    assert!(redeemed.is_some(), "still usable just before its expiry");
+}
+
+async fn a_token_for_a_changed_address_verifies_nothing(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&email).await.unwrap();
+    let moved = format!("{}@example.net", new_id());
+    done(store.update_user(&user.id, UserChange::Email(moved), None, t).await.unwrap());
+
+    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t).await.unwrap(), None);
+    assert!(!reload(&store, &user).await.email_verified, "the new address is not verified by the old link");
+}
+
+// ---------------------------------------------------------------------------------------
+// Rate counters
+
+async fn rate_counters_count_until_cleared(store: Arc<dyn Store>) {
+    let t = now();
+    let (counter, other) = (format!("test#{}#{t}", new_id()), format!("test#{}#{t}", new_id()));
+    let expire = t + HOUR;
+    for expected in 1..=3 {
+        assert_eq!(store.hit(&counter, expire).await.unwrap(), expected);
+    }
+    assert_eq!(store.hit(&other, expire).await.unwrap(), 1, "counters are separate");
+    store.clear(&counter).await.unwrap();
+    assert_eq!(store.hit(&counter, expire).await.unwrap(), 1, "cleared");
+    assert_eq!(store.hit(&other, expire).await.unwrap(), 2);
+    store.clear(&format!("test#{}", new_id())).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Authenticator, recovery codes and session upgrades
+
+async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let put = |a: &Authenticator| UserChange::PutAuthenticator(a.clone());
+    let (first, second) = (authenticator(false, None, t), authenticator(false, None, t));
+
+    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 3 }, None, t).await.unwrap(), Updated::Rejected, "none to verify");
+    assert_eq!(done(store.update_user(&user.id, put(&first), None, t).await.unwrap()).totp, Some(first));
+    assert_eq!(done(store.update_user(&user.id, put(&second), None, t).await.unwrap()).totp, Some(second.clone()));
+
+    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 7 }, None, t).await.unwrap());
+    assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second }));
+    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 8 }, None, t).await.unwrap(), Updated::Rejected);
+    assert_eq!(store.update_user(&user.id, put(&authenticator(false, None, t)), None, t).await.unwrap(), Updated::Rejected);
+    assert_eq!(reload(&store, &user).await, verified, "refused changes change nothing");
+
+    assert_eq!(done(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap()).totp, None);
+    assert_eq!(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap(), Updated::Rejected);
+    let fresh = authenticator(false, None, t);
+    assert_eq!(done(store.update_user(&user.id, put(&fresh), None, t).await.unwrap()).totp, Some(fresh), "a new one after removal");
+}
+
+async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let used = authenticator(false, Some(10), t);
+    done(store.update_user(&user.id, UserChange::PutAuthenticator(used), None, t).await.unwrap());
+
+    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 10 }, None, t).await.unwrap(), Updated::Rejected);
+    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 11 }, None, t).await.unwrap());
+    assert_eq!(verified.totp.map(|a| (a.verified, a.last_step)), Some((true, Some(11))));
+}
+
+async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let (first, second, third) = (recovery_hashes(8), recovery_hashes(8), recovery_hashes(8));
+
+    assert_eq!(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(first.clone()), None, t).await.unwrap(), Updated::Rejected, "none to replace");
+    assert_eq!(done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(first.clone()), None, t).await.unwrap()).recovery_codes, first);
+    assert_eq!(store.update_user(&user.id, UserChange::CreateRecoveryCodes(second.clone()), None, t).await.unwrap(), Updated::Rejected, "already there");
+    assert_eq!(reload(&store, &user).await.recovery_codes, first);
+    assert_eq!(done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(second.clone()), None, t).await.unwrap()).recovery_codes, second);
+
+    // Once none are left, new ones may be created.
+    done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(vec![]), None, t).await.unwrap());
+    assert_eq!(done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(third.clone()), None, t).await.unwrap()).recovery_codes, third);
+}
+
+async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { email_verified: true, ..new_user(t) }).await;
+    let session = signed_in(&store, &user, t).await;
+
+    let upgrade = SessionUpgrade {
+        secret_hash: session.secret_hash.clone(),
+        add: vec![Factor::Password, Factor::Totp, Factor::Email],
+        mfa_updated_at: None,
+    };
+    let on = done(store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade), t + 1).await.unwrap());
+    assert!(on.mfa);
+    assert_eq!(on.mfa_updated_at, None);
+    let upgraded = session_of(&store, &session, t + 1).await.unwrap();
+    assert_eq!(upgraded.factors, vec![Factor::Password, Factor::Totp, Factor::Email], "each once, in order");
+    assert_eq!((upgraded.updated_at, upgraded.mfa_updated_at), (t + 1, None));
+
+    done(store.update_user(&user.id, UserChange::PutAuthenticator(authenticator(false, None, t)), None, t).await.unwrap());
+    let proof = SessionUpgrade { secret_hash: session.secret_hash.clone(), add: vec![Factor::Totp], mfa_updated_at: Some(t + 2) };
+    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 1 }, Some(proof), t + 2).await.unwrap());
+    assert_eq!(verified.mfa_updated_at, Some(t + 2));
+    assert!(verified.totp_verified());
+    let proven = session_of(&store, &session, t + 2).await.unwrap();
+    assert_eq!(proven.mfa_updated_at, Some(t + 2));
+    assert_eq!(proven.factors, vec![Factor::Password, Factor::Totp, Factor::Email]);
+}
+
+async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let upgrade = |hash: &str| SessionUpgrade { secret_hash: hash.to_string(), add: vec![Factor::Email], mfa_updated_at: Some(t) };
+    let unknown = sha256_hex(&random_secret());
+
+    let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&unknown)), t).await.unwrap();
+    assert_eq!(refused, Updated::Rejected, "an unknown session");
+    let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire).await.unwrap();
+    assert_eq!(refused, Updated::Rejected, "an expired session");
+    let old = user.email.clone().unwrap();
+    let moved = UserChange::Email(format!("{}@example.net", new_id()));
+    assert_eq!(store.update_user(&user.id, moved, Some(upgrade(&unknown)), t).await.unwrap(), Updated::Rejected);
+
+    assert_eq!(reload(&store, &user).await, user, "the user is unchanged");
+    assert_eq!(store.user_by_email(&old).await.unwrap(), Some(user), "the email index is unchanged");
+    assert_eq!(session_of(&store, &session, t).await, Some(session), "the session is unchanged");
+}
+
+// ---------------------------------------------------------------------------------------
+// Races: of N parallel single-use actions exactly one wins
+
+const RACERS: usize = 20;
+
+/// Runs `RACERS` copies of `race(i)` at once and counts the ones that won.
+async fn winners<F, Fut>(race: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..RACERS).map(|i| tokio::spawn(race(i))).collect();
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.expect("racer ran to the end"));
+    }
+    won
+}
+
+async fn twenty_parallel_completions_of_one_challenge_let_one_win(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let attempt = win(&challenge, &session, Spend::Nothing, t);
+
+    let won = winners(|_| {
+        let (store, attempt) = (store.clone(), attempt.clone());
+        async move { store.finish_challenge(&attempt).await.unwrap().is_some() }
+    })
+    .await;
+    assert_eq!(won, 1);
+}
+
+/// One live challenge per factor, so the racers share four challenges and the one
+/// resource that only one of them may use; the losers must leave their challenge alone.
+async fn race_to_spend(store: &Arc<dyn Store>, user: &User, spend: Spend, t: Millis) -> (usize, usize) {
+    let session = signed_in(store, user, t).await;
+    let factors = [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
+    let mut challenges = Vec::new();
+    for factor in factors {
+        challenges.push(challenged(store, user, factor, t).await);
+    }
+    let won = winners(|i| {
+        let (store, attempt) = (store.clone(), win(&challenges[i % challenges.len()], &session, spend.clone(), t));
+        async move { store.finish_challenge(&attempt).await.unwrap().is_some() }
+    })
+    .await;
+    let mut untouched = 0;
+    for c in &challenges {
+        untouched += usize::from(store.take_challenge_attempt(&user.id, &c.id, t).await.unwrap().is_some());
+    }
+    (won, untouched)
+}
+
+async fn twenty_parallel_spends_of_one_recovery_code_let_one_win(store: Arc<dyn Store>) {
+    let t = now();
+    let codes = recovery_hashes(2);
+    let user = created(&store, User { recovery_codes: codes.clone(), ..new_user(t) }).await;
+
+    let (won, untouched) = race_to_spend(&store, &user, Spend::RecoveryCode(codes[0].clone()), t).await;
+    assert_eq!(won, 1);
+    assert_eq!(untouched, 3, "only the winner's challenge is used up");
+    assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[1].clone()]);
+}
+
+async fn twenty_parallel_uses_of_one_totp_step_let_one_win(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { totp: Some(authenticator(true, Some(41), t)), ..new_user(t) }).await;
+
+    let (won, untouched) = race_to_spend(&store, &user, Spend::TotpStep(42), t).await;
+    assert_eq!(won, 1);
+    assert_eq!(untouched, 3, "only the winner's challenge is used up");
+    assert_eq!(reload(&store, &user).await.totp.and_then(|a| a.last_step), Some(42));
+}
