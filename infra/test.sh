@@ -1,18 +1,56 @@
 #!/usr/bin/env bash
-# The one test command (README, CI): builds everything, runs the Rust tests (unit,
-# in-process rules, end-to-end over HTTP against mfa-local) and the official-SDK client
-# test against mfa-local.
+# The one test command (README, CI). Installs and starts DynamoDB Local and the SES/SNS
+# emulator (moto) on free ports, runs every test, and stops them again:
+#   1. Rust tests: unit, rules with an injected clock, store conformance on the embedded
+#      store AND DynamoDB Local, SES/SNS delivery against moto, end-to-end over HTTP against
+#      mfa-local on the embedded store + outbox;
+#   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
+#   3. the official appwrite SDK client test against mfa-local, on both backends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+step "install DynamoDB Local and moto (pinned)"
+bash infra/dynamodb-local.sh install
+bash infra/moto.sh install
 
 step "build"
 cargo build --workspace --all-targets --locked
 
-step "Rust tests: unit, rules with an injected clock, end-to-end over HTTP"
+DDB_PORT=$(free_port)
+MOTO_PORT=$(free_port)
+stop_services() {
+  bash infra/dynamodb-local.sh stop || true
+  bash infra/moto.sh stop || true
+}
+trap stop_services EXIT
+step "start DynamoDB Local on :$DDB_PORT and moto on :$MOTO_PORT"
+bash infra/dynamodb-local.sh start "$DDB_PORT"
+bash infra/moto.sh start "$MOTO_PORT"
+
+export MFA_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$DDB_PORT" MFA_REQUIRE_DYNAMODB=1
+export MFA_TEST_MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT" MFA_REQUIRE_MOTO=1
+
+step "Rust tests (embedded store + outbox for the end-to-end run)"
 cargo test --workspace --locked
 
-step "official appwrite SDK against mfa-local"
+# mfa-local on DynamoDB Local + moto, through the AWS SDK's own endpoint variables.
+aws_env=(
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  AWS_ENDPOINT_URL_DYNAMODB="$MFA_TEST_DYNAMODB_ENDPOINT"
+  AWS_ENDPOINT_URL_SESV2="$MFA_TEST_MOTO_ENDPOINT" AWS_ENDPOINT_URL_SNS="$MFA_TEST_MOTO_ENDPOINT"
+  MFA_STORE=dynamodb MFA_SENDER=aws MFA_EMAIL_FROM=no-reply@mfa.example
+)
+
+step "end-to-end tests on DynamoDB Local + moto"
+env "${aws_env[@]}" cargo test --locked -p mfa-functions --test e2e
+
+step "official appwrite SDK against mfa-local (embedded store + outbox)"
 ( cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error )
-( cd tests/sdk && MFA_LOCAL_BIN="$PWD/../../target/debug/mfa-local" npm test )
+export MFA_LOCAL_BIN="$PWD/target/debug/mfa-local"
+( cd tests/sdk && npm test )
+
+step "official appwrite SDK against mfa-local on DynamoDB Local + moto"
+( cd tests/sdk && env "${aws_env[@]}" npm test )

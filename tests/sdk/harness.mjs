@@ -10,7 +10,7 @@
 //     `window.setTimeout`/`setInterval` only for Realtime: neither is used here.
 // It never reads `document` or `navigator`. So `window = { localStorage, console }` is enough.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -94,6 +94,12 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
     };
     if (projectId) env.MFA_PROJECT_ID = projectId;
     if (projectName) env.MFA_PROJECT_NAME = projectName;
+    if (env.MFA_STORE === 'dynamodb') {
+        // A fresh table per server, created the way a developer would: `mfa-local setup`.
+        env.MFA_TABLE = `sdk-${port}-${process.pid}`;
+        const setup = spawnSync(bin, ['setup'], { env, encoding: 'utf8' });
+        if (setup.status !== 0) throw new Error(`mfa-local setup failed:\n${setup.stdout}${setup.stderr}`);
+    }
 
     const child = spawn(bin, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -130,12 +136,16 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
         throw err;
     });
 
+    const outbox =
+        env.MFA_SENDER === 'aws' ? new Outbox(emulatorMessages) : new Outbox(() => outboxMessages(outboxPath));
+    // The emulator is shared: only what this server sends from now on is ours.
+    await outbox.skipExisting();
     let stopped = false;
     return {
         endpoint,
         port,
         dataDir,
-        outbox: new Outbox(outboxPath),
+        outbox,
         output: () => output,
         async stop() {
             if (stopped) return;
@@ -151,24 +161,62 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
     };
 }
 
-/** Reads the server's outbox (one JSON message a line), handing out each message once. */
+/** The messages in the server's outbox file (one JSON message a line). */
+async function outboxMessages(path) {
+    let text;
+    try {
+        text = await readFile(path, 'utf8');
+    } catch (err) {
+        if (err.code === 'ENOENT') return [];
+        throw err;
+    }
+    // Only complete lines: the server may be in the middle of appending one.
+    const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+    return complete
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line));
+}
+
+/** The readable text of an HTML email part (the emulator keeps only the HTML part). */
+function htmlToText(html) {
+    return html
+        .replace(/<br>|<\/p>/g, '\n')
+        .replace(/<[^>]*>/g, '')
+        .replace(/&lt;/g, '<')
+        .replace(/&gt;/g, '>')
+        .replace(/&quot;/g, '"')
+        .replace(/&amp;/g, '&');
+}
+
+/** What the SES/SNS emulator (moto, at MFA_TEST_MOTO_ENDPOINT) received, as outbox messages. */
+async function emulatorMessages() {
+    const endpoint = process.env.MFA_TEST_MOTO_ENDPOINT;
+    if (!endpoint) throw new Error('MFA_SENDER=aws needs MFA_TEST_MOTO_ENDPOINT to read messages back');
+    const data = await (await fetch(`${endpoint}/moto-api/data.json`)).json();
+    const emails = (data.ses?.Message ?? []).map((m) => ({
+        channel: 'email',
+        to: m.destinations?.ToAddresses?.[0],
+        subject: m.subject,
+        text: htmlToText(m.body ?? ''),
+    }));
+    const sms = (data.sns?.SMS ?? []).map((m) => ({ channel: 'sms', to: m.phone_number, subject: '', text: m.message }));
+    return [...emails, ...sms];
+}
+
+/** Hands out each sent message once, per channel in sending order. */
 export class Outbox {
-    #consumed = 0;
-    constructor(path) {
-        this.path = path;
+    #consumed = { email: 0, sms: 0 };
+    #source;
+    constructor(source) {
+        this.#source = source;
     }
 
-    async #lines() {
-        let text;
-        try {
-            text = await readFile(this.path, 'utf8');
-        } catch (err) {
-            if (err.code === 'ENOENT') return [];
-            throw err;
+    async skipExisting() {
+        const messages = await this.#source();
+        for (const channel of Object.keys(this.#consumed)) {
+            this.#consumed[channel] = messages.filter((m) => m.channel === channel).length;
         }
-        // Only complete lines: the server may be in the middle of appending one.
-        const complete = text.slice(0, text.lastIndexOf('\n') + 1);
-        return complete.split('\n').filter((line) => line.trim() !== '');
     }
 
     /**
@@ -179,16 +227,16 @@ export class Outbox {
         const deadline = Date.now() + timeoutMs;
         const passedOver = [];
         for (;;) {
-            const lines = await this.#lines();
-            while (lines.length > this.#consumed) {
-                const message = JSON.parse(lines[this.#consumed]);
-                this.#consumed += 1;
-                if (message.channel === channel && message.to === to) return message;
+            const messages = (await this.#source()).filter((m) => m.channel === channel);
+            while (messages.length > this.#consumed[channel]) {
+                const message = messages[this.#consumed[channel]];
+                this.#consumed[channel] += 1;
+                if (message.to === to) return message;
                 passedOver.push(message);
             }
             if (Date.now() > deadline) {
                 throw new Error(
-                    `no ${channel} message to ${to} in ${this.path} after ${timeoutMs} ms` +
+                    `no ${channel} message to ${to} after ${timeoutMs} ms` +
                         (passedOver.length ? `; other messages: ${JSON.stringify(passedOver)}` : ''),
                 );
             }
