@@ -5,7 +5,10 @@
 #      store AND DynamoDB Local, SES/SNS delivery against moto, end-to-end over HTTP against
 #      mfa-local on the embedded store + outbox;
 #   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
-#   3. the official appwrite SDK client test against mfa-local, on both backends.
+#   3. the official appwrite SDK client test against mfa-local, on both backends;
+#   4. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
+#   5. template.yaml through cfn-lint and `sam validate --lint` (template.rs, run in 1.,
+#      checks it declares exactly the route table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,3 +57,9 @@ export MFA_LOCAL_BIN="$PWD/target/debug/mfa-local"
 
 step "official appwrite SDK against mfa-local on DynamoDB Local + moto"
 ( cd tests/sdk && env "${aws_env[@]}" npm test )
+
+step "Lambda runtime: the functions under cargo lambda watch"
+bash infra/lambda-runtime-test.sh
+
+step "template.yaml: cfn-lint and sam validate --lint"
+bash infra/lint-template.sh

@@ -11,7 +11,7 @@ pub struct Config {
     pub secret_key: Vec<u8>,
     /// Origins allowed to call with credentials; `*` allows any.
     pub allowed_origins: Vec<String>,
-    /// Hosts verification links may point to; empty allows any.
+    /// Hosts verification links may point to; `*` allows any.
     pub redirect_hosts: Vec<String>,
     pub session_ttl: Millis,
     pub challenge_ttl: Millis,
@@ -21,17 +21,17 @@ pub struct Config {
 #[error("configuration: {0}")]
 pub struct ConfigError(pub String);
 
-fn var(name: &str) -> Option<String> {
+/// A set, non-blank environment variable, trimmed.
+pub fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn list(name: &str, default: &str) -> Vec<String> {
-    var(name)
-        .unwrap_or_else(|| default.to_string())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+/// A comma list; `default` applies only where one is given (the local server).
+fn list(name: &str, default: Option<&str>) -> Result<Vec<String>, ConfigError> {
+    let raw = var(name)
+        .or_else(|| default.map(str::to_string))
+        .ok_or_else(|| ConfigError(format!("{name} is required (a comma list, or * for any)")))?;
+    Ok(raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
@@ -47,9 +47,11 @@ fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
 }
 
 impl Config {
-    /// Reads `MFA_*` variables. `secret_key` falls back to `default_secret` (the local server
-    /// keeps one in its data folder); Lambda functions must be given `MFA_SECRET_KEY`.
-    pub fn from_env(default_secret: Option<Vec<u8>>) -> Result<Config, ConfigError> {
+    /// Reads `MFA_*` variables. The local server passes the key it keeps in its data folder
+    /// and gets open defaults for development (any origin, any redirect host); without it
+    /// (Lambda) the key, the allowed origins and the redirect hosts must all be configured.
+    pub fn from_env(local_secret: Option<Vec<u8>>) -> Result<Config, ConfigError> {
+        let local = local_secret.is_some();
         let project_id = var("MFA_PROJECT_ID").unwrap_or_else(|| "local".into());
         if crate::domain::values::parse_id(&project_id).is_none() {
             return Err(ConfigError(format!("MFA_PROJECT_ID {project_id:?} is not a valid id")));
@@ -57,14 +59,14 @@ impl Config {
         let secret_key = match var("MFA_SECRET_KEY") {
             Some(key) if key.len() >= 32 => key.into_bytes(),
             Some(_) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
-            None => default_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
+            None => local_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
         };
         Ok(Config {
             project_name: var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone()),
             project_id,
             secret_key,
-            allowed_origins: list("MFA_ALLOWED_ORIGINS", "*"),
-            redirect_hosts: list("MFA_REDIRECT_HOSTS", ""),
+            allowed_origins: list("MFA_ALLOWED_ORIGINS", local.then_some("*"))?,
+            redirect_hosts: list("MFA_REDIRECT_HOSTS", local.then_some("*"))?,
             session_ttl: seconds("MFA_SESSION_TTL_SECONDS", 365 * DAY)?,
             challenge_ttl: seconds("MFA_CHALLENGE_TTL_SECONDS", CHALLENGE_TTL)?,
         })
@@ -77,7 +79,7 @@ impl Config {
             project_name: project_id.into(),
             secret_key: secret.to_vec(),
             allowed_origins: vec!["*".into()],
-            redirect_hosts: vec![],
+            redirect_hosts: vec!["*".into()],
             session_ttl: 365 * DAY,
             challenge_ttl: CHALLENGE_TTL,
         }

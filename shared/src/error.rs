@@ -18,6 +18,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("Project with the requested ID could not be found.")]
     ProjectNotFound,
+    #[error("The request originated from an unknown origin. If you trust this domain, add it to MFA_ALLOWED_ORIGINS.")]
+    UnknownOrigin,
     #[error("User (role: guests) missing scopes ([\"account\"])")]
     Unauthorized,
     #[error("More factors are required to complete the sign in process.")]
@@ -88,6 +90,7 @@ impl ApiError {
             | AuthenticatorNotFound | RecoveryCodesNotFound => 404,
             UserAlreadyExists | EmailTaken | PhoneTaken | EmailAlreadyVerified
             | PhoneAlreadyVerified | AuthenticatorAlreadyVerified | RecoveryCodesAlreadyExist => 409,
+            UnknownOrigin => 403,
             RecoveryCodesNotReadable => 410,
             BodyTooLarge(_) => 413,
             RateLimited(_) | TooManyFailures(_) => 429,
@@ -105,6 +108,7 @@ impl ApiError {
             InvalidArgument(_) | InvalidBody | BodyTooLarge(_) => "general_argument_invalid",
             RouteNotFound => "general_route_not_found",
             ProjectNotFound => "project_not_found",
+            UnknownOrigin => "general_unknown_origin",
             Unauthorized => "general_unauthorized_scope",
             MoreFactorsRequired => "user_more_factors_required",
             RateLimited(_) | TooManyFailures(_) => "general_rate_limit_exceeded",

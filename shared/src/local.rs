@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::api::{App, ClientIp};
 use crate::backends::{Backends, SenderKind, StoreKind};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{var, Config};
 use crate::error::ApiError;
 use crate::http::request::MAX_BODY;
 use crate::http::Reply;
@@ -44,7 +44,6 @@ impl LocalSettings {
     }
 
     pub fn from_env() -> LocalSettings {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let data_dir = PathBuf::from(var("MFA_DATA_DIR").unwrap_or_else(|| ".mfa".into()));
         LocalSettings {
             listen: var("MFA_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into()),

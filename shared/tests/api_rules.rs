@@ -266,3 +266,72 @@ async fn nothing_secret_is_stored_in_plain_text() {
         assert!(!dump.contains(&code) && !dump.contains(&mfa_core::domain::recovery::normalize(&code)));
     }
 }
+
+#[tokio::test]
+async fn enrolling_an_authenticator_is_not_a_recent_challenge() {
+    let w = World::new();
+    let r = w.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "new@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status, 201);
+    let s = w.log_in("new@example.com").await;
+    let r = w.call("POST", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+    assert_eq!(r.status, 201);
+    let r = w.call("POST", "/v1/account/mfa/authenticators/totp", Some(&s), json!({})).await;
+    let secret = totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+    let otp = totp::code_at(&secret, w.clock_now()).unwrap();
+    let r = w.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&s), json!({"otp": otp})).await;
+    assert_eq!(r.status, 200);
+    // A thief with a stolen session could enrol their own app: that proves nothing old.
+    let r = w.call("PATCH", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_challenge_required"));
+}
+
+#[tokio::test]
+async fn replacing_a_verified_factor_under_enforced_mfa_needs_a_recent_challenge() {
+    let w = World::new();
+    let (email, secret) = w.enrolled().await;
+    let s = w.full_session(&email, &secret).await;
+    // Make the phone a verified factor, then let the challenge grow old.
+    let r = w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550123", "password": PASSWORD})).await;
+    assert_eq!(r.status, 200);
+    w.call("POST", "/v1/account/verifications/phone", Some(&s), json!({})).await;
+    let code = w.sent_messages().last().unwrap().text.split(' ').next().unwrap().to_string();
+    let user_id = r.body["$id"].as_str().unwrap().to_string();
+    let r = w.call("PUT", "/v1/account/verifications/phone", None, json!({"userId": user_id, "secret": code})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    w.clock.advance(31 * MINUTE);
+    let r = w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550999", "password": PASSWORD})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_challenge_required"));
+    let fresh = w.full_session(&email, &secret).await;
+    let r = w.call("PATCH", "/v1/account/phone", Some(&fresh), json!({"phone": "+12065550999", "password": PASSWORD})).await;
+    assert_eq!((r.status, r.body["phoneVerification"].clone()), (200, json!(false)));
+}
+
+#[tokio::test]
+async fn requests_from_an_unknown_origin_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("db"), START).unwrap());
+    let mut config = Config::for_project("p", b"a test server key of sufficient length");
+    config.allowed_origins = vec!["https://app.example".into()];
+    let app = App::new(config, store.clone(), Arc::new(Recorder::default()), Arc::new(ManualClock::at(START)));
+    let signup = |origin: Option<&str>| {
+        let mut req = Request::builder().method("POST").uri("/v1/account");
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        let body = json!({"userId": "unique()", "email": format!("{}@example.com", origin.is_some()), "password": PASSWORD});
+        req.body(Body::Text(body.to_string())).unwrap()
+    };
+    let res = app.handle(signup(Some("https://evil.example")), None).await;
+    assert_eq!(res.status().as_u16(), 403);
+    let body: Value = serde_json::from_slice(res.body().as_ref()).unwrap();
+    assert_eq!(body["type"], "general_unknown_origin");
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    assert!(!store.dump().unwrap().iter().any(|(k, _)| k.starts_with("USER#")), "nothing was created");
+
+    let res = app.handle(signup(Some("https://app.example")), None).await;
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+    // Apps without an Origin (mobile, server) are not browsers.
+    assert_eq!(app.handle(signup(None), None).await.status().as_u16(), 201);
+}

@@ -658,13 +658,15 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
     let put = |a: &Authenticator| UserChange::PutAuthenticator(a.clone());
     let (first, second) = (authenticator(false, None, t), authenticator(false, None, t));
 
-    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 3 }, None, t).await.unwrap(), Updated::Rejected, "none to verify");
-    assert_eq!(done(store.update_user(&user.id, put(&first), None, t).await.unwrap()).totp, Some(first));
+    let verify = |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: a.secret_sealed.clone() };
+    assert_eq!(store.update_user(&user.id, verify(3, &first), None, t).await.unwrap(), Updated::Rejected, "none to verify");
+    assert_eq!(done(store.update_user(&user.id, put(&first), None, t).await.unwrap()).totp, Some(first.clone()));
     assert_eq!(done(store.update_user(&user.id, put(&second), None, t).await.unwrap()).totp, Some(second.clone()));
 
-    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 7 }, None, t).await.unwrap());
-    assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second }));
-    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 8 }, None, t).await.unwrap(), Updated::Rejected);
+    assert_eq!(store.update_user(&user.id, verify(7, &first), None, t).await.unwrap(), Updated::Rejected, "checked against a replaced secret");
+    let verified = done(store.update_user(&user.id, verify(7, &second), None, t).await.unwrap());
+    assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second.clone() }));
+    assert_eq!(store.update_user(&user.id, verify(8, &second), None, t).await.unwrap(), Updated::Rejected);
     assert_eq!(store.update_user(&user.id, put(&authenticator(false, None, t)), None, t).await.unwrap(), Updated::Rejected);
     assert_eq!(reload(&store, &user).await, verified, "refused changes change nothing");
 
@@ -678,10 +680,11 @@ async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let used = authenticator(false, Some(10), t);
-    done(store.update_user(&user.id, UserChange::PutAuthenticator(used), None, t).await.unwrap());
+    let verify = |step: u64| UserChange::VerifyAuthenticator { step, secret_sealed: used.secret_sealed.clone() };
+    done(store.update_user(&user.id, UserChange::PutAuthenticator(used.clone()), None, t).await.unwrap());
 
-    assert_eq!(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 10 }, None, t).await.unwrap(), Updated::Rejected);
-    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 11 }, None, t).await.unwrap());
+    assert_eq!(store.update_user(&user.id, verify(10), None, t).await.unwrap(), Updated::Rejected);
+    let verified = done(store.update_user(&user.id, verify(11), None, t).await.unwrap());
     assert_eq!(verified.totp.map(|a| (a.verified, a.last_step)), Some((true, Some(11))));
 }
 
@@ -718,9 +721,11 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     assert_eq!(upgraded.factors, vec![Factor::Password, Factor::Totp, Factor::Email], "each once, in order");
     assert_eq!((upgraded.updated_at, upgraded.mfa_updated_at), (t + 1, None));
 
-    done(store.update_user(&user.id, UserChange::PutAuthenticator(authenticator(false, None, t)), None, t).await.unwrap());
+    let fresh = authenticator(false, None, t);
+    done(store.update_user(&user.id, UserChange::PutAuthenticator(fresh.clone()), None, t).await.unwrap());
     let proof = SessionUpgrade { secret_hash: session.secret_hash.clone(), add: vec![Factor::Totp], mfa_updated_at: Some(t + 2) };
-    let verified = done(store.update_user(&user.id, UserChange::VerifyAuthenticator { step: 1 }, Some(proof), t + 2).await.unwrap());
+    let change = UserChange::VerifyAuthenticator { step: 1, secret_sealed: fresh.secret_sealed };
+    let verified = done(store.update_user(&user.id, change, Some(proof), t + 2).await.unwrap());
     assert_eq!(verified.mfa_updated_at, Some(t + 2));
     assert!(verified.totp_verified());
     let proven = session_of(&store, &session, t + 2).await.unwrap();

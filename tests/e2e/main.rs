@@ -356,3 +356,19 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     let r = server.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "KNOWN@example.com", "password": "password123"})).await;
     assert_eq!((r.status, r.kind()), (409, "user_already_exists"));
 }
+
+#[tokio::test]
+async fn a_stranger_guessing_phone_codes_cannot_lock_a_user_out_of_mfa() {
+    let server = Server::start().await;
+    let user = enrolled(&server, "victim").await;
+    for _ in 0..12 {
+        let r = server
+            .call("PUT", "/v1/account/verifications/phone", None, json!({"userId": user.id, "secret": "000000"}))
+            .await;
+        assert_eq!((r.status, r.kind()), (401, "user_invalid_token"));
+    }
+    let session = login_needing_mfa(&server, &user.email).await;
+    let challenge = server.challenge(&session, "email").await;
+    let code = server.last_code(&user.email).await;
+    complete_ok(&server, &session, &challenge, &code, "email").await;
+}

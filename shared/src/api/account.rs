@@ -77,7 +77,18 @@ pub async fn update_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 /// Changing where codes go needs the password, and leaves the new address unverified.
 async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
     let plain = ctx.string("password")?;
-    let user = &ctx.authed()?.user;
+    let authed = ctx.authed()?;
+    let user = &authed.user;
+    // Replacing a verified address takes a factor away, which can end MFA enforcement:
+    // as with switching MFA off, that needs fresh proof.
+    let replaces_factor = match &change {
+        UserChange::Email(_) => user.factors().email,
+        UserChange::Phone(_) => user.factors().phone,
+        _ => false,
+    };
+    if replaces_factor && user.mfa_enforced() && !authed.session.has_recent_challenge(ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
         return Err(ApiError::InvalidCredentials);
     }

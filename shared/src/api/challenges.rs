@@ -3,7 +3,7 @@
 use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
-use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
+use crate::domain::limits::{CHALLENGE_PER_USER, CODE_ATTEMPTS_PER_IP, SMS_PER_PHONE};
 use crate::domain::values::parse_otp;
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
 use crate::error::ApiError;
@@ -57,8 +57,10 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
 
-    // Both budgets are spent before the code is compared, so parallel guesses cannot
+    // Every budget is spent before the code is compared, so parallel guesses cannot
     // exceed them.
+    let ip = ctx.ip.clone();
+    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
     app.code_attempt(ctx, &user.id).await?;
     let challenge = app
         .store
@@ -74,10 +76,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         }
         Factor::Totp => {
             let authenticator = user.totp.as_ref().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
-            let secret = app
-                .keys
-                .decrypt(&authenticator.secret_sealed, &user.id)
-                .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))?;
+            let secret = app.totp_secret(user, authenticator)?;
             totp::accept(&secret, &otp, ctx.now, authenticator.last_step).map(Spend::TotpStep)
         }
         Factor::RecoveryCode => {
@@ -99,6 +98,6 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         now: ctx.now,
     };
     let session = app.store.finish_challenge(&win).await?.ok_or(ApiError::InvalidToken)?;
-    app.code_success(ctx, &user.id).await?;
+    app.code_success(ctx, &user.id).await;
     Ok(Reply::json(200, models::session(&session, true)))
 }

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::{models, App};
+use crate::domain::limits::CODE_ATTEMPTS_PER_IP;
 use crate::domain::{recovery, totp, Authenticator, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
@@ -78,20 +79,19 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     if authenticator.verified {
         return Err(ApiError::AuthenticatorAlreadyVerified);
     }
-    let secret = app
-        .keys
-        .decrypt(&authenticator.secret_sealed, &user.id)
-        .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))?;
+    let secret = app.totp_secret(user, authenticator)?;
+    let ip = ctx.ip.clone();
+    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
     app.code_attempt(ctx, &user.id).await?;
     let step = totp::accept(&secret, &otp, ctx.now, authenticator.last_step).ok_or(ApiError::InvalidToken)?;
-    let upgrade = SessionUpgrade {
-        secret_hash: authed.session.secret_hash.clone(),
-        add: vec![Factor::Totp],
-        mfa_updated_at: Some(ctx.now),
-    };
-    match app.store.update_user(&user.id, UserChange::VerifyAuthenticator { step }, Some(upgrade), ctx.now).await? {
+    // Enrolling proves possession of the new authenticator only, not of the factors the
+    // account already had: it adds `totp` but does not count as a recent challenge.
+    let upgrade =
+        SessionUpgrade { secret_hash: authed.session.secret_hash.clone(), add: vec![Factor::Totp], mfa_updated_at: None };
+    let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
+    match app.store.update_user(&user.id, change, Some(upgrade), ctx.now).await? {
         Updated::Done(user) => {
-            app.code_success(ctx, &user.id).await?;
+            app.code_success(ctx, &user.id).await;
             Ok(Reply::json(200, models::account(&user)))
         }
         // Another request verified it, or used this step, first.

@@ -14,7 +14,7 @@ use crate::domain::limits::Limit;
 use crate::domain::Standing;
 use crate::error::ApiError;
 use crate::http::request::{credentials, parse_body, parse_query};
-use crate::http::response::cors_headers;
+use crate::http::response::{cors_headers, origin_allowed};
 use crate::http::{match_path, Authed, Ctx, Reply};
 use crate::store::Store;
 
@@ -121,7 +121,12 @@ impl App {
     pub async fn handle(&self, req: Request, function: Option<&str>) -> Response<Body> {
         let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_string);
         let cors = cors_headers(origin.as_deref(), &self.config.allowed_origins);
-        let mut reply = if req.method() == Method::OPTIONS {
+        // A browser on another site must not act with the user's cookie (cross-site request
+        // forgery): an Origin that is not allowed is refused before anything runs. Apps
+        // without an Origin (mobile, server) are not browsers and pass.
+        let mut reply = if origin.as_deref().is_some_and(|o| !origin_allowed(o, &self.config.allowed_origins)) {
+            Reply::error(&ApiError::UnknownOrigin)
+        } else if req.method() == Method::OPTIONS {
             preflight(&req)
         } else {
             match self.dispatch(req, function).await {
@@ -227,9 +232,20 @@ impl App {
         Ok(())
     }
 
-    pub async fn code_success(&self, ctx: &Ctx, user_id: &str) -> Result<(), ApiError> {
+    /// Clears the user's wrong-code count after a success. Best effort: the success itself
+    /// is already stored, so a failure here must not turn it into an error.
+    pub async fn code_success(&self, ctx: &Ctx, user_id: &str) {
         use crate::domain::limits::CODE_FAILURES_PER_USER as L;
-        Ok(self.store.clear(&L.counter_key(user_id, ctx.now)).await?)
+        if let Err(e) = self.store.clear(&L.counter_key(user_id, ctx.now)).await {
+            tracing::warn!(error = %e, "could not reset the wrong-code count");
+        }
+    }
+
+    /// The TOTP secret of a user's authenticator, decrypted.
+    pub fn totp_secret(&self, user: &crate::domain::User, authenticator: &crate::domain::Authenticator) -> Result<Vec<u8>, ApiError> {
+        self.keys
+            .decrypt(&authenticator.secret_sealed, &user.id)
+            .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))
     }
 }
 

@@ -4,7 +4,8 @@ use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{new_id, random_digits, random_secret, sha256_hex};
 use crate::domain::limits::{
-    EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER, SMS_PER_PHONE,
+    CODE_ATTEMPTS_PER_IP, EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER,
+    SMS_PER_PHONE,
 };
 use crate::domain::values::{parse_id, parse_otp, parse_redirect_url};
 use crate::domain::verification::{EMAIL_TOKEN_TTL, MAX_ATTEMPTS, PHONE_TOKEN_TTL};
@@ -84,7 +85,11 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     if app.store.user(&user_id).await?.is_none() {
         return Err(ApiError::UserNotFound);
     }
-    app.code_attempt(ctx, &user_id).await?;
+    // Anyone may call this with a user id: guesses are bounded by the token's own five
+    // attempts and a per-IP budget, never by the user's MFA wrong-code count, which a
+    // stranger could otherwise exhaust to keep the user from signing in.
+    let ip = ctx.ip.clone();
+    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
     let token = app
         .store
         .take_token_attempt(&user_id, Channel::Phone, ctx.now)
@@ -92,9 +97,7 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
         .ok_or(ApiError::InvalidToken)?;
     let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
     let token = app.store.redeem_token(&user_id, Channel::Phone, &hash, ctx.now).await?;
-    let token = token.ok_or(ApiError::InvalidToken)?;
-    app.code_success(ctx, &user_id).await?;
-    Ok(Reply::json(200, models::token(&token)))
+    Ok(Reply::json(200, models::token(&token.ok_or(ApiError::InvalidToken)?)))
 }
 
 /// The message goes out before the token is stored: a failed send leaves no usable token,

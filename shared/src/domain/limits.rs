@@ -27,6 +27,8 @@ pub const SMS_PER_PHONE: Limit = Limit { scope: "sms-phone", max: 10, window: HO
 /// a success clears it. NIST SP 800-63B allows at most 100.
 pub const CODE_FAILURES_PER_USER: Limit =
     Limit { scope: "code-failures-user", max: 10, window: HOUR };
+/// Code checks from one address, whoever the user: bounds guessing spread over many users.
+pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
 
 impl Limit {
     pub fn window_start(&self, now: Millis) -> Millis {

@@ -91,7 +91,7 @@ pub fn parse_redirect_url(raw: &str, allowed_hosts: &[String]) -> Result<url::Ur
         return Err("Value must be a valid URL with the http or https scheme");
     }
     let host = url.host_str().unwrap_or_default();
-    if allowed_hosts.is_empty() || allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if allowed_hosts.iter().any(|h| h == "*" || h.eq_ignore_ascii_case(host)) {
         Ok(url)
     } else {
         Err(RULE)
@@ -196,6 +196,7 @@ mod tests {
         assert!(parse_redirect_url("https://evil.test/verify", &hosts).is_err());
         assert!(parse_redirect_url("javascript:alert(1)", &[]).is_err());
         assert!(parse_redirect_url("not a url", &[]).is_err());
-        assert!(parse_redirect_url("http://anything.test/x", &[]).is_ok());
+        assert!(parse_redirect_url("http://anything.test/x", &["*".to_string()]).is_ok());
+        assert!(parse_redirect_url("http://anything.test/x", &[]).is_err(), "none configured, none allowed");
     }
 }

@@ -101,11 +101,14 @@ fn http_date(at_millis: i64) -> String {
 pub const EXPOSED_HEADERS: &str =
     "X-Fallback-Cookies, X-Appwrite-Session, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";
 
+pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
 /// CORS headers for a request from `origin`, if that origin is allowed.
 pub fn cors_headers(origin: Option<&str>, allowed: &[String]) -> Vec<(String, String)> {
     let Some(origin) = origin else { return vec![] };
-    let ok = allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin));
-    if !ok {
+    if !origin_allowed(origin, allowed) {
         return vec![];
     }
     vec![

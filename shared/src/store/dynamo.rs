@@ -294,7 +294,7 @@ impl<'a> Reader<'a> {
     }
     fn factor(&self, attribute: &str) -> StoreResult<Factor> {
         let name = self.s(attribute)?;
-        parse_factor(&name).ok_or_else(|| self.corrupt(attribute, "a factor"))
+        Factor::from_name(&name).ok_or_else(|| self.corrupt(attribute, "a factor"))
     }
     fn channel(&self, attribute: &str) -> StoreResult<Channel> {
         match self.s(attribute)?.as_str() {
@@ -305,9 +305,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_factor(name: &str) -> Option<Factor> {
-    FACTORS.into_iter().find(|f| f.as_str() == name)
-}
 fn canonical_place(factor: Factor) -> usize {
     FACTORS.iter().position(|f| *f == factor).unwrap_or(FACTORS.len())
 }
@@ -416,7 +413,7 @@ fn session_from(item: &Item) -> StoreResult<Session> {
     let mut factors = r
         .ranked("factors")?
         .into_iter()
-        .map(|(name, rank)| parse_factor(&name).map(|f| (rank, canonical_place(f), f)))
+        .map(|(name, rank)| Factor::from_name(&name).map(|f| (rank, canonical_place(f), f)))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| r.corrupt("factors", "a map of factors"))?;
     factors.sort_by_key(|(rank, place, _)| (*rank, *place));
@@ -964,10 +961,13 @@ fn put_authenticator_expr(auth: &Authenticator) -> Expr {
     e
 }
 
-/// Applies only to an unverified authenticator, and only with a step newer than any used.
-fn verify_authenticator_expr(step: u64) -> Expr {
+/// Applies only to the unverified authenticator whose code was checked, and only with a
+/// step newer than any used.
+fn verify_authenticator_expr(step: u64, secret_sealed: &str) -> Expr {
     let mut e = Expr::default();
     e.when("#totpVerified = :false")
+        .when("#totpSecret = :checked")
+        .bind(":checked", s(secret_sealed))
         .when("attribute_not_exists(#totpLastStep) OR #totpLastStep < :step")
         .set("#totpVerified = :true, #totpLastStep = :step")
         .bind(":false", b(false))
@@ -1183,7 +1183,7 @@ impl Store for DynamoStore {
             UserChange::Phone(phone) => return self.move_target(id, Target::Phone, phone, upgrade, now).await,
             UserChange::Mfa(on) => mfa_expr(*on),
             UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
-            UserChange::VerifyAuthenticator { step } => verify_authenticator_expr(*step),
+            UserChange::VerifyAuthenticator { step, secret_sealed } => verify_authenticator_expr(*step, secret_sealed),
             UserChange::RemoveAuthenticator => remove_authenticator_expr(),
             UserChange::CreateRecoveryCodes(codes) => recovery_codes_expr(codes, true),
             UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),

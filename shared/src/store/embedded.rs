@@ -221,8 +221,12 @@ fn apply_change(t: &mut Items<'_>, user: &mut User, change: UserChange) -> Store
             }
             user.totp = Some(auth);
         }
-        UserChange::VerifyAuthenticator { step } => match user.totp.as_mut() {
-            Some(auth) if !auth.verified && auth.last_step.is_none_or(|last| step > last) => {
+        UserChange::VerifyAuthenticator { step, secret_sealed } => match user.totp.as_mut() {
+            Some(auth)
+                if !auth.verified
+                    && auth.secret_sealed == secret_sealed
+                    && auth.last_step.is_none_or(|last| step > last) =>
+            {
                 auth.verified = true;
                 auth.last_step = Some(step);
             }

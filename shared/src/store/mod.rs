@@ -31,8 +31,9 @@ pub enum UserChange {
     Mfa(bool),
     /// Applies only while the user has no verified authenticator.
     PutAuthenticator(Authenticator),
-    /// Marks the authenticator verified at `step`; applies only while it is unverified.
-    VerifyAuthenticator { step: u64 },
+    /// Marks the authenticator verified at `step`; applies only while it is unverified and
+    /// is still the one whose secret is `secret_sealed` (the one the code was checked with).
+    VerifyAuthenticator { step: u64, secret_sealed: String },
     /// Applies only while the user has an authenticator.
     RemoveAuthenticator,
     /// Applies only while the user has no recovery codes.
