@@ -137,6 +137,7 @@ conformance!(
     recovery_codes_are_created_once_and_replaced_only_when_present,
     a_session_upgrade_applies_with_its_change,
     a_session_upgrade_for_a_dead_session_applies_nothing,
+    a_change_that_ends_other_sessions_keeps_only_the_current_one,
     twenty_parallel_completions_of_one_challenge_let_one_win,
     twenty_parallel_spends_of_one_recovery_code_let_one_win,
     twenty_parallel_uses_of_one_totp_step_let_one_win,
@@ -166,6 +167,7 @@ fn new_user(now: Millis) -> User {
         mfa_updated_at: None,
         totp: None,
         recovery_codes: vec![],
+        sessions_valid_from: 0,
     }
 }
 
@@ -194,6 +196,7 @@ fn new_session(user: &User, now: Millis) -> Session {
         mfa_updated_at: None,
         ip: "127.0.0.1".into(),
         user_agent: "conformance".into(),
+        confirmed_at: now,
     }
 }
 
@@ -713,6 +716,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         secret_hash: session.secret_hash.clone(),
         add: vec![Factor::Password, Factor::Totp, Factor::Email],
         mfa_updated_at: None,
+        end_other_sessions: false,
     };
     let on = done(store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade), t + 1).await.unwrap());
     assert!(on.mfa);
@@ -723,7 +727,12 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
 
     let fresh = authenticator(false, None, t);
     done(store.update_user(&user.id, UserChange::PutAuthenticator(fresh.clone()), None, t).await.unwrap());
-    let proof = SessionUpgrade { secret_hash: session.secret_hash.clone(), add: vec![Factor::Totp], mfa_updated_at: Some(t + 2) };
+    let proof = SessionUpgrade {
+        secret_hash: session.secret_hash.clone(),
+        add: vec![Factor::Totp],
+        mfa_updated_at: Some(t + 2),
+        end_other_sessions: false,
+    };
     let change = UserChange::VerifyAuthenticator { step: 1, secret_sealed: fresh.secret_sealed };
     let verified = done(store.update_user(&user.id, change, Some(proof), t + 2).await.unwrap());
     assert_eq!(verified.mfa_updated_at, Some(t + 2));
@@ -737,7 +746,12 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let upgrade = |hash: &str| SessionUpgrade { secret_hash: hash.to_string(), add: vec![Factor::Email], mfa_updated_at: Some(t) };
+    let upgrade = |hash: &str| SessionUpgrade {
+        secret_hash: hash.to_string(),
+        add: vec![Factor::Email],
+        mfa_updated_at: Some(t),
+        end_other_sessions: false,
+    };
     let unknown = sha256_hex(&random_secret());
 
     let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&unknown)), t).await.unwrap();
@@ -751,6 +765,28 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     assert_eq!(reload(&store, &user).await, user, "the user is unchanged");
     assert_eq!(store.user_by_email(&old).await.unwrap(), Some(user), "the email index is unchanged");
     assert_eq!(session_of(&store, &session, t).await, Some(session), "the session is unchanged");
+}
+
+async fn a_change_that_ends_other_sessions_keeps_only_the_current_one(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { recovery_codes: recovery_hashes(8), ..new_user(t) }).await;
+    let current = signed_in(&store, &user, t).await;
+    let other = signed_in(&store, &user, t).await;
+    let at = t + SECOND;
+    let ending = SessionUpgrade {
+        secret_hash: current.secret_hash.clone(),
+        add: vec![],
+        mfa_updated_at: None,
+        end_other_sessions: true,
+    };
+    let change = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
+    let changed = done(store.update_user(&user.id, change, Some(ending), at).await.unwrap());
+    assert_eq!(changed.sessions_valid_from, at);
+    let kept = session_of(&store, &current, at).await.unwrap();
+    assert_eq!(kept.confirmed_at, at);
+    assert!(kept.survives(&changed), "the session that made the change stays");
+    let ended = session_of(&store, &other, at).await.unwrap();
+    assert!(!ended.survives(&changed), "every other session is over");
 }
 
 // ---------------------------------------------------------------------------------------

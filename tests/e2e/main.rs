@@ -372,3 +372,35 @@ async fn a_stranger_guessing_phone_codes_cannot_lock_a_user_out_of_mfa() {
     let code = server.last_code(&user.email).await;
     complete_ok(&server, &session, &challenge, &code, "email").await;
 }
+
+/// Logs in and passes an email challenge: a full session with a recent challenge.
+async fn full_session(server: &Server, email: &str) -> String {
+    let session = login_needing_mfa(server, email).await;
+    let challenge = server.challenge(&session, "email").await;
+    let code = server.last_code(email).await;
+    complete_ok(server, &session, &challenge, &code, "email").await;
+    session
+}
+
+#[tokio::test]
+async fn replacing_recovery_codes_or_removing_the_authenticator_ends_other_sessions() {
+    let server = Server::start().await;
+    let user = enrolled(&server, "asvs").await;
+    let laptop = full_session(&server, &user.email).await;
+    let phone = full_session(&server, &user.email).await;
+
+    let r = server.call("PATCH", "/v1/account/mfa/recovery-codes", Some(&laptop), json!({})).await;
+    assert_eq!(r.status, 200);
+    let r = server.call("GET", "/v1/account", Some(&phone), json!({})).await;
+    assert_eq!((r.status, r.kind()), (401, "general_unauthorized_scope"), "the other session is over");
+    let r = server.call("GET", "/v1/account", Some(&laptop), json!({})).await;
+    assert_eq!(r.status, 200, "the session that made the change stays");
+
+    let tablet = full_session(&server, &user.email).await;
+    let r = server.call("DELETE", "/v1/account/mfa/authenticators/totp", Some(&tablet), json!({})).await;
+    assert_eq!(r.status, 204);
+    let r = server.call("GET", "/v1/account/mfa/factors", Some(&laptop), json!({})).await;
+    assert_eq!((r.status, r.kind()), (401, "general_unauthorized_scope"));
+    let r = server.call("GET", "/v1/account", Some(&tablet), json!({})).await;
+    assert_eq!(r.status, 200);
+}

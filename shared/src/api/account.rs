@@ -53,6 +53,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         mfa_updated_at: None,
         totp: None,
         recovery_codes: vec![],
+        sessions_valid_from: 0,
     };
     if !app.store.create_user(&user).await? {
         return Err(ApiError::UserAlreadyExists);

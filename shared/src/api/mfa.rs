@@ -22,6 +22,7 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         secret_hash: authed.session.secret_hash.clone(),
         add: authed.user.verified_factors(),
         mfa_updated_at: None,
+        end_other_sessions: false,
     });
     match app.store.update_user(&authed.user.id, UserChange::Mfa(enable), upgrade, ctx.now).await? {
         Updated::Done(user) => Ok(Reply::json(200, models::account(&user))),
@@ -86,8 +87,12 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let step = totp::accept(&secret, &otp, ctx.now, authenticator.last_step).ok_or(ApiError::InvalidToken)?;
     // Enrolling proves possession of the new authenticator only, not of the factors the
     // account already had: it adds `totp` but does not count as a recent challenge.
-    let upgrade =
-        SessionUpgrade { secret_hash: authed.session.secret_hash.clone(), add: vec![Factor::Totp], mfa_updated_at: None };
+    let upgrade = SessionUpgrade {
+        secret_hash: authed.session.secret_hash.clone(),
+        add: vec![Factor::Totp],
+        mfa_updated_at: None,
+        end_other_sessions: false,
+    };
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
     match app.store.update_user(&user.id, change, Some(upgrade), ctx.now).await? {
         Updated::Done(user) => {
@@ -105,10 +110,22 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     if !authed.session.has_recent_challenge(ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
-    match app.store.update_user(&authed.user.id, UserChange::RemoveAuthenticator, None, ctx.now).await? {
+    let change = UserChange::RemoveAuthenticator;
+    match app.store.update_user(&authed.user.id, change, Some(ending_other_sessions(ctx)?), ctx.now).await? {
         Updated::Done(_) => Ok(Reply::no_content()),
         _ => Err(ApiError::AuthenticatorNotFound),
     }
+}
+
+/// Removing or replacing a factor ends the user's other sessions (OWASP ASVS 7.4.3): whoever
+/// held one with the old factor is out; the session that made the change stays.
+fn ending_other_sessions(ctx: &Ctx) -> Result<SessionUpgrade, ApiError> {
+    Ok(SessionUpgrade {
+        secret_hash: ctx.authed()?.session.secret_hash.clone(),
+        add: vec![],
+        mfa_updated_at: None,
+        end_other_sessions: true,
+    })
 }
 
 fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
@@ -144,7 +161,7 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
     let user_id = authed.user.id.clone();
     let codes = recovery::generate();
     let change = UserChange::ReplaceRecoveryCodes(hashed(app, &user_id, &codes));
-    match app.store.update_user(&user_id, change, None, ctx.now).await? {
+    match app.store.update_user(&user_id, change, Some(ending_other_sessions(ctx)?), ctx.now).await? {
         Updated::Done(_) => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
         _ => Err(ApiError::RecoveryCodesNotFound),
     }

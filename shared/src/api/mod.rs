@@ -203,6 +203,9 @@ impl App {
             return Ok(None);
         };
         let Some(user) = self.store.user(&creds.user_id).await? else { return Ok(None) };
+        if !session.survives(&user) {
+            return Ok(None);
+        }
         Ok(Some(Authed { user, session }))
     }
 

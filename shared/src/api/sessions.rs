@@ -41,6 +41,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         mfa_updated_at: None,
         ip: ctx.ip.clone(),
         user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
+        confirmed_at: ctx.now,
     };
     app.store.create_session(&session).await?;
 

@@ -22,6 +22,10 @@ pub struct Session {
     pub mfa_updated_at: Option<Millis>,
     pub ip: String,
     pub user_agent: String,
+    /// When the session was last confirmed as one of the user's: at sign-in, and when it
+    /// ended the user's other sessions. Older than the user's `sessions_valid_from`: over.
+    #[serde(default)]
+    pub confirmed_at: Millis,
 }
 
 /// How far a session may go.
@@ -48,6 +52,11 @@ impl Session {
 
     pub fn is_live(&self, now: Millis) -> bool {
         self.expire > now
+    }
+
+    /// False once the user ended every other session after this one was confirmed.
+    pub fn survives(&self, user: &User) -> bool {
+        self.confirmed_at >= user.sessions_valid_from
     }
 }
 
@@ -77,6 +86,7 @@ mod tests {
             mfa_updated_at: None,
             ip: String::new(),
             user_agent: String::new(),
+            confirmed_at: 0,
         }
     }
 
@@ -98,6 +108,18 @@ mod tests {
         s.mfa_updated_at = Some(1_000);
         assert!(s.has_recent_challenge(1_000 + RECENT_CHALLENGE));
         assert!(!s.has_recent_challenge(1_001 + RECENT_CHALLENGE));
+    }
+
+    #[test]
+    fn sessions_confirmed_before_the_cut_are_over() {
+        let mut user = sample_user("u");
+        let mut s = session(vec![Factor::Password]);
+        s.confirmed_at = 50;
+        assert!(s.survives(&user));
+        user.sessions_valid_from = 50;
+        assert!(s.survives(&user), "the session that made the cut keeps going");
+        user.sessions_valid_from = 51;
+        assert!(!s.survives(&user));
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct User {
     pub totp: Option<Authenticator>,
     /// Keyed hashes of the unused recovery codes.
     pub recovery_codes: Vec<String>,
+    /// Sessions confirmed before this moment are over (a factor was removed or replaced).
+    #[serde(default)]
+    pub sessions_valid_from: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +93,7 @@ pub(crate) fn sample_user(id: &str) -> User {
         mfa_updated_at: None,
         totp: None,
         recovery_codes: vec![],
+        sessions_valid_from: 0,
     }
 }
 

@@ -344,6 +344,7 @@ fn user_item(user: &User) -> Item {
         }
     }
     put("recoveryCodes", recovery_codes(&user.recovery_codes));
+    put("sessionsValidFrom", n(user.sessions_valid_from));
     item
 }
 
@@ -379,6 +380,7 @@ fn user_from(item: &Item) -> StoreResult<User> {
         mfa_updated_at: r.opt_n("mfaUpdatedAt")?,
         totp,
         recovery_codes: r.ranked("recoveryCodes")?.into_iter().map(|(hash, _)| hash).collect(),
+        sessions_valid_from: r.opt_n("sessionsValidFrom")?.unwrap_or(0),
     })
 }
 
@@ -401,6 +403,7 @@ fn session_item(session: &Session) -> Item {
         ("factors".to_string(), AttributeValue::M(factors)),
         ("ip".to_string(), s(&session.ip)),
         ("userAgent".to_string(), s(&session.user_agent)),
+        ("confirmedAt".to_string(), n(session.confirmed_at)),
     ]);
     if let Some(at) = session.mfa_updated_at {
         item.insert("mfaUpdatedAt".into(), n(at));
@@ -428,6 +431,7 @@ fn session_from(item: &Item) -> StoreResult<Session> {
         mfa_updated_at: r.opt_n("mfaUpdatedAt")?,
         ip: r.s("ip")?,
         user_agent: r.s("userAgent")?,
+        confirmed_at: r.opt_n("confirmedAt")?.unwrap_or(0),
     })
 }
 
@@ -1000,6 +1004,9 @@ fn stamp(e: &mut Expr, upgrade: Option<&SessionUpgrade>, now: Millis) {
     if let Some(at) = upgrade.and_then(|up| up.mfa_updated_at) {
         e.set("#mfaUpdatedAt = :mfaAt").bind(":mfaAt", n(at));
     }
+    if upgrade.is_some_and(|up| up.end_other_sessions) {
+        e.set("#sessionsValidFrom = :now");
+    }
 }
 
 /// Adds factors to a live session, once each, keeping the order they were proven in.
@@ -1019,6 +1026,9 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
     }
     if let Some(at) = up.mfa_updated_at {
         e.set("#mfaUpdatedAt = :mfaAt").bind(":mfaAt", n(at));
+    }
+    if up.end_other_sessions {
+        e.set("#confirmedAt = :now");
     }
     Write::Update { key: session_key(user_id, &up.secret_hash), expr: e }
 }
@@ -1251,6 +1261,7 @@ impl Store for DynamoStore {
             secret_hash: win.session_hash.clone(),
             add: vec![win.factor],
             mfa_updated_at: Some(win.now),
+            end_other_sessions: false,
         };
         let writes = [
             Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: challenge },
@@ -1414,6 +1425,7 @@ mod tests {
             mfa_updated_at: Some(4),
             totp: Some(Authenticator { secret_sealed: "s".into(), verified: true, last_step: Some(9), created_at: 5 }),
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
+            sessions_valid_from: 6,
         };
         assert_eq!(user_from(&user_item(&user)).unwrap(), user);
         let session = Session {
@@ -1427,6 +1439,7 @@ mod tests {
             mfa_updated_at: None,
             ip: "127.0.0.1".into(),
             user_agent: String::new(),
+            confirmed_at: 10,
         };
         assert_eq!(session_from(&session_item(&session)).unwrap(), session);
     }

@@ -114,6 +114,9 @@ fn upgrade_session(table: &mut Items<'_>, user_id: &str, up: &SessionUpgrade, no
     if up.mfa_updated_at.is_some() {
         session.mfa_updated_at = up.mfa_updated_at;
     }
+    if up.end_other_sessions {
+        session.confirmed_at = now;
+    }
     session.updated_at = now;
     put(table, &k, &session)?;
     Ok(Some(session))
@@ -322,6 +325,9 @@ impl Store for EmbeddedStore {
                         if up.mfa_updated_at.is_some() {
                             user.mfa_updated_at = up.mfa_updated_at;
                         }
+                        if up.end_other_sessions {
+                            user.sessions_valid_from = now;
+                        }
                     }
                     put(&mut t, &user_key(&id), &user)?;
                     Updated::Done(user)
@@ -435,6 +441,7 @@ impl Store for EmbeddedStore {
                     secret_hash: win.session_hash.clone(),
                     add: vec![win.factor],
                     mfa_updated_at: Some(win.now),
+                    end_other_sessions: false,
                 };
                 match upgrade_session(&mut t, &win.user_id, &up, win.now)? {
                     Some(session) => session,

@@ -49,6 +49,9 @@ pub struct SessionUpgrade {
     pub add: Vec<Factor>,
     /// Set when the change proves possession of a factor ("recent challenge").
     pub mfa_updated_at: Option<Millis>,
+    /// Ends every other session of the user, in the same write (OWASP ASVS 7.4.3: after a
+    /// factor is removed or replaced, only the session that did it stays).
+    pub end_other_sessions: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
