@@ -48,7 +48,8 @@ aws_env=(
 )
 
 step "end-to-end tests on DynamoDB Local + moto"
-env "${aws_env[@]}" cargo test --locked -p mfa-functions --test e2e
+# --workspace keeps the feature set of the first run: nothing is compiled again.
+env "${aws_env[@]}" cargo test --workspace --locked --test e2e
 
 step "official appwrite SDK against mfa-local (embedded store + outbox)"
 ( cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error )

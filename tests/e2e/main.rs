@@ -404,3 +404,232 @@ async fn replacing_recovery_codes_or_removing_the_authenticator_ends_other_sessi
     let r = server.call("GET", "/v1/account", Some(&tablet), json!({})).await;
     assert_eq!(r.status, 200);
 }
+
+/// Opens `n` connections to the server and leaves them idle in the client's pool, so that
+/// `n` requests sent next go out together instead of each waiting for a TCP handshake.
+async fn warm_connections(server: &Server, n: usize) {
+    let answers = futures::future::join_all((0..n).map(|_| server.call("GET", "/v1/nothing/here", None, json!({})))).await;
+    assert!(answers.iter().all(|a| a.status == 404));
+}
+
+fn statuses(answers: &[support::Answer]) -> Vec<(u16, String)> {
+    answers.iter().map(|a| (a.status, a.kind().to_string())).collect()
+}
+
+/// After a race the user's wrong-code count holds the attempts counted after the winner
+/// cleared it. Usually few, as the requests arrive together; but when the winner finished
+/// early and 10 or more losers were counted after it, the cap rightly refuses every code of
+/// this user until the hour's window ends, and the state can't be probed by a code in this
+/// run. That case is recognised (the cap's own 429) and reported rather than failed.
+fn held_by_the_wrong_code_cap(r: &support::Answer, race: &[support::Answer]) -> bool {
+    let held = (r.status, r.kind()) == (429, "general_rate_limit_exceeded");
+    if held {
+        assert!(r.body["message"].as_str().unwrap_or_default().contains("wrong codes"), "{:?}", r.body);
+        let checked = race.iter().filter(|a| [200, 401].contains(&a.status)).count();
+        assert!(checked > 10, "the count can only be over the cap if the winner cleared it mid-race: {:?}", statuses(race));
+        eprintln!("note: the wrong-code cap holds this user after the race; state checks skipped: {:?}", statuses(race));
+    }
+    held
+}
+
+/// Twenty attempts in parallel to spend one recovery code: exactly one spends it.
+///
+/// Designed within the store's rules and the per-user limits:
+/// - a user has one live challenge per factor (a new one replaces the last), and may create
+///   10 challenges an hour: so the 20 attempts share ONE `recoverycode` challenge, sent from
+///   4 sessions of the user, 5 from each (a challenge is the user's, and completing it
+///   upgrades the session that sent the code). A challenge allows 5 attempts: at most 5 of
+///   the 20 reach the code check, the others are refused (401) like any attempt past the
+///   fifth;
+/// - the per-user wrong-code count (10 an hour) is taken before the challenge and the code,
+///   so the first 10 to take it always go on (the winner is among those that do), later ones
+///   may get 429 until the winner clears it. Every one of the 20, refused or checked, is an
+///   attempt to spend the code.
+/// Afterwards a success with another code comes first (it clears the count), then the spent
+/// code is refused: both need only one free attempt (see `held_by_the_wrong_code_cap` for
+/// the race that leaves none). The connections are opened beforehand so the 20 arrive together.
+#[tokio::test]
+async fn of_twenty_parallel_uses_of_one_recovery_code_exactly_one_wins() {
+    let server = Server::start().await;
+    let user = enrolled(&server, "recovery-race").await;
+    let code = &user.recovery_codes[0];
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(login_needing_mfa(&server, &user.email).await);
+    }
+    let challenge = server.challenge(&sessions[3], "recoverycode").await;
+    let attempts: Vec<(String, String)> =
+        sessions.iter().flat_map(|s| std::iter::repeat_n((s.clone(), challenge.clone()), 5)).collect();
+    assert_eq!(attempts.len(), 20);
+    warm_connections(&server, 20).await;
+    let answers =
+        futures::future::join_all(attempts.iter().map(|(session, challenge)| server.complete(session, challenge, code))).await;
+    let wins: Vec<_> = answers.iter().enumerate().filter(|(_, a)| a.status == 200).map(|(i, _)| i).collect();
+    assert_eq!(wins.len(), 1, "{:?}", statuses(&answers));
+    assert!(
+        answers.iter().all(|a| a.status == 200
+            || (a.status, a.kind()) == (401, "user_invalid_token")
+            || (a.status, a.kind()) == (429, "general_rate_limit_exceeded")),
+        "{:?}",
+        statuses(&answers)
+    );
+    assert_eq!(answers[wins[0]].body["factors"], json!(["password", "recoveryCode"]));
+    // The winning session is through; the sessions that only lost are still held.
+    let (winner, _) = &attempts[wins[0]];
+    assert_fully_signed_in(&server, winner, &user.id, "recoveryCode").await;
+    for session in sessions.iter().filter(|s| *s != winner) {
+        let r = server.call("GET", "/v1/account", Some(session), json!({})).await;
+        assert_eq!((r.status, r.kind()), (401, "user_more_factors_required"));
+    }
+
+    // The stored state agrees: another unused code still works (and clears the count)...
+    let session = login_needing_mfa(&server, &user.email).await;
+    let challenge = server.challenge(&session, "recoverycode").await;
+    let r = server.complete(&session, &challenge, &user.recovery_codes[1]).await;
+    if held_by_the_wrong_code_cap(&r, &answers) {
+        return;
+    }
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["factors"], json!(["password", "recoveryCode"]));
+    // ...and the spent one no longer does.
+    let session = login_needing_mfa(&server, &user.email).await;
+    let challenge = server.challenge(&session, "recoverycode").await;
+    let r = server.complete(&session, &challenge, code).await;
+    assert_eq!((r.status, r.kind()), (401, "user_invalid_token"));
+}
+
+/// Twenty parallel verifications of a new authenticator with one code: exactly one verifies
+/// it, and the step it used is spent. The losers find it verified (409), lose the conditional
+/// write (401), or run past the per-user wrong-code count taken before the check (429).
+#[tokio::test]
+async fn of_twenty_parallel_verifications_with_one_totp_code_exactly_one_wins() {
+    let server = Server::start().await;
+    let email = "totp-race@example.com";
+    server.sign_up(email).await;
+    let session = server.log_in(email).await;
+    let r = server.call("POST", "/v1/account/mfa/authenticators/totp", Some(&session), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let secret = mfa_core::domain::totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+    let code = totp_at(&secret, 0);
+    warm_connections(&server, 20).await;
+    let answers = futures::future::join_all((0..20).map(|_| {
+        server.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&session), json!({"otp": code}))
+    }))
+    .await;
+    let wins = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(wins, 1, "{:?}", statuses(&answers));
+    assert!(
+        answers.iter().all(|a| a.status == 200
+            || (a.status, a.kind()) == (401, "user_invalid_token")
+            || (a.status, a.kind()) == (409, "user_authenticator_already_verified")
+            || (a.status, a.kind()) == (429, "general_rate_limit_exceeded")),
+        "{:?}",
+        statuses(&answers)
+    );
+
+    let r = server.call("GET", "/v1/account/mfa/factors", Some(&session), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["totp"], true);
+    // The step the winner used is spent: the same code does not pass a challenge.
+    let challenge = server.challenge(&session, "totp").await;
+    let r = server.complete(&session, &challenge, &code).await;
+    if held_by_the_wrong_code_cap(&r, &answers) {
+        return;
+    }
+    assert_eq!((r.status, r.kind()), (401, "user_invalid_token"));
+}
+
+/// Twenty parallel confirmations of one email-verification link: exactly one confirms it.
+#[tokio::test]
+async fn of_twenty_parallel_email_verifications_with_one_secret_exactly_one_wins() {
+    let server = Server::start().await;
+    let email = "verify-race@example.com";
+    let user_id = server.sign_up(email).await;
+    let session = server.log_in(email).await;
+    let r = server
+        .call("POST", "/v1/account/verifications/email", Some(&session), json!({"url": "http://localhost/verify"}))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let text = server.last_message(email).await["text"].as_str().unwrap().to_string();
+    let link = text.split_whitespace().find(|w| w.starts_with("http://localhost/verify?")).unwrap();
+    let url = reqwest::Url::parse(link).unwrap();
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["userId"], user_id);
+    let body = json!({"userId": q["userId"], "secret": q["secret"]});
+    warm_connections(&server, 20).await;
+    let answers = futures::future::join_all(
+        (0..20).map(|_| server.call("PUT", "/v1/account/verifications/email", None, body.clone())),
+    )
+    .await;
+    let wins = answers.iter().filter(|a| a.status == 200).count();
+    assert_eq!(wins, 1, "{:?}", statuses(&answers));
+    assert!(
+        answers.iter().all(|a| a.status == 200 || (a.status, a.kind()) == (401, "user_invalid_token")),
+        "{:?}",
+        statuses(&answers)
+    );
+    let r = server.call("GET", "/v1/account", Some(&session), json!({})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["emailVerification"], true);
+}
+
+// ---- brute force under 50 concurrent attackers --------------------------------------
+
+const ATTACKERS: usize = 50;
+
+#[tokio::test]
+async fn fifty_concurrent_guesses_evaluate_at_most_five_codes_of_a_challenge_and_ten_per_user() {
+    let server = Server::start().await;
+    let user = enrolled(&server, "guessed").await;
+    let session = login_needing_mfa(&server, &user.email).await;
+    let challenge = server.challenge(&session, "email").await;
+    let code = server.last_code(&user.email).await;
+    let wrong = |i: usize| format!("{:06}", (code.parse::<usize>().unwrap() + 1 + i) % 1_000_000);
+    let guesses: Vec<String> = (0..ATTACKERS).map(wrong).collect();
+    let answers = futures::future::join_all(guesses.iter().map(|g| server.complete(&session, &challenge, g))).await;
+    let evaluated = answers.iter().filter(|a| a.status == 401).count();
+    assert!(answers.iter().all(|a| [401, 429].contains(&a.status)));
+    // Budgets are spent before codes are compared: at most 10 per user, 5 per challenge.
+    assert!((1..=10).contains(&evaluated), "{evaluated} codes were evaluated");
+    let r = server.complete(&session, &challenge, &code).await;
+    assert!([401, 429].contains(&r.status), "the burned challenge stays burned: {:?}", r.body);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_logins_from_one_address_are_capped() {
+    let server = Server::start().await;
+    let answers = futures::future::join_all((0..70).map(|i| {
+        server.call(
+            "POST",
+            "/v1/account/sessions/email",
+            None,
+            json!({"email": format!("nobody{i}@example.com"), "password": "wrong password"}),
+        )
+    }))
+    .await;
+    let evaluated = answers.iter().filter(|a| a.status == 401).count();
+    let refused = answers.iter().filter(|a| a.status == 429).count();
+    assert_eq!(evaluated, 60, "60 logins per 10 minutes per address");
+    assert_eq!(refused, 10);
+    assert!(answers.iter().filter(|a| a.status == 429).all(|a| a.kind() == "general_rate_limit_exceeded"));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_sms_challenges_send_at_most_ten_messages() {
+    let server = Server::start().await;
+    let user = enrolled(&server, "pumped").await;
+    let session = login_needing_mfa(&server, &user.email).await;
+    let before = server.outbox().await.iter().filter(|m| m["to"] == user.phone.as_str()).count();
+    let answers = futures::future::join_all((0..ATTACKERS).map(|_| {
+        server.call("POST", "/v1/account/mfa/challenges", Some(&session), json!({"factor": "phone"}))
+    }))
+    .await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    // 10 SMS per number per hour, and the verification SMS of enrolment was one of them.
+    assert_eq!(before, 1);
+    assert_eq!(created, 9, "the number's SMS budget caps the challenges");
+    assert!(answers.iter().filter(|a| a.status != 201).all(|a| a.status == 429));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = server.outbox().await.iter().filter(|m| m["to"] == user.phone.as_str()).count() - before;
+    assert_eq!(sent, created, "one SMS per created challenge, no more");
+}
