@@ -15,7 +15,8 @@ pub async fn serve(function: &'static str) -> Result<(), Error> {
     use tracing_subscriber::util::SubscriberInitExt;
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().json().with_current_span(false).without_time())
-        .with(log_filter(&std::env::var("RUST_LOG").unwrap_or_default()))
+        // Without RUST_LOG: info, so that failures (5xx) reach CloudWatch.
+        .with(log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())))
         .init();
     let config = Config::from_env(None)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
