@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,8 +36,9 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, DeleteRequest,
+    KeySchemaElement, KeyType, Put, ReturnConsumedCapacity, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
@@ -72,12 +74,82 @@ const BATCH_TRIES: u32 = 10;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    metrics: Metrics,
 }
 
 impl DynamoStore {
     /// A store over `table`, which must exist (see [`create_table`]).
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore { client, table: table.into() }
+        DynamoStore { client, table: table.into(), metrics: Metrics::default() }
+    }
+
+    /// Calls sent to DynamoDB by this store so far, and the capacity they consumed.
+    pub fn metrics(&self) -> Usage {
+        self.metrics.usage()
+    }
+}
+
+/// DynamoDB calls and the capacity units they consumed (as DynamoDB reports them: every
+/// call asks for `ReturnConsumedCapacity::Total`). A call that fails (a failed condition, a
+/// cancelled transaction) counts as a call; DynamoDB reports no capacity for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub calls: u64,
+    pub read_units: f64,
+    pub write_units: f64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, before: Usage) -> Usage {
+        Usage {
+            calls: self.calls - before.calls,
+            read_units: self.read_units - before.read_units,
+            write_units: self.write_units - before.write_units,
+        }
+    }
+}
+
+/// Counted where each call is sent; capacity in thousandths of a unit (reads can be halves).
+#[derive(Default)]
+struct Metrics {
+    calls: AtomicU64,
+    read_milli: AtomicU64,
+    write_milli: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Capacity {
+    Read,
+    Write,
+}
+
+impl Metrics {
+    fn record<'a>(&self, kind: Capacity, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        for c in consumed {
+            let (read, write) = match (c.read_capacity_units(), c.write_capacity_units(), kind) {
+                (None, None, Capacity::Read) => (c.capacity_units(), None),
+                (None, None, Capacity::Write) => (None, c.capacity_units()),
+                split => (split.0, split.1),
+            };
+            let milli = |units: Option<f64>| (units.unwrap_or(0.0) * 1000.0).round() as u64;
+            self.read_milli.fetch_add(milli(read), Ordering::Relaxed);
+            self.write_milli.fetch_add(milli(write), Ordering::Relaxed);
+        }
+    }
+
+    /// A call DynamoDB answered with an error, which reports no capacity.
+    fn failed(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            calls: self.calls.load(Ordering::Relaxed),
+            read_units: self.read_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+            write_units: self.write_milli.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
     }
 }
 
@@ -776,10 +848,11 @@ impl DynamoStore {
             // Strongly consistent: a request right after a write (sign-in, then use the
             // session) must see it.
             .consistent_read(true)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
+            .await;
+        self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
+        Ok(out.map_err(unavailable)?.item)
     }
 
     /// Every item of partition `pk` whose sort key starts with `prefix`.
@@ -798,9 +871,11 @@ impl DynamoStore {
                 .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
-                .await
-                .map_err(unavailable)?;
+                .await;
+            self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
+            let out = out.map_err(unavailable)?;
             items.extend(out.items.unwrap_or_default());
             start = out.last_evaluated_key;
             if start.is_none() {
@@ -819,8 +894,11 @@ impl DynamoStore {
                 .set_condition_expression(expr.condition())
                 .set_expression_attribute_names(expr.names())
                 .set_expression_attribute_values(expr.values())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                .inspect_err(|_| self.metrics.failed())
                 .map(|_| ())
                 .map_err(classify)
         })
@@ -842,8 +920,11 @@ impl DynamoStore {
                 .set_expression_attribute_values(expr.values())
                 .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                .inspect_err(|_| self.metrics.failed())
                 .map(|out| out.attributes.unwrap_or_default())
                 .map_err(classify)
         })
@@ -862,8 +943,11 @@ impl DynamoStore {
                 .set_expression_attribute_names(expr.names())
                 .set_expression_attribute_values(expr.values())
                 .return_values(ReturnValue::AllOld)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                .inspect_err(|_| self.metrics.failed())
                 .map(|out| out.attributes.filter(|item| !item.is_empty()))
                 .map_err(classify)
         })
@@ -878,8 +962,11 @@ impl DynamoStore {
             self.client
                 .transact_write_items()
                 .set_transact_items(Some(items.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
+                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                .inspect_err(|_| self.metrics.failed())
                 .map(|_| ())
                 .map_err(classify)
         })
@@ -901,9 +988,11 @@ impl DynamoStore {
                     .client
                     .batch_write_item()
                     .request_items(&self.table, requests)
+                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
-                    .await
-                    .map_err(unavailable)?;
+                    .await;
+                self.metrics.record(Capacity::Write, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
+                let out = out.map_err(unavailable)?;
                 requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
                 if requests.is_empty() {
                     break;

@@ -1,0 +1,267 @@
+//! DynamoDB calls and consumed capacity per endpoint, as the DynamoDB store counts them.
+//!
+//! Drives the seed flow (sign up, recovery codes, email and phone verification, TOTP
+//! enrolment, MFA on, sign out, sign in, the 401, factors, a challenge of every factor)
+//! through the same handler code as the Lambda functions, in-process, on DynamoDB Local
+//! (a fresh table), and prints one markdown row per request. Not deployed, not a test:
+//!
+//! ```sh
+//! bash infra/dynamodb-local.sh start 38765
+//! MFA_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:38765 cargo run -p mfa-core --example dynamo_calls
+//! ```
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use lambda_http::http::Request;
+use lambda_http::Body;
+use mfa_core::api::ClientIp;
+use mfa_core::clock::{Clock, SystemClock};
+use mfa_core::config::Config;
+use mfa_core::delivery::{DeliveryError, Message, Sender};
+use mfa_core::domain::totp;
+use mfa_core::store::dynamo::{create_table, DynamoStore, Usage};
+use mfa_core::App;
+use serde_json::{json, Value};
+
+const PASSWORD: &str = "correct horse battery";
+const EMAIL: &str = "bench@example.com";
+const PHONE: &str = "+12065550100";
+/// The issue's targets: DynamoDB calls per request.
+const TARGET: u64 = 2;
+const TARGET_COMPLETE_CHALLENGE: u64 = 3;
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Message>>);
+
+#[async_trait]
+impl Sender for Recorder {
+    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
+        self.0.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn last_text(&self, to: &str) -> String {
+        let sent = self.0.lock().unwrap();
+        sent.iter().rev().find(|m| m.to == to).map(|m| m.text.clone()).unwrap_or_else(|| panic!("no message to {to}"))
+    }
+    fn last_code(&self, to: &str) -> String {
+        let text = self.last_text(to);
+        text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a 6-digit code").to_string()
+    }
+}
+
+struct Row {
+    endpoint: String,
+    note: String,
+    status: u16,
+    usage: Usage,
+}
+
+struct Bench {
+    app: App,
+    store: Arc<DynamoStore>,
+    sender: Arc<Recorder>,
+    rows: Vec<Row>,
+}
+
+struct Answer {
+    status: u16,
+    body: Value,
+    fallback: Option<String>,
+}
+
+impl Bench {
+    /// One request; `route` is the route as the table names it (for the row), `path` the
+    /// request path.
+    async fn call(&mut self, method: &str, route: &str, path: &str, note: &str, session: Option<&str>, body: Value) -> Answer {
+        let mut req = Request::builder().method(method).uri(path).header("x-appwrite-project", "bench");
+        if method != "GET" {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(s) = session {
+            req = req.header("x-fallback-cookies", s);
+        }
+        let body = if method == "GET" { Body::Empty } else { Body::Text(body.to_string()) };
+        let mut req = req.body(body).unwrap();
+        req.extensions_mut().insert(ClientIp("127.0.0.1".into()));
+        let before = self.store.metrics();
+        let res = self.app.handle(req, None).await;
+        let usage = self.store.metrics() - before;
+        let status = res.status().as_u16();
+        let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
+        let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
+        self.rows.push(Row { endpoint: format!("{method} {route}"), note: note.into(), status, usage });
+        Answer { status, body, fallback }
+    }
+}
+
+fn expect(r: &Answer, status: u16) {
+    assert_eq!(r.status, status, "{}", r.body);
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(endpoint) = std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") else {
+        eprintln!("set MFA_TEST_DYNAMODB_ENDPOINT to a DynamoDB Local endpoint (bash infra/dynamodb-local.sh start 38765)");
+        std::process::exit(2);
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "bench"))
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("mfa-bench-{}-{}", std::process::id(), SystemClock.now());
+    create_table(&client, &table).await.expect("creating the table on DynamoDB Local");
+    let store = Arc::new(DynamoStore::new(client, table));
+    let sender = Arc::new(Recorder::default());
+    let app = App::new(
+        Config::for_project("bench", b"a benchmark server key of sufficient length"),
+        store.clone(),
+        sender.clone(),
+        Arc::new(SystemClock),
+    );
+    let mut b = Bench { app, store, sender, rows: Vec::new() };
+    run_flow(&mut b).await;
+    print_table(&b.rows);
+}
+
+async fn run_flow(b: &mut Bench) {
+    let none = None;
+    // Sign up and sign in.
+    let r = b
+        .call("POST", "/v1/account", "/v1/account", "sign up", none, json!({"userId": "unique()", "email": EMAIL, "password": PASSWORD}))
+        .await;
+    expect(&r, 201);
+    let user_id = r.body["$id"].as_str().unwrap().to_string();
+    let login = json!({"email": EMAIL, "password": PASSWORD});
+    let r = b.call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in", none, login.clone()).await;
+    expect(&r, 201);
+    let s = r.fallback.unwrap();
+    let s = Some(s.as_str());
+
+    // 1. Recovery codes.
+    let r = b.call("POST", "/v1/account/mfa/recovery-codes", "/v1/account/mfa/recovery-codes", "", s, json!({})).await;
+    expect(&r, 201);
+    let recovery_code = r.body["recoveryCodes"][0].as_str().unwrap().to_string();
+
+    // 2. Verify the email (link) and the phone (SMS code).
+    let r = b
+        .call("POST", "/v1/account/verifications/email", "/v1/account/verifications/email", "send link", s, json!({"url": "http://localhost/verify"}))
+        .await;
+    expect(&r, 201);
+    let text = b.sender.last_text(EMAIL);
+    let link = text.split_whitespace().find(|w| w.starts_with("http://localhost/verify?")).expect("a verification link");
+    let link = url::Url::parse(link).unwrap();
+    let q: std::collections::HashMap<_, _> = link.query_pairs().into_owned().collect();
+    let r = b
+        .call("PUT", "/v1/account/verifications/email", "/v1/account/verifications/email", "redeem link", none, json!({"userId": q["userId"], "secret": q["secret"]}))
+        .await;
+    expect(&r, 200);
+    let r = b.call("PATCH", "/v1/account/phone", "/v1/account/phone", "set phone", s, json!({"phone": PHONE, "password": PASSWORD})).await;
+    expect(&r, 200);
+    let r = b.call("POST", "/v1/account/verifications/phone", "/v1/account/verifications/phone", "send SMS", s, json!({})).await;
+    expect(&r, 201);
+    let code = b.sender.last_code(PHONE);
+    let r = b
+        .call("PUT", "/v1/account/verifications/phone", "/v1/account/verifications/phone", "redeem code", s, json!({"userId": user_id, "secret": code}))
+        .await;
+    expect(&r, 200);
+
+    // 3. TOTP authenticator.
+    let r = b.call("POST", "/v1/account/mfa/authenticators/:type", "/v1/account/mfa/authenticators/totp", "totp", s, json!({})).await;
+    expect(&r, 200);
+    let secret = totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+    let otp = totp::code_at(&secret, SystemClock.now()).unwrap();
+    let r = b.call("PUT", "/v1/account/mfa/authenticators/:type", "/v1/account/mfa/authenticators/totp", "totp", s, json!({"otp": otp})).await;
+    expect(&r, 200);
+
+    // 4. MFA on, sign out, sign in again.
+    let r = b.call("PATCH", "/v1/account/mfa", "/v1/account/mfa", "on", s, json!({"mfa": true})).await;
+    expect(&r, 200);
+    let r = b.call("DELETE", "/v1/account/sessions/:sessionId", "/v1/account/sessions/current", "current", s, json!({})).await;
+    expect(&r, 204);
+    let r = b.call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in (MFA on)", none, login).await;
+    expect(&r, 201);
+    let s = r.fallback.unwrap();
+    let s = Some(s.as_str());
+    let r = b.call("GET", "/v1/account", "/v1/account", "401 more factors", s, json!({})).await;
+    expect(&r, 401);
+    let r = b.call("GET", "/v1/account/mfa/factors", "/v1/account/mfa/factors", "", s, json!({})).await;
+    expect(&r, 200);
+
+    // 5. A challenge of every factor. The TOTP step used by the enrolment is spent: the
+    // next step's code (one step of skew is accepted) completes the challenge.
+    let mut wrong_done = false;
+    for factor in ["totp", "email", "phone", "recoverycode"] {
+        let r = b.call("POST", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", factor, s, json!({"factor": factor})).await;
+        expect(&r, 201);
+        let id = r.body["$id"].as_str().unwrap().to_string();
+        if !wrong_done {
+            let r = b
+                .call("PUT", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", "totp, wrong code", s, json!({"challengeId": id, "otp": "000000"}))
+                .await;
+            assert!(r.status >= 400, "{}", r.body);
+            wrong_done = true;
+        }
+        let otp = match factor {
+            "totp" => totp::code_at(&secret, SystemClock.now() + 30_000).unwrap(),
+            "email" => b.sender.last_code(EMAIL),
+            "phone" => b.sender.last_code(PHONE),
+            _ => recovery_code.clone(),
+        };
+        let r = b
+            .call("PUT", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", factor, s, json!({"challengeId": id, "otp": otp}))
+            .await;
+        expect(&r, 200);
+    }
+    let r = b.call("GET", "/v1/account", "/v1/account", "full session", s, json!({})).await;
+    expect(&r, 200);
+}
+
+fn target(endpoint: &str) -> u64 {
+    if endpoint == "PUT /v1/account/mfa/challenges" {
+        TARGET_COMPLETE_CHALLENGE
+    } else {
+        TARGET
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| # | endpoint | request | status | DynamoDB calls | RCU | WCU | target |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut total = Usage::default();
+    for (i, row) in rows.iter().enumerate() {
+        let t = target(&row.endpoint);
+        let verdict = if row.usage.calls > t { format!("**over** (<= {t})") } else { format!("ok (<= {t})") };
+        println!(
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} |",
+            i + 1,
+            row.endpoint,
+            row.note,
+            row.status,
+            row.usage.calls,
+            row.usage.read_units,
+            row.usage.write_units,
+            verdict
+        );
+        total.calls += row.usage.calls;
+        total.read_units += row.usage.read_units;
+        total.write_units += row.usage.write_units;
+    }
+    println!("| | **total** | {} requests | | {} | {} | {} | |", rows.len(), total.calls, total.read_units, total.write_units);
+    println!();
+    let over: Vec<_> = rows.iter().enumerate().filter(|(_, r)| r.usage.calls > target(&r.endpoint)).collect();
+    if over.is_empty() {
+        println!("Every request is within its target (<= {TARGET} calls; <= {TARGET_COMPLETE_CHALLENGE} to complete a challenge).");
+    } else {
+        println!("Over target (<= {TARGET} calls; <= {TARGET_COMPLETE_CHALLENGE} to complete a challenge):");
+        for (i, r) in over {
+            println!("- #{} `{}` ({}): {} calls", i + 1, r.endpoint, r.note, r.usage.calls);
+        }
+    }
+}
