@@ -262,7 +262,12 @@ fn every_function_is_built_by_cargo_lambda_from_the_workspace() {
             "{} is not built by cargo-lambda",
             function.logical_id
         );
-        assert_eq!(resource["Properties"]["CodeUri"].as_str(), Some("."), "{} builds from the workspace", function.logical_id);
+        assert_eq!(
+            resource["Properties"]["CodeUri"].as_str(),
+            Some("."),
+            "{} builds from the workspace",
+            function.logical_id
+        );
     }
 }
 

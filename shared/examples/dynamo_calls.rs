@@ -76,7 +76,15 @@ struct Answer {
 impl Bench {
     /// One request; `route` is the route as the table names it (for the row), `path` the
     /// request path.
-    async fn call(&mut self, method: &str, route: &str, path: &str, note: &str, session: Option<&str>, body: Value) -> Answer {
+    async fn call(
+        &mut self,
+        method: &str,
+        route: &str,
+        path: &str,
+        note: &str,
+        session: Option<&str>,
+        body: Value,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path).header("x-appwrite-project", "bench");
         if method != "GET" {
             req = req.header("content-type", "application/json");
@@ -105,7 +113,9 @@ fn expect(r: &Answer, status: u16) {
 #[tokio::main]
 async fn main() {
     let Ok(endpoint) = std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") else {
-        eprintln!("set MFA_TEST_DYNAMODB_ENDPOINT to a DynamoDB Local endpoint (bash infra/dynamodb-local.sh start 38765)");
+        eprintln!(
+            "set MFA_TEST_DYNAMODB_ENDPOINT to a DynamoDB Local endpoint (bash infra/dynamodb-local.sh start 38765)"
+        );
         std::process::exit(2);
     };
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -134,12 +144,21 @@ async fn run_flow(b: &mut Bench) {
     let none = None;
     // Sign up and sign in.
     let r = b
-        .call("POST", "/v1/account", "/v1/account", "sign up", none, json!({"userId": "unique()", "email": EMAIL, "password": PASSWORD}))
+        .call(
+            "POST",
+            "/v1/account",
+            "/v1/account",
+            "sign up",
+            none,
+            json!({"userId": "unique()", "email": EMAIL, "password": PASSWORD}),
+        )
         .await;
     expect(&r, 201);
     let user_id = r.body["$id"].as_str().unwrap().to_string();
     let login = json!({"email": EMAIL, "password": PASSWORD});
-    let r = b.call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in", none, login.clone()).await;
+    let r = b
+        .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in", none, login.clone())
+        .await;
     expect(&r, 201);
     let s = r.fallback.unwrap();
     let s = Some(s.as_str());
@@ -151,41 +170,96 @@ async fn run_flow(b: &mut Bench) {
 
     // 2. Verify the email (link) and the phone (SMS code).
     let r = b
-        .call("POST", "/v1/account/verifications/email", "/v1/account/verifications/email", "send link", s, json!({"url": "http://localhost/verify"}))
+        .call(
+            "POST",
+            "/v1/account/verifications/email",
+            "/v1/account/verifications/email",
+            "send link",
+            s,
+            json!({"url": "http://localhost/verify"}),
+        )
         .await;
     expect(&r, 201);
     let text = b.sender.last_text(EMAIL);
-    let link = text.split_whitespace().find(|w| w.starts_with("http://localhost/verify?")).expect("a verification link");
+    let link =
+        text.split_whitespace().find(|w| w.starts_with("http://localhost/verify?")).expect("a verification link");
     let link = url::Url::parse(link).unwrap();
     let q: std::collections::HashMap<_, _> = link.query_pairs().into_owned().collect();
     let r = b
-        .call("PUT", "/v1/account/verifications/email", "/v1/account/verifications/email", "redeem link", none, json!({"userId": q["userId"], "secret": q["secret"]}))
+        .call(
+            "PUT",
+            "/v1/account/verifications/email",
+            "/v1/account/verifications/email",
+            "redeem link",
+            none,
+            json!({"userId": q["userId"], "secret": q["secret"]}),
+        )
         .await;
     expect(&r, 200);
-    let r = b.call("PATCH", "/v1/account/phone", "/v1/account/phone", "set phone", s, json!({"phone": PHONE, "password": PASSWORD})).await;
+    let r = b
+        .call(
+            "PATCH",
+            "/v1/account/phone",
+            "/v1/account/phone",
+            "set phone",
+            s,
+            json!({"phone": PHONE, "password": PASSWORD}),
+        )
+        .await;
     expect(&r, 200);
-    let r = b.call("POST", "/v1/account/verifications/phone", "/v1/account/verifications/phone", "send SMS", s, json!({})).await;
+    let r = b
+        .call("POST", "/v1/account/verifications/phone", "/v1/account/verifications/phone", "send SMS", s, json!({}))
+        .await;
     expect(&r, 201);
     let code = b.sender.last_code(PHONE);
     let r = b
-        .call("PUT", "/v1/account/verifications/phone", "/v1/account/verifications/phone", "redeem code", s, json!({"userId": user_id, "secret": code}))
+        .call(
+            "PUT",
+            "/v1/account/verifications/phone",
+            "/v1/account/verifications/phone",
+            "redeem code",
+            s,
+            json!({"userId": user_id, "secret": code}),
+        )
         .await;
     expect(&r, 200);
 
     // 3. TOTP authenticator.
-    let r = b.call("POST", "/v1/account/mfa/authenticators/:type", "/v1/account/mfa/authenticators/totp", "totp", s, json!({})).await;
+    let r = b
+        .call(
+            "POST",
+            "/v1/account/mfa/authenticators/:type",
+            "/v1/account/mfa/authenticators/totp",
+            "totp",
+            s,
+            json!({}),
+        )
+        .await;
     expect(&r, 200);
     let secret = totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
     let otp = totp::code_at(&secret, SystemClock.now()).unwrap();
-    let r = b.call("PUT", "/v1/account/mfa/authenticators/:type", "/v1/account/mfa/authenticators/totp", "totp", s, json!({"otp": otp})).await;
+    let r = b
+        .call(
+            "PUT",
+            "/v1/account/mfa/authenticators/:type",
+            "/v1/account/mfa/authenticators/totp",
+            "totp",
+            s,
+            json!({"otp": otp}),
+        )
+        .await;
     expect(&r, 200);
 
     // 4. MFA on, sign out, sign in again.
     let r = b.call("PATCH", "/v1/account/mfa", "/v1/account/mfa", "on", s, json!({"mfa": true})).await;
     expect(&r, 200);
-    let r = b.call("DELETE", "/v1/account/sessions/:sessionId", "/v1/account/sessions/current", "current", s, json!({})).await;
+    let r = b
+        .call("DELETE", "/v1/account/sessions/:sessionId", "/v1/account/sessions/current", "current", s, json!({}))
+        .await;
     expect(&r, 204);
-    let r = b.call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in (MFA on)", none, login).await;
+    let r = b
+        .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in (MFA on)", none, login)
+        .await;
     expect(&r, 201);
     let s = r.fallback.unwrap();
     let s = Some(s.as_str());
@@ -198,12 +272,28 @@ async fn run_flow(b: &mut Bench) {
     // next step's code (one step of skew is accepted) completes the challenge.
     let mut wrong_done = false;
     for factor in ["totp", "email", "phone", "recoverycode"] {
-        let r = b.call("POST", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", factor, s, json!({"factor": factor})).await;
+        let r = b
+            .call(
+                "POST",
+                "/v1/account/mfa/challenges",
+                "/v1/account/mfa/challenges",
+                factor,
+                s,
+                json!({"factor": factor}),
+            )
+            .await;
         expect(&r, 201);
         let id = r.body["$id"].as_str().unwrap().to_string();
         if !wrong_done {
             let r = b
-                .call("PUT", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", "totp, wrong code", s, json!({"challengeId": id, "otp": "000000"}))
+                .call(
+                    "PUT",
+                    "/v1/account/mfa/challenges",
+                    "/v1/account/mfa/challenges",
+                    "totp, wrong code",
+                    s,
+                    json!({"challengeId": id, "otp": "000000"}),
+                )
                 .await;
             assert!(r.status >= 400, "{}", r.body);
             wrong_done = true;
@@ -215,7 +305,14 @@ async fn run_flow(b: &mut Bench) {
             _ => recovery_code.clone(),
         };
         let r = b
-            .call("PUT", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", factor, s, json!({"challengeId": id, "otp": otp}))
+            .call(
+                "PUT",
+                "/v1/account/mfa/challenges",
+                "/v1/account/mfa/challenges",
+                factor,
+                s,
+                json!({"challengeId": id, "otp": otp}),
+            )
             .await;
         expect(&r, 200);
     }
@@ -253,7 +350,13 @@ fn print_table(rows: &[Row]) {
         total.read_units += row.usage.read_units;
         total.write_units += row.usage.write_units;
     }
-    println!("| | **total** | {} requests | | {} | {} | {} | |", rows.len(), total.calls, total.read_units, total.write_units);
+    println!(
+        "| | **total** | {} requests | | {} | {} | {} | |",
+        rows.len(),
+        total.calls,
+        total.read_units,
+        total.write_units
+    );
     println!();
     let over: Vec<_> = rows.iter().enumerate().filter(|(_, r)| r.usage.calls > target(&r.endpoint)).collect();
     if over.is_empty() {

@@ -19,9 +19,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Millis {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         since.as_millis() as Millis
     }
 }
@@ -47,9 +45,8 @@ impl Clock for ManualClock {
 
 /// Appwrite's timestamp format: ISO 8601 with milliseconds and a numeric offset.
 pub fn iso(at: Millis) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+00:00"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+00:00");
     time::OffsetDateTime::from_unix_timestamp_nanos(at as i128 * 1_000_000)
         .ok()
         .and_then(|t| t.format(&format).ok())

@@ -62,7 +62,9 @@ pub enum ApiError {
     AuthenticatorAlreadyVerified,
     #[error("A recently succeeded challenge is required to complete this action.")]
     ChallengeRequired,
-    #[error("The current user already generated recovery codes; regenerate them with PATCH /v1/account/mfa/recovery-codes.")]
+    #[error(
+        "The current user already generated recovery codes; regenerate them with PATCH /v1/account/mfa/recovery-codes."
+    )]
     RecoveryCodesAlreadyExist,
     #[error("The current user does not have recovery codes.")]
     RecoveryCodesNotFound,
@@ -82,14 +84,24 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
         match self {
-            InvalidArgument(_) | InvalidBody | EmailNotFound | PhoneNotFound | EmailNotVerified
-            | PhoneNotVerified => 400,
-            Unauthorized | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists
-            | InvalidToken | ChallengeRequired => 401,
-            RouteNotFound | ProjectNotFound | SessionNotFound | UserNotFound
-            | AuthenticatorNotFound | RecoveryCodesNotFound => 404,
-            UserAlreadyExists | EmailTaken | PhoneTaken | EmailAlreadyVerified
-            | PhoneAlreadyVerified | AuthenticatorAlreadyVerified | RecoveryCodesAlreadyExist => 409,
+            InvalidArgument(_) | InvalidBody | EmailNotFound | PhoneNotFound | EmailNotVerified | PhoneNotVerified => {
+                400
+            }
+            Unauthorized | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists | InvalidToken
+            | ChallengeRequired => 401,
+            RouteNotFound
+            | ProjectNotFound
+            | SessionNotFound
+            | UserNotFound
+            | AuthenticatorNotFound
+            | RecoveryCodesNotFound => 404,
+            UserAlreadyExists
+            | EmailTaken
+            | PhoneTaken
+            | EmailAlreadyVerified
+            | PhoneAlreadyVerified
+            | AuthenticatorAlreadyVerified
+            | RecoveryCodesAlreadyExist => 409,
             UnknownOrigin => 403,
             RecoveryCodesNotReadable => 410,
             BodyTooLarge(_) => 413,
@@ -169,8 +181,10 @@ mod tests {
         let e = ApiError::missing("email");
         assert_eq!((e.status(), e.kind()), (400, "general_argument_invalid"));
         assert_eq!(e.to_string(), "Param \"email\" is not optional.");
-        assert_eq!(ApiError::invalid("mfa", "Value must be a valid boolean").to_string(),
-            "Invalid `mfa` param: Value must be a valid boolean");
+        assert_eq!(
+            ApiError::invalid("mfa", "Value must be a valid boolean").to_string(),
+            "Invalid `mfa` param: Value must be a valid boolean"
+        );
     }
 
     #[test]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use lambda_http::{service_fn, Error, Request};
 
 use crate::api::App;
+use crate::backends::{Backends, SenderKind, StoreKind};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::backends::{Backends, SenderKind, StoreKind};
 
 /// Builds the app once (cold start) and serves `function`'s routes until the runtime stops.
 pub async fn serve(function: &'static str) -> Result<(), Error> {

@@ -83,9 +83,8 @@ pub async fn main() -> Result<(), String> {
     let project = config.project_id.clone();
     let app = Arc::new(App::new(config, store, sender, clock));
 
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let listener =
+        TcpListener::bind(&settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("MFA API listening on http://{addr}/v1");
     println!("Project ID: {project}");

@@ -81,7 +81,8 @@ impl World {
     }
 
     async fn log_in(&self, email: &str) -> String {
-        let r = self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
+        let r =
+            self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.fallback.unwrap()
     }
@@ -89,7 +90,9 @@ impl World {
     /// A user with a verified authenticator and MFA on; returns (email, totp secret).
     async fn enrolled(&self) -> (String, Vec<u8>) {
         let email = "rules@example.com".to_string();
-        let r = self.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": email, "password": PASSWORD})).await;
+        let r = self
+            .call("POST", "/v1/account", None, json!({"userId": "unique()", "email": email, "password": PASSWORD}))
+            .await;
         assert_eq!(r.status, 201);
         let s = self.log_in(&email).await;
         let r = self.call("POST", "/v1/account/mfa/authenticators/totp", Some(&s), json!({})).await;
@@ -166,10 +169,13 @@ async fn a_challenge_lives_ten_minutes() {
 #[tokio::test]
 async fn a_failed_send_leaves_no_challenge_behind() {
     let w = World::new();
-    let r = w.call("POST", "/v1/account", None, json!({"userId": "u1", "email": "send@example.com", "password": PASSWORD})).await;
+    let r = w
+        .call("POST", "/v1/account", None, json!({"userId": "u1", "email": "send@example.com", "password": PASSWORD}))
+        .await;
     assert_eq!(r.status, 201);
     let s = w.log_in("send@example.com").await;
-    let r = w.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://app.example/verify"})).await;
+    let r =
+        w.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://app.example/verify"})).await;
     assert_eq!(r.status, 201);
     let link = w.sent_messages().last().unwrap().text.clone();
     let secret = link.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
@@ -188,22 +194,84 @@ struct DownStore;
 
 #[async_trait]
 impl Store for DownStore {
-    async fn create_user(&self, _: &mfa_core::domain::User) -> mfa_core::store::StoreResult<bool> { Err(down()) }
-    async fn user(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> { Err(down()) }
-    async fn user_by_email(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> { Err(down()) }
-    async fn update_user(&self, _: &str, _: mfa_core::store::UserChange, _: Option<mfa_core::store::SessionUpgrade>, _: Millis) -> mfa_core::store::StoreResult<mfa_core::store::Updated> { Err(down()) }
-    async fn create_session(&self, _: &mfa_core::domain::Session) -> mfa_core::store::StoreResult<()> { Err(down()) }
-    async fn session(&self, _: &str, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> { Err(down()) }
-    async fn delete_session(&self, _: &str, _: &str) -> mfa_core::store::StoreResult<bool> { Err(down()) }
-    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> mfa_core::store::StoreResult<()> { Err(down()) }
-    async fn put_challenge(&self, _: &mfa_core::domain::Challenge) -> mfa_core::store::StoreResult<()> { Err(down()) }
-    async fn take_challenge_attempt(&self, _: &str, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Challenge>> { Err(down()) }
-    async fn finish_challenge(&self, _: &mfa_core::store::ChallengeWin) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> { Err(down()) }
-    async fn put_token(&self, _: &mfa_core::domain::VerificationToken) -> mfa_core::store::StoreResult<()> { Err(down()) }
-    async fn take_token_attempt(&self, _: &str, _: mfa_core::domain::Channel, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> { Err(down()) }
-    async fn redeem_token(&self, _: &str, _: mfa_core::domain::Channel, _: &str, _: Millis) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> { Err(down()) }
-    async fn hit(&self, _: &str, _: Millis) -> mfa_core::store::StoreResult<u32> { Err(down()) }
-    async fn clear(&self, _: &str) -> mfa_core::store::StoreResult<()> { Err(down()) }
+    async fn create_user(&self, _: &mfa_core::domain::User) -> mfa_core::store::StoreResult<bool> {
+        Err(down())
+    }
+    async fn user(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> {
+        Err(down())
+    }
+    async fn user_by_email(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> {
+        Err(down())
+    }
+    async fn update_user(
+        &self,
+        _: &str,
+        _: mfa_core::store::UserChange,
+        _: Option<mfa_core::store::SessionUpgrade>,
+        _: Millis,
+    ) -> mfa_core::store::StoreResult<mfa_core::store::Updated> {
+        Err(down())
+    }
+    async fn create_session(&self, _: &mfa_core::domain::Session) -> mfa_core::store::StoreResult<()> {
+        Err(down())
+    }
+    async fn session(
+        &self,
+        _: &str,
+        _: &str,
+        _: Millis,
+    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> {
+        Err(down())
+    }
+    async fn delete_session(&self, _: &str, _: &str) -> mfa_core::store::StoreResult<bool> {
+        Err(down())
+    }
+    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> mfa_core::store::StoreResult<()> {
+        Err(down())
+    }
+    async fn put_challenge(&self, _: &mfa_core::domain::Challenge) -> mfa_core::store::StoreResult<()> {
+        Err(down())
+    }
+    async fn take_challenge_attempt(
+        &self,
+        _: &str,
+        _: &str,
+        _: Millis,
+    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Challenge>> {
+        Err(down())
+    }
+    async fn finish_challenge(
+        &self,
+        _: &mfa_core::store::ChallengeWin,
+    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> {
+        Err(down())
+    }
+    async fn put_token(&self, _: &mfa_core::domain::VerificationToken) -> mfa_core::store::StoreResult<()> {
+        Err(down())
+    }
+    async fn take_token_attempt(
+        &self,
+        _: &str,
+        _: mfa_core::domain::Channel,
+        _: Millis,
+    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> {
+        Err(down())
+    }
+    async fn redeem_token(
+        &self,
+        _: &str,
+        _: mfa_core::domain::Channel,
+        _: &str,
+        _: Millis,
+    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> {
+        Err(down())
+    }
+    async fn hit(&self, _: &str, _: Millis) -> mfa_core::store::StoreResult<u32> {
+        Err(down())
+    }
+    async fn clear(&self, _: &str) -> mfa_core::store::StoreResult<()> {
+        Err(down())
+    }
 }
 
 fn down() -> mfa_core::store::StoreError {
@@ -241,7 +309,13 @@ async fn an_unreachable_store_gives_a_clear_5xx_without_details() {
 #[tokio::test]
 async fn sessions_end_at_their_expiry() {
     let w = World::new();
-    w.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "old@example.com", "password": PASSWORD})).await;
+    w.call(
+        "POST",
+        "/v1/account",
+        None,
+        json!({"userId": "unique()", "email": "old@example.com", "password": PASSWORD}),
+    )
+    .await;
     let s = w.log_in("old@example.com").await;
     w.clock.advance(365 * 24 * 60 * MINUTE);
     let r = w.call("GET", "/v1/account", Some(&s), json!({})).await;
@@ -253,7 +327,8 @@ async fn nothing_secret_is_stored_in_plain_text() {
     let w = World::new();
     let (email, secret) = w.enrolled().await;
     let s = w.log_in(&email).await;
-    let r = w.call("POST", "/v1/account/mfa/recovery-codes", Some(&w.full_session(&email, &secret).await), json!({})).await;
+    let r =
+        w.call("POST", "/v1/account/mfa/recovery-codes", Some(&w.full_session(&email, &secret).await), json!({})).await;
     let codes: Vec<String> = serde_json::from_value(r.body["recoveryCodes"].clone()).unwrap();
     let creds: Value = serde_json::from_str(&s).unwrap();
     let cookie = creds["a_session_p"].as_str().unwrap();
@@ -270,7 +345,14 @@ async fn nothing_secret_is_stored_in_plain_text() {
 #[tokio::test]
 async fn enrolling_an_authenticator_is_not_a_recent_challenge() {
     let w = World::new();
-    let r = w.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "new@example.com", "password": PASSWORD})).await;
+    let r = w
+        .call(
+            "POST",
+            "/v1/account",
+            None,
+            json!({"userId": "unique()", "email": "new@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status, 201);
     let s = w.log_in("new@example.com").await;
     let r = w.call("POST", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
@@ -291,7 +373,8 @@ async fn replacing_a_verified_factor_under_enforced_mfa_needs_a_recent_challenge
     let (email, secret) = w.enrolled().await;
     let s = w.full_session(&email, &secret).await;
     // Make the phone a verified factor, then let the challenge grow old.
-    let r = w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550123", "password": PASSWORD})).await;
+    let r =
+        w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550123", "password": PASSWORD})).await;
     assert_eq!(r.status, 200);
     w.call("POST", "/v1/account/verifications/phone", Some(&s), json!({})).await;
     let code = w.sent_messages().last().unwrap().text.split(' ').next().unwrap().to_string();
@@ -299,10 +382,13 @@ async fn replacing_a_verified_factor_under_enforced_mfa_needs_a_recent_challenge
     let r = w.call("PUT", "/v1/account/verifications/phone", None, json!({"userId": user_id, "secret": code})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     w.clock.advance(31 * MINUTE);
-    let r = w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550999", "password": PASSWORD})).await;
+    let r =
+        w.call("PATCH", "/v1/account/phone", Some(&s), json!({"phone": "+12065550999", "password": PASSWORD})).await;
     assert_eq!((r.status, r.body["type"].as_str().unwrap()), (401, "user_challenge_required"));
     let fresh = w.full_session(&email, &secret).await;
-    let r = w.call("PATCH", "/v1/account/phone", Some(&fresh), json!({"phone": "+12065550999", "password": PASSWORD})).await;
+    let r = w
+        .call("PATCH", "/v1/account/phone", Some(&fresh), json!({"phone": "+12065550999", "password": PASSWORD}))
+        .await;
     assert_eq!((r.status, r.body["phoneVerification"].clone()), (200, json!(false)));
 }
 
@@ -318,7 +404,8 @@ async fn requests_from_an_unknown_origin_are_refused_before_anything_runs() {
         if let Some(origin) = origin {
             req = req.header("origin", origin);
         }
-        let body = json!({"userId": "unique()", "email": format!("{}@example.com", origin.is_some()), "password": PASSWORD});
+        let body =
+            json!({"userId": "unique()", "email": format!("{}@example.com", origin.is_some()), "password": PASSWORD});
         req.body(Body::Text(body.to_string())).unwrap()
     };
     let res = app.handle(signup(Some("https://evil.example")), None).await;

@@ -62,7 +62,13 @@ fn world() -> &'static World {
     })
 }
 
-fn check(world: &World, method: &str, uri: &str, headers: &[(&'static str, String)], body: &[u8]) -> Result<(), TestCaseError> {
+fn check(
+    world: &World,
+    method: &str,
+    uri: &str,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> Result<(), TestCaseError> {
     let mut req = Request::builder().method(method).uri(uri);
     for (name, value) in headers {
         req = req.header(*name, value.as_str());
@@ -88,7 +94,8 @@ fn known_paths() -> Vec<String> {
 fn path() -> impl Strategy<Value = String> {
     prop_oneof![
         proptest::sample::select(known_paths()),
-        proptest::sample::select(known_paths()).prop_flat_map(|p| "[a-zA-Z0-9%/._~:-]{0,40}".prop_map(move |tail| format!("{p}{tail}"))),
+        proptest::sample::select(known_paths())
+            .prop_flat_map(|p| "[a-zA-Z0-9%/._~:-]{0,40}".prop_map(move |tail| format!("{p}{tail}"))),
         "/[ -~]{0,80}".prop_map(|p| p.replace([' ', '"', '<', '>', '\\', '^', '`', '{', '|', '}', '#'], "")),
     ]
 }

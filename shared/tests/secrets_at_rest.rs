@@ -78,7 +78,8 @@ impl Flow {
 
     /// Logs in; returns the `X-Fallback-Cookies` value and the session secret inside it.
     async fn log_in(&self) -> (String, String) {
-        let r = self.call("POST", "/v1/account/sessions/email", None, json!({"email": EMAIL, "password": PASSWORD})).await;
+        let r =
+            self.call("POST", "/v1/account/sessions/email", None, json!({"email": EMAIL, "password": PASSWORD})).await;
         assert_eq!(r.status, 201, "{}", r.body);
         let fallback = r.fallback.expect("fallback cookie");
         let cookies: Value = serde_json::from_str(&fallback).unwrap();
@@ -100,7 +101,10 @@ struct Secrets {
 }
 
 fn six_digits(text: &str) -> String {
-    text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap_or_else(|| panic!("no code in {text:?}")).to_string()
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_string()
 }
 
 async fn run_flow(store: Arc<dyn Store>) -> Secrets {
@@ -117,7 +121,8 @@ async fn run_flow(store: Arc<dyn Store>) -> Secrets {
     secrets.long.push(("password", PASSWORD.to_string()));
 
     // Sign up and log in.
-    let r = f.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": EMAIL, "password": PASSWORD})).await;
+    let r =
+        f.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": EMAIL, "password": PASSWORD})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let user_id = r.body["$id"].as_str().unwrap().to_string();
     secrets.user_id = user_id.clone();
@@ -135,14 +140,17 @@ async fn run_flow(store: Arc<dyn Store>) -> Secrets {
     }
 
     // Email verification: the secret in the link.
-    let r = f.call("POST", "/v1/account/verifications/email", Some(&s1), json!({"url": "https://app.example/verify"})).await;
+    let r = f
+        .call("POST", "/v1/account/verifications/email", Some(&s1), json!({"url": "https://app.example/verify"}))
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let text = f.last_text(EMAIL);
     let link = text.split_whitespace().find(|w| w.starts_with("https://app.example/verify?")).expect("a link");
     let url = url::Url::parse(link).unwrap();
     let link_secret = url.query_pairs().find(|(k, _)| k == "secret").expect("a secret").1.into_owned();
     assert!(link_secret.len() >= 32, "{link_secret:?}");
-    let r = f.call("PUT", "/v1/account/verifications/email", None, json!({"userId": user_id, "secret": link_secret})).await;
+    let r =
+        f.call("PUT", "/v1/account/verifications/email", None, json!({"userId": user_id, "secret": link_secret})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     secrets.long.push(("email verification secret", link_secret));
 
@@ -152,7 +160,8 @@ async fn run_flow(store: Arc<dyn Store>) -> Secrets {
     let r = f.call("POST", "/v1/account/verifications/phone", Some(&s1), json!({})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let phone_code = six_digits(&f.last_text(PHONE));
-    let r = f.call("PUT", "/v1/account/verifications/phone", None, json!({"userId": user_id, "secret": phone_code})).await;
+    let r =
+        f.call("PUT", "/v1/account/verifications/phone", None, json!({"userId": user_id, "secret": phone_code})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     secrets.codes.push(("phone verification code", phone_code));
 
@@ -180,7 +189,9 @@ async fn run_flow(store: Arc<dyn Store>) -> Secrets {
     assert_eq!(r.status, 201, "{}", r.body);
     let challenge = r.body["$id"].as_str().unwrap().to_string();
     let challenge_code = six_digits(&f.last_text(EMAIL));
-    let r = f.call("PUT", "/v1/account/mfa/challenges", Some(&s2), json!({"challengeId": challenge, "otp": challenge_code})).await;
+    let r = f
+        .call("PUT", "/v1/account/mfa/challenges", Some(&s2), json!({"challengeId": challenge, "otp": challenge_code}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     secrets.codes.push(("email challenge code", challenge_code));
     let r = f.call("GET", "/v1/account", Some(&s2), json!({})).await;
@@ -233,10 +244,7 @@ fn check(secrets: &Secrets, items: &[Item], store: &str) {
     for (what, code) in &secrets.codes {
         assert_eq!(code.len(), 6);
         for item in items {
-            let found = item
-                .strings
-                .iter()
-                .any(|s| s.split(|c: char| !c.is_ascii_digit()).any(|run| run == code));
+            let found = item.strings.iter().any(|s| s.split(|c: char| !c.is_ascii_digit()).any(|run| run == code));
             assert!(!found, "{store}: the {what} {code} is stored in plain text: {}", item.text);
         }
     }

@@ -17,7 +17,7 @@ use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
 use mfa_core::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 use mfa_core::store::dynamo::{create_table, DynamoStore};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{ChallengeWin, SessionUpgrade, Spend, Store, UserChange, Updated};
+use mfa_core::store::{ChallengeWin, SessionUpgrade, Spend, Store, Updated, UserChange};
 use tokio::sync::OnceCell;
 
 // ---------------------------------------------------------------------------------------
@@ -415,7 +415,9 @@ async fn deleting_all_sessions_but_one_keeps_only_that_one(store: Arc<dyn Store>
     let t = now();
     let user = created(&store, new_user(t)).await;
     let other = created(&store, new_user(t)).await;
-    let mine: Vec<Session> = [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await, signed_in(&store, &user, t).await].into();
+    let mine: Vec<Session> =
+        [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await, signed_in(&store, &user, t).await]
+            .into();
     let theirs = signed_in(&store, &other, t).await;
 
     store.delete_sessions(&user.id, Some(&mine[1].id)).await.unwrap();
@@ -506,7 +508,8 @@ async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn S
 
     let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
     assert_eq!(store.finish_challenge(&other_id).await.unwrap(), None, "another challenge id");
-    let unknown = ChallengeWin { session_hash: sha256_hex(&random_secret()), ..win(&challenge, &session, Spend::Nothing, t) };
+    let unknown =
+        ChallengeWin { session_hash: sha256_hex(&random_secret()), ..win(&challenge, &session, Spend::Nothing, t) };
     assert_eq!(store.finish_challenge(&unknown).await.unwrap(), None, "an unknown session");
     let dead = win(&challenge, &session, Spend::Nothing, session.expire);
     assert_eq!(store.finish_challenge(&dead).await.unwrap(), None, "an expired session");
@@ -558,7 +561,11 @@ async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
         let again = win(&second, &session, Spend::RecoveryCode(spent), t);
         assert_eq!(store.finish_challenge(&again).await.unwrap(), None);
     }
-    assert!(store.finish_challenge(&win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t)).await.unwrap().is_some());
+    assert!(store
+        .finish_challenge(&win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t))
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone()]);
 }
 
@@ -605,7 +612,11 @@ async fn redeeming_a_token_verifies_its_target_once(store: Arc<dyn Store>) {
     done(store.update_user(&user.id, UserChange::Phone(number.clone()), None, t).await.unwrap());
     let phone = token(&user, Channel::Phone, &number, t);
     store.put_token(&phone).await.unwrap();
-    assert_eq!(store.redeem_token(&user.id, Channel::Email, &phone.secret_hash, t).await.unwrap(), None, "other channel");
+    assert_eq!(
+        store.redeem_token(&user.id, Channel::Email, &phone.secret_hash, t).await.unwrap(),
+        None,
+        "other channel"
+    );
     assert!(store.redeem_token(&user.id, Channel::Phone, &phone.secret_hash, t).await.unwrap().is_some());
     let both = reload(&store, &user).await;
     assert!(both.phone_verified && both.email_verified);
@@ -661,22 +672,38 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
     let put = |a: &Authenticator| UserChange::PutAuthenticator(a.clone());
     let (first, second) = (authenticator(false, None, t), authenticator(false, None, t));
 
-    let verify = |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: a.secret_sealed.clone() };
-    assert_eq!(store.update_user(&user.id, verify(3, &first), None, t).await.unwrap(), Updated::Rejected, "none to verify");
+    let verify =
+        |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: a.secret_sealed.clone() };
+    assert_eq!(
+        store.update_user(&user.id, verify(3, &first), None, t).await.unwrap(),
+        Updated::Rejected,
+        "none to verify"
+    );
     assert_eq!(done(store.update_user(&user.id, put(&first), None, t).await.unwrap()).totp, Some(first.clone()));
     assert_eq!(done(store.update_user(&user.id, put(&second), None, t).await.unwrap()).totp, Some(second.clone()));
 
-    assert_eq!(store.update_user(&user.id, verify(7, &first), None, t).await.unwrap(), Updated::Rejected, "checked against a replaced secret");
+    assert_eq!(
+        store.update_user(&user.id, verify(7, &first), None, t).await.unwrap(),
+        Updated::Rejected,
+        "checked against a replaced secret"
+    );
     let verified = done(store.update_user(&user.id, verify(7, &second), None, t).await.unwrap());
     assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second.clone() }));
     assert_eq!(store.update_user(&user.id, verify(8, &second), None, t).await.unwrap(), Updated::Rejected);
-    assert_eq!(store.update_user(&user.id, put(&authenticator(false, None, t)), None, t).await.unwrap(), Updated::Rejected);
+    assert_eq!(
+        store.update_user(&user.id, put(&authenticator(false, None, t)), None, t).await.unwrap(),
+        Updated::Rejected
+    );
     assert_eq!(reload(&store, &user).await, verified, "refused changes change nothing");
 
     assert_eq!(done(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap()).totp, None);
     assert_eq!(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap(), Updated::Rejected);
     let fresh = authenticator(false, None, t);
-    assert_eq!(done(store.update_user(&user.id, put(&fresh), None, t).await.unwrap()).totp, Some(fresh), "a new one after removal");
+    assert_eq!(
+        done(store.update_user(&user.id, put(&fresh), None, t).await.unwrap()).totp,
+        Some(fresh),
+        "a new one after removal"
+    );
 }
 
 async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
@@ -696,15 +723,35 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
     let user = created(&store, new_user(t)).await;
     let (first, second, third) = (recovery_hashes(8), recovery_hashes(8), recovery_hashes(8));
 
-    assert_eq!(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(first.clone()), None, t).await.unwrap(), Updated::Rejected, "none to replace");
-    assert_eq!(done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(first.clone()), None, t).await.unwrap()).recovery_codes, first);
-    assert_eq!(store.update_user(&user.id, UserChange::CreateRecoveryCodes(second.clone()), None, t).await.unwrap(), Updated::Rejected, "already there");
+    assert_eq!(
+        store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(first.clone()), None, t).await.unwrap(),
+        Updated::Rejected,
+        "none to replace"
+    );
+    assert_eq!(
+        done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(first.clone()), None, t).await.unwrap())
+            .recovery_codes,
+        first
+    );
+    assert_eq!(
+        store.update_user(&user.id, UserChange::CreateRecoveryCodes(second.clone()), None, t).await.unwrap(),
+        Updated::Rejected,
+        "already there"
+    );
     assert_eq!(reload(&store, &user).await.recovery_codes, first);
-    assert_eq!(done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(second.clone()), None, t).await.unwrap()).recovery_codes, second);
+    assert_eq!(
+        done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(second.clone()), None, t).await.unwrap())
+            .recovery_codes,
+        second
+    );
 
     // Once none are left, new ones may be created.
     done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(vec![]), None, t).await.unwrap());
-    assert_eq!(done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(third.clone()), None, t).await.unwrap()).recovery_codes, third);
+    assert_eq!(
+        done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(third.clone()), None, t).await.unwrap())
+            .recovery_codes,
+        third
+    );
 }
 
 async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
@@ -756,7 +803,10 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
 
     let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&unknown)), t).await.unwrap();
     assert_eq!(refused, Updated::Rejected, "an unknown session");
-    let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire).await.unwrap();
+    let refused = store
+        .update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire)
+        .await
+        .unwrap();
     assert_eq!(refused, Updated::Rejected, "an expired session");
     let old = user.email.clone().unwrap();
     let moved = UserChange::Email(format!("{}@example.net", new_id()));

@@ -194,8 +194,7 @@ async fn of_twenty_parallel_completions_exactly_one_wins() {
     let session = login_needing_mfa(&server, &user.email).await;
     let challenge = server.challenge(&session, "email").await;
     let code = server.last_code(&user.email).await;
-    let answers =
-        futures::future::join_all((0..20).map(|_| server.complete(&session, &challenge, &code))).await;
+    let answers = futures::future::join_all((0..20).map(|_| server.complete(&session, &challenge, &code))).await;
     let wins = answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(wins, 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
     assert!(answers.iter().all(|a| a.status == 200 || [401, 429].contains(&a.status)));
@@ -217,7 +216,9 @@ async fn another_users_session_reaches_nothing_of_the_first() {
     let r = server.complete(&mallory, &challenge, &code).await;
     assert_eq!((r.status, r.kind()), (401, "user_invalid_token"));
     // ...nor can Mallory end Alice's session by id.
-    let r = server.call("POST", "/v1/account/sessions/email", None, json!({"email": alice.email, "password": support::PASSWORD})).await;
+    let r = server
+        .call("POST", "/v1/account/sessions/email", None, json!({"email": alice.email, "password": support::PASSWORD}))
+        .await;
     let alice_session_id = r.body["$id"].as_str().unwrap().to_string();
     let r = server.call("DELETE", &format!("/v1/account/sessions/{alice_session_id}"), Some(&mallory), json!({})).await;
     assert_eq!((r.status, r.kind()), (404, "user_session_not_found"));
@@ -246,7 +247,9 @@ async fn malformed_requests_get_appwrite_errors() {
     }
     let r = server.call("POST", "/v1/account", None, json!({"userId": "unique()", "password": "password123"})).await;
     assert_eq!(r.body["message"], "Param \"email\" is not optional.");
-    let r = server.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": 5, "password": "password123"})).await;
+    let r = server
+        .call("POST", "/v1/account", None, json!({"userId": "unique()", "email": 5, "password": "password123"}))
+        .await;
     assert_eq!((r.status, r.kind()), (400, "general_argument_invalid"));
     let big = json!({"userId": "unique()", "email": "a@b.co", "password": "x".repeat(100_000)});
     let r = server.call("POST", "/v1/account", None, big).await;
@@ -266,7 +269,11 @@ async fn malformed_requests_get_appwrite_errors() {
     let r = server.call("GET", "/v1/account", Some("{\"a_session_e2e\":\"%%%not-base64\"}"), json!({})).await;
     assert_eq!((r.status, r.kind()), (401, "general_unauthorized_scope"));
     let r = server
-        .send(server.raw(reqwest::Method::GET, "/v1/account").header("x-appwrite-session", "eyJpZCI6IngiLCJzZWNyZXQiOiJ5In0="))
+        .send(
+            server
+                .raw(reqwest::Method::GET, "/v1/account")
+                .header("x-appwrite-session", "eyJpZCI6IngiLCJzZWNyZXQiOiJ5In0="),
+        )
         .await;
     assert_eq!((r.status, r.kind()), (401, "general_unauthorized_scope"));
     let r = server.send(server.raw(reqwest::Method::GET, "/v1/account").header("x-appwrite-project", "other")).await;
@@ -336,7 +343,14 @@ async fn signing_out_ends_the_session_and_clears_the_fallback() {
     let server = Server::start().await;
     server.sign_up("bye@example.com").await;
     let session = server.log_in("bye@example.com").await;
-    let r = server.call("POST", "/v1/account/sessions/email", Some(&session), json!({"email": "bye@example.com", "password": support::PASSWORD})).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/account/sessions/email",
+            Some(&session),
+            json!({"email": "bye@example.com", "password": support::PASSWORD}),
+        )
+        .await;
     assert_eq!((r.status, r.kind()), (401, "user_session_already_exists"));
     let r = server.call("DELETE", "/v1/account/sessions/current", Some(&session), json!({})).await;
     assert_eq!(r.status, 204);
@@ -350,10 +364,19 @@ async fn wrong_password_and_unknown_email_look_the_same() {
     let server = Server::start().await;
     server.sign_up("known@example.com").await;
     for email in ["known@example.com", "unknown@example.com"] {
-        let r = server.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": "wrong password"})).await;
+        let r = server
+            .call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": "wrong password"}))
+            .await;
         assert_eq!((r.status, r.kind()), (401, "user_invalid_credentials"));
     }
-    let r = server.call("POST", "/v1/account", None, json!({"userId": "unique()", "email": "KNOWN@example.com", "password": "password123"})).await;
+    let r = server
+        .call(
+            "POST",
+            "/v1/account",
+            None,
+            json!({"userId": "unique()", "email": "KNOWN@example.com", "password": "password123"}),
+        )
+        .await;
     assert_eq!((r.status, r.kind()), (409, "user_already_exists"));
 }
 
@@ -408,7 +431,8 @@ async fn replacing_recovery_codes_or_removing_the_authenticator_ends_other_sessi
 /// Opens `n` connections to the server and leaves them idle in the client's pool, so that
 /// `n` requests sent next go out together instead of each waiting for a TCP handshake.
 async fn warm_connections(server: &Server, n: usize) {
-    let answers = futures::future::join_all((0..n).map(|_| server.call("GET", "/v1/nothing/here", None, json!({})))).await;
+    let answers =
+        futures::future::join_all((0..n).map(|_| server.call("GET", "/v1/nothing/here", None, json!({})))).await;
     assert!(answers.iter().all(|a| a.status == 404));
 }
 
@@ -426,8 +450,15 @@ fn held_by_the_wrong_code_cap(r: &support::Answer, race: &[support::Answer]) -> 
     if held {
         assert!(r.body["message"].as_str().unwrap_or_default().contains("wrong codes"), "{:?}", r.body);
         let checked = race.iter().filter(|a| [200, 401].contains(&a.status)).count();
-        assert!(checked > 10, "the count can only be over the cap if the winner cleared it mid-race: {:?}", statuses(race));
-        eprintln!("note: the wrong-code cap holds this user after the race; state checks skipped: {:?}", statuses(race));
+        assert!(
+            checked > 10,
+            "the count can only be over the cap if the winner cleared it mid-race: {:?}",
+            statuses(race)
+        );
+        eprintln!(
+            "note: the wrong-code cap holds this user after the race; state checks skipped: {:?}",
+            statuses(race)
+        );
     }
     held
 }
@@ -462,8 +493,10 @@ async fn of_twenty_parallel_uses_of_one_recovery_code_exactly_one_wins() {
         sessions.iter().flat_map(|s| std::iter::repeat_n((s.clone(), challenge.clone()), 5)).collect();
     assert_eq!(attempts.len(), 20);
     warm_connections(&server, 20).await;
-    let answers =
-        futures::future::join_all(attempts.iter().map(|(session, challenge)| server.complete(session, challenge, code))).await;
+    let answers = futures::future::join_all(
+        attempts.iter().map(|(session, challenge)| server.complete(session, challenge, code)),
+    )
+    .await;
     let wins: Vec<_> = answers.iter().enumerate().filter(|(_, a)| a.status == 200).map(|(i, _)| i).collect();
     assert_eq!(wins.len(), 1, "{:?}", statuses(&answers));
     assert!(
@@ -512,9 +545,10 @@ async fn of_twenty_parallel_verifications_with_one_totp_code_exactly_one_wins() 
     let secret = mfa_core::domain::totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
     let code = totp_at(&secret, 0);
     warm_connections(&server, 20).await;
-    let answers = futures::future::join_all((0..20).map(|_| {
-        server.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&session), json!({"otp": code}))
-    }))
+    let answers = futures::future::join_all(
+        (0..20)
+            .map(|_| server.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&session), json!({"otp": code}))),
+    )
     .await;
     let wins = answers.iter().filter(|a| a.status == 200).count();
     assert_eq!(wins, 1, "{:?}", statuses(&answers));
@@ -620,9 +654,10 @@ async fn fifty_concurrent_sms_challenges_send_at_most_ten_messages() {
     let user = enrolled(&server, "pumped").await;
     let session = login_needing_mfa(&server, &user.email).await;
     let before = server.outbox().await.iter().filter(|m| m["to"] == user.phone.as_str()).count();
-    let answers = futures::future::join_all((0..ATTACKERS).map(|_| {
-        server.call("POST", "/v1/account/mfa/challenges", Some(&session), json!({"factor": "phone"}))
-    }))
+    let answers = futures::future::join_all(
+        (0..ATTACKERS)
+            .map(|_| server.call("POST", "/v1/account/mfa/challenges", Some(&session), json!({"factor": "phone"}))),
+    )
     .await;
     let created = answers.iter().filter(|a| a.status == 201).count();
     // 10 SMS per number per hour, and the verification SMS of enrolment was one of them.

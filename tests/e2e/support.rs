@@ -92,14 +92,7 @@ impl Server {
             }
         });
         rx.recv_timeout(Duration::from_secs(30)).expect("mfa-local prints its endpoint");
-        Server {
-            child,
-            base: format!("http://{listen}"),
-            project,
-            outbox,
-            _data: data,
-            http: reqwest::Client::new(),
-        }
+        Server { child, base: format!("http://{listen}"), project, outbox, _data: data, http: reqwest::Client::new() }
     }
 
     /// One request; `session` is the `X-Fallback-Cookies` value the login returned.
@@ -145,8 +138,10 @@ impl Server {
 
     /// What the SES/SNS emulator received, in sending order.
     async fn emulator_messages(&self) -> Vec<Value> {
-        let endpoint = std::env::var("MFA_TEST_MOTO_ENDPOINT").expect("MFA_TEST_MOTO_ENDPOINT is set with MFA_SENDER=aws");
-        let data: Value = self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap().json().await.unwrap();
+        let endpoint =
+            std::env::var("MFA_TEST_MOTO_ENDPOINT").expect("MFA_TEST_MOTO_ENDPOINT is set with MFA_SENDER=aws");
+        let data: Value =
+            self.http.get(format!("{endpoint}/moto-api/data.json")).send().await.unwrap().json().await.unwrap();
         let emails = data["ses"]["Message"].as_array().cloned().unwrap_or_default().into_iter().map(|m| {
             json!({
                 "channel": "email",
@@ -155,9 +150,12 @@ impl Server {
                 "text": html_to_text(m["body"].as_str().unwrap_or_default()),
             })
         });
-        let sms = data["sns"]["SMS"].as_array().cloned().unwrap_or_default().into_iter().map(|m| {
-            json!({ "channel": "sms", "to": m["phone_number"], "subject": "", "text": m["message"] })
-        });
+        let sms = data["sns"]["SMS"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| json!({ "channel": "sms", "to": m["phone_number"], "subject": "", "text": m["message"] }));
         emails.chain(sms).collect()
     }
 
@@ -190,9 +188,8 @@ impl Server {
 
     /// Logs in and returns the session as the SDK keeps it (`X-Fallback-Cookies` value).
     pub async fn log_in(&self, email: &str) -> String {
-        let r = self
-            .call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD}))
-            .await;
+        let r =
+            self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(r.status, 201, "{:?}", r.body);
         assert_eq!(r.body["factors"], json!(["password"]));
         assert_eq!(r.body["secret"], "");
@@ -216,7 +213,8 @@ impl Server {
     }
 
     pub async fn verify_phone(&self, session: &str, user_id: &str, phone: &str) {
-        let r = self.call("PATCH", "/v1/account/phone", Some(session), json!({"phone": phone, "password": PASSWORD})).await;
+        let r =
+            self.call("PATCH", "/v1/account/phone", Some(session), json!({"phone": phone, "password": PASSWORD})).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         assert_eq!(r.body["phoneVerification"], false);
         let r = self.call("POST", "/v1/account/verifications/phone", Some(session), json!({})).await;

@@ -7,13 +7,11 @@ use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_pa
 use crate::domain::User;
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{UserChange, Updated};
+use crate::store::{Updated, UserChange};
 
 /// Argon2id is CPU-bound: keep it off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&plain))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    tokio::task::spawn_blocking(move || password::hash(&plain)).await.map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub(super) async fn password_matches(plain: String, stored: Option<String>) -> Result<bool, ApiError> {

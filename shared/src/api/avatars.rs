@@ -10,11 +10,12 @@ use crate::http::{Ctx, Reply};
 fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
     match ctx.opt_string(name)? {
         None => Ok(default),
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|v| range.contains(v))
-            .ok_or_else(|| ApiError::invalid(name, &format!("Value must be a valid range between {} and {}", range.start(), range.end()))),
+        Some(raw) => raw.parse::<u32>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
+            ApiError::invalid(
+                name,
+                &format!("Value must be a valid range between {} and {}", range.start(), range.end()),
+            )
+        }),
     }
 }
 
@@ -26,7 +27,10 @@ fn loose_bool(ctx: &Ctx, name: &str) -> Result<bool, ApiError> {
 pub async fn qr(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let text = ctx.string("text")?;
     if text.is_empty() || text.chars().count() > 512 {
-        return Err(ApiError::invalid("text", "Value must be a valid string and at least 1 chars and no longer than 512 chars"));
+        return Err(ApiError::invalid(
+            "text",
+            "Value must be a valid string and at least 1 chars and no longer than 512 chars",
+        ));
     }
     let size = int(ctx, "size", 400, 1..=1000)?;
     let margin = int(ctx, "margin", 1, 0..=10)?;

@@ -62,11 +62,8 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let ip = ctx.ip.clone();
     app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
     app.code_attempt(ctx, &user.id).await?;
-    let challenge = app
-        .store
-        .take_challenge_attempt(&user.id, &challenge_id, ctx.now)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
+    let challenge =
+        app.store.take_challenge_attempt(&user.id, &challenge_id, ctx.now).await?.ok_or(ApiError::InvalidToken)?;
 
     let spend = match challenge.factor {
         Factor::Email | Factor::Phone => {

@@ -7,7 +7,7 @@ use crate::domain::limits::CODE_ATTEMPTS_PER_IP;
 use crate::domain::{recovery, totp, Authenticator, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{SessionUpgrade, UserChange, Updated};
+use crate::store::{SessionUpgrade, Updated, UserChange};
 
 pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let enable = ctx.boolean("mfa")?;

@@ -37,8 +37,7 @@ pub enum Access {
     Full,
 }
 
-pub type HandlerFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
+pub type HandlerFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
 pub type Handler = for<'a> fn(&'a App, &'a mut Ctx) -> HandlerFuture<'a>;
 
 pub struct Route {
@@ -245,7 +244,11 @@ impl App {
     }
 
     /// The TOTP secret of a user's authenticator, decrypted.
-    pub fn totp_secret(&self, user: &crate::domain::User, authenticator: &crate::domain::Authenticator) -> Result<Vec<u8>, ApiError> {
+    pub fn totp_secret(
+        &self,
+        user: &crate::domain::User,
+        authenticator: &crate::domain::Authenticator,
+    ) -> Result<Vec<u8>, ApiError> {
         self.keys
             .decrypt(&authenticator.secret_sealed, &user.id)
             .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))

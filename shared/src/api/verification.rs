@@ -90,11 +90,7 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     // stranger could otherwise exhaust to keep the user from signing in.
     let ip = ctx.ip.clone();
     app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
-    let token = app
-        .store
-        .take_token_attempt(&user_id, Channel::Phone, ctx.now)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
+    let token = app.store.take_token_attempt(&user_id, Channel::Phone, ctx.now).await?.ok_or(ApiError::InvalidToken)?;
     let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
     let token = app.store.redeem_token(&user_id, Channel::Phone, &hash, ctx.now).await?;
     Ok(Reply::json(200, models::token(&token.ok_or(ApiError::InvalidToken)?)))

@@ -33,8 +33,7 @@ impl Keys {
     /// HMAC-SHA256 of a one-time or recovery code, bound to its context
     /// (user, challenge, purpose) so a hash is useless anywhere else.
     pub fn code_hash(&self, context: &str, code: &str) -> String {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.code_mac)
-            .expect("HMAC accepts any key length");
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.code_mac).expect("HMAC accepts any key length");
         mac.update(context.as_bytes());
         mac.update(&[0]);
         mac.update(code.as_bytes());
@@ -146,9 +145,6 @@ mod tests {
 
     #[test]
     fn sha256_matches_known_vector() {
-        assert_eq!(
-            sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

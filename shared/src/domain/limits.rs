@@ -14,19 +14,15 @@ pub const ACCOUNT_CREATE_PER_IP: Limit = Limit { scope: "account-create-ip", max
 /// Appwrite: 10 logins an hour per email; ours resets on success.
 pub const LOGIN_PER_EMAIL: Limit = Limit { scope: "login-email", max: 10, window: HOUR };
 pub const LOGIN_PER_IP: Limit = Limit { scope: "login-ip", max: 60, window: 10 * MINUTE };
-pub const EMAIL_VERIFICATION_PER_USER: Limit =
-    Limit { scope: "verify-email-user", max: 10, window: HOUR };
-pub const PHONE_VERIFICATION_PER_USER: Limit =
-    Limit { scope: "verify-phone-user", max: 10, window: HOUR };
-pub const PHONE_VERIFICATION_PER_IP: Limit =
-    Limit { scope: "verify-phone-ip", max: 10, window: HOUR };
+pub const EMAIL_VERIFICATION_PER_USER: Limit = Limit { scope: "verify-email-user", max: 10, window: HOUR };
+pub const PHONE_VERIFICATION_PER_USER: Limit = Limit { scope: "verify-phone-user", max: 10, window: HOUR };
+pub const PHONE_VERIFICATION_PER_IP: Limit = Limit { scope: "verify-phone-ip", max: 10, window: HOUR };
 pub const CHALLENGE_PER_USER: Limit = Limit { scope: "challenge-user", max: 10, window: HOUR };
 /// SMS to one number, whoever asks: keeps SMS pumping to a number bounded.
 pub const SMS_PER_PHONE: Limit = Limit { scope: "sms-phone", max: 10, window: HOUR };
 /// Consecutive wrong codes per user across all challenges, tokens and TOTP checks;
 /// a success clears it. NIST SP 800-63B allows at most 100.
-pub const CODE_FAILURES_PER_USER: Limit =
-    Limit { scope: "code-failures-user", max: 10, window: HOUR };
+pub const CODE_FAILURES_PER_USER: Limit = Limit { scope: "code-failures-user", max: 10, window: HOUR };
 /// Code checks from one address, whoever the user: bounds guessing spread over many users.
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
 

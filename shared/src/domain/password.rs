@@ -12,12 +12,8 @@ fn argon2() -> Argon2<'static> {
 }
 
 pub fn hash(password: &str) -> String {
-    let salt = SaltString::encode_b64(&super::crypto::random_bytes::<16>())
-        .expect("16 bytes is a valid salt length");
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("hashing with valid parameters cannot fail")
-        .to_string()
+    let salt = SaltString::encode_b64(&super::crypto::random_bytes::<16>()).expect("16 bytes is a valid salt length");
+    argon2().hash_password(password.as_bytes(), &salt).expect("hashing with valid parameters cannot fail").to_string()
 }
 
 pub fn verify(password: &str, stored: &str) -> bool {

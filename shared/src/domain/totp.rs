@@ -62,18 +62,11 @@ pub fn accept(secret: &[u8], otp: &str, now: Millis, last_step: Option<u64>) -> 
 /// `otpauth://totp/<issuer:account>?issuer=<issuer>&secret=<BASE32>`, as Appwrite builds it.
 pub fn uri(issuer: &str, account: &str, secret: &[u8]) -> String {
     let label = format!("{issuer}:{account}");
-    format!(
-        "otpauth://totp/{}?issuer={}&secret={}",
-        urlencode(&label),
-        urlencode(issuer),
-        base32(secret)
-    )
+    format!("otpauth://totp/{}?issuer={}&secret={}", urlencode(&label), urlencode(issuer), base32(secret))
 }
 
 fn urlencode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
 #[cfg(test)]
@@ -85,10 +78,8 @@ mod tests {
     #[test]
     fn rfc4226_hotp_vectors() {
         // HOTP(counter) = TOTP with a one-second step at time = counter.
-        let expected = [
-            "755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583",
-            "399871", "520489",
-        ];
+        let expected =
+            ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"];
         let hotp = totp(RFC_SECRET, 6, 1).unwrap();
         for (counter, code) in expected.iter().enumerate() {
             assert_eq!(hotp.generate(counter as u64).to_string(), *code, "counter {counter}");
@@ -163,9 +154,6 @@ mod tests {
     #[test]
     fn uri_matches_appwrite_format() {
         let uri = uri("My App", "a@b.co", RFC_SECRET);
-        assert_eq!(
-            uri,
-            "otpauth://totp/My%20App%3Aa%40b.co?issuer=My%20App&secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
-        );
+        assert_eq!(uri, "otpauth://totp/My%20App%3Aa%40b.co?issuer=My%20App&secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ");
     }
 }

@@ -117,12 +117,7 @@ mod tests {
     #[test]
     fn an_unverified_authenticator_is_not_a_factor() {
         let mut user = sample_user("u");
-        user.totp = Some(Authenticator {
-            secret_sealed: "s".into(),
-            verified: false,
-            last_step: None,
-            created_at: 1,
-        });
+        user.totp = Some(Authenticator { secret_sealed: "s".into(), verified: false, last_step: None, created_at: 1 });
         assert!(!user.factors().totp);
         user.totp.as_mut().unwrap().verified = true;
         assert_eq!(user.verified_factors(), vec![Factor::Totp]);

@@ -46,9 +46,7 @@ pub fn parse_email(raw: &str) -> Result<String, Rule> {
 pub fn parse_phone(raw: &str) -> Result<String, Rule> {
     const RULE: Rule = "Phone number must start with a '+' can have a maximum of fifteen digits.";
     let digits = raw.strip_prefix('+').ok_or(RULE)?;
-    let ok = (7..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
+    let ok = (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
     if ok {
         Ok(raw.to_string())
     } else {

@@ -26,17 +26,15 @@ impl Credentials {
         if value.is_empty() || value.len() > 1024 {
             return None;
         }
-        let engines = [
-            base64::engine::general_purpose::STANDARD,
-            base64::engine::general_purpose::URL_SAFE,
-        ];
-        let raw = engines.iter().find_map(|e| e.decode(value).ok())
+        let engines = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE];
+        let raw = engines
+            .iter()
+            .find_map(|e| e.decode(value).ok())
             .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value.trim_end_matches('=')).ok())?;
         let json: Value = serde_json::from_slice(&raw).ok()?;
         let user_id = crate::domain::values::parse_id(json.get("id")?.as_str()?)?;
         let secret = json.get("secret")?.as_str()?;
-        (!secret.is_empty() && secret.len() <= 256)
-            .then(|| Credentials { user_id, secret: secret.to_string() })
+        (!secret.is_empty() && secret.len() <= 256).then(|| Credentials { user_id, secret: secret.to_string() })
     }
 
     pub fn encode(&self) -> String {
@@ -133,9 +131,7 @@ pub fn parse_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default()
+    query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 /// Session credentials in Appwrite's order: cookie, `X-Appwrite-Session`, `X-Fallback-Cookies`.
@@ -150,12 +146,10 @@ pub fn credentials(headers: &HeaderMap, cookie_name: &str) -> Option<Credentials
         .filter(|(name, _)| *name == cookie_name || *name == legacy)
         .find_map(|(_, value)| Credentials::decode(&percent_decode(value)));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    from_cookies
-        .or_else(|| header("x-appwrite-session").and_then(Credentials::decode))
-        .or_else(|| {
-            let map: Map<String, Value> = serde_json::from_str(header("x-fallback-cookies")?).ok()?;
-            Credentials::decode(map.get(cookie_name).or_else(|| map.get(&legacy))?.as_str()?)
-        })
+    from_cookies.or_else(|| header("x-appwrite-session").and_then(Credentials::decode)).or_else(|| {
+        let map: Map<String, Value> = serde_json::from_str(header("x-fallback-cookies")?).ok()?;
+        Credentials::decode(map.get(cookie_name).or_else(|| map.get(&legacy))?.as_str()?)
+    })
 }
 
 fn percent_decode(value: &str) -> String {

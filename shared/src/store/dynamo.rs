@@ -36,16 +36,13 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, DeleteRequest,
-    KeySchemaElement, KeyType, Put, ReturnConsumedCapacity, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, DeleteRequest, KeySchemaElement,
+    KeyType, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
     TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{
-    ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, UserChange, Updated,
-};
+use super::{ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, Updated, UserChange};
 use crate::clock::Millis;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::session::merge_factors;
@@ -59,8 +56,7 @@ const TTL_ATTRIBUTE: &str = "expiresAt";
 
 /// Every factor, in the canonical order that breaks ties between factors proven in the
 /// same millisecond.
-const FACTORS: [Factor; 5] =
-    [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
+const FACTORS: [Factor; 5] = [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
 
 /// Tries of a write that met another transaction on one of its items: DynamoDB cancels
 /// such a write rather than queueing it, and the next try sees the other one's outcome.
@@ -202,11 +198,8 @@ async fn enable_ttl(client: &Client, table_name: &str) -> StoreResult<()> {
     if on {
         return Ok(());
     }
-    let spec = TimeToLiveSpecification::builder()
-        .enabled(true)
-        .attribute_name(TTL_ATTRIBUTE)
-        .build()
-        .map_err(unavailable)?;
+    let spec =
+        TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL_ATTRIBUTE).build().map_err(unavailable)?;
     client
         .update_time_to_live()
         .table_name(table_name)
@@ -991,7 +984,8 @@ impl DynamoStore {
                     .return_consumed_capacity(ReturnConsumedCapacity::Total)
                     .send()
                     .await;
-                self.metrics.record(Capacity::Write, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
+                self.metrics
+                    .record(Capacity::Write, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
                 let out = out.map_err(unavailable)?;
                 requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
                 if requests.is_empty() {
@@ -1103,10 +1097,7 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
     let mut add = Vec::new();
     merge_factors(&mut add, &up.add);
     let mut e = Expr::default();
-    e.when("attribute_exists(#pk)")
-        .when("#expire > :now")
-        .set("#updatedAt = :now")
-        .bind(":now", n(now));
+    e.when("attribute_exists(#pk)").when("#expire > :now").set("#updatedAt = :now").bind(":now", n(now));
     for (place, factor) in add.iter().enumerate() {
         let (k, v) = (format!("#factor{place}"), format!(":rank{place}"));
         e.set(format!("#factors.{k} = if_not_exists(#factors.{k}, {v})"))
@@ -1238,9 +1229,7 @@ fn spend_expr(spend: &Spend, now: Millis) -> Expr {
                 .bind(":step", n(step));
         }
         Spend::RecoveryCode(hash) => {
-            e.key("#code", hash)
-                .when("attribute_exists(#recoveryCodes.#code)")
-                .remove("#recoveryCodes.#code");
+            e.key("#code", hash).when("attribute_exists(#recoveryCodes.#code)").remove("#recoveryCodes.#code");
         }
     }
     e
@@ -1324,7 +1313,12 @@ impl Store for DynamoStore {
         unconditional(self.put(challenge_item(challenge), &Expr::default()).await)
     }
 
-    async fn take_challenge_attempt(&self, user_id: &str, challenge_id: &str, now: Millis) -> StoreResult<Option<Challenge>> {
+    async fn take_challenge_attempt(
+        &self,
+        user_id: &str,
+        challenge_id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<Challenge>> {
         let Some(sk) = self.challenge_sk(user_id, challenge_id).await? else { return Ok(None) };
         let mut e = Expr::default();
         // The id check also refuses a challenge replaced since the lookup.
@@ -1342,10 +1336,7 @@ impl Store for DynamoStore {
 
     async fn finish_challenge(&self, win: &ChallengeWin) -> StoreResult<Option<Session>> {
         let mut challenge = Expr::default();
-        challenge
-            .when("#id = :id AND #expire > :now")
-            .bind(":id", s(&win.challenge_id))
-            .bind(":now", n(win.now));
+        challenge.when("#id = :id AND #expire > :now").bind(":id", s(&win.challenge_id)).bind(":now", n(win.now));
         let upgrade = SessionUpgrade {
             secret_hash: win.session_hash.clone(),
             add: vec![win.factor],
@@ -1369,7 +1360,12 @@ impl Store for DynamoStore {
         unconditional(self.put(token_item(token), &Expr::default()).await)
     }
 
-    async fn take_token_attempt(&self, user_id: &str, channel: Channel, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn take_token_attempt(
+        &self,
+        user_id: &str,
+        channel: Channel,
+        now: Millis,
+    ) -> StoreResult<Option<VerificationToken>> {
         let mut e = Expr::default();
         e.when("#attemptsLeft > :zero AND #expire > :now")
             .set("#attemptsLeft = #attemptsLeft - :one")
@@ -1382,7 +1378,13 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn redeem_token(&self, user_id: &str, channel: Channel, secret_hash: &str, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn redeem_token(
+        &self,
+        user_id: &str,
+        channel: Channel,
+        secret_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<VerificationToken>> {
         // The token is read first for its target (the user's condition needs it) and to
         // return it; the transaction's conditions make the redemption single-use.
         let Some(item) = self.get(token_key(user_id, channel)).await? else { return Ok(None) };

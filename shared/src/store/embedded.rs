@@ -10,9 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, UserChange, Updated,
-};
+use super::{ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, Updated, UserChange};
 use crate::clock::Millis;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::session::merge_factors;
@@ -69,12 +67,13 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 type Items<'t> = Table<'t, &'static str, &'static [u8]>;
 
-fn get<T: DeserializeOwned>(table: &impl ReadableTable<&'static str, &'static [u8]>, k: &str) -> StoreResult<Option<T>> {
+fn get<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    k: &str,
+) -> StoreResult<Option<T>> {
     match table.get(k).map_err(unavailable)? {
         None => Ok(None),
-        Some(v) => serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{k}: {e}"))),
+        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{k}: {e}"))),
     }
 }
 
@@ -90,7 +89,10 @@ fn remove(table: &mut Items<'_>, k: &str) -> StoreResult<()> {
 }
 
 /// All (key, value) pairs under a key prefix.
-fn scan<T: DeserializeOwned>(table: &impl ReadableTable<&'static str, &'static [u8]>, prefix: &str) -> StoreResult<Vec<(String, T)>> {
+fn scan<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> StoreResult<Vec<(String, T)>> {
     let mut out = Vec::new();
     for entry in table.range(prefix..).map_err(unavailable)? {
         let (k, v) = entry.map_err(unavailable)?;
@@ -104,7 +106,12 @@ fn scan<T: DeserializeOwned>(table: &impl ReadableTable<&'static str, &'static [
     Ok(out)
 }
 
-fn upgrade_session(table: &mut Items<'_>, user_id: &str, up: &SessionUpgrade, now: Millis) -> StoreResult<Option<Session>> {
+fn upgrade_session(
+    table: &mut Items<'_>,
+    user_id: &str,
+    up: &SessionUpgrade,
+    now: Millis,
+) -> StoreResult<Option<Session>> {
     let k = session_key(user_id, &up.secret_hash);
     let Some(mut session) = get::<Session>(table, &k)? else { return Ok(None) };
     if !session.is_live(now) {
@@ -154,7 +161,10 @@ impl EmbeddedStore {
         Ok(result)
     }
 
-    fn read<R>(&self, f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> StoreResult<R>) -> StoreResult<R> {
+    fn read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> StoreResult<R>,
+    ) -> StoreResult<R> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         match txn.open_table(ITEMS) {
             Ok(table) => f(&table),
@@ -266,8 +276,13 @@ impl Store for EmbeddedStore {
                     return Ok(false);
                 }
                 // Both addresses are unique across users, whichever way they were set.
-                let claims: Vec<String> =
-                    user.email.as_deref().map(email_key).into_iter().chain(user.phone.as_deref().map(phone_key)).collect();
+                let claims: Vec<String> = user
+                    .email
+                    .as_deref()
+                    .map(email_key)
+                    .into_iter()
+                    .chain(user.phone.as_deref().map(phone_key))
+                    .collect();
                 for claim in &claims {
                     if get::<Index>(t, claim)?.is_some() {
                         return Ok(false);
@@ -344,8 +359,7 @@ impl Store for EmbeddedStore {
 
     async fn create_session(&self, session: &Session) -> StoreResult<()> {
         let session = session.clone();
-        self.run(move |s| s.write(|t| put(t, &session_key(&session.user_id, &session.secret_hash), &session)))
-            .await
+        self.run(move |s| s.write(|t| put(t, &session_key(&session.user_id, &session.secret_hash), &session))).await
     }
 
     async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
@@ -388,7 +402,12 @@ impl Store for EmbeddedStore {
         self.run(move |s| s.write(|t| put(t, &k, &c))).await
     }
 
-    async fn take_challenge_attempt(&self, user_id: &str, challenge_id: &str, now: Millis) -> StoreResult<Option<Challenge>> {
+    async fn take_challenge_attempt(
+        &self,
+        user_id: &str,
+        challenge_id: &str,
+        now: Millis,
+    ) -> StoreResult<Option<Challenge>> {
         let (prefix, id) = (challenge_prefix(user_id), challenge_id.to_string());
         self.run(move |s| {
             s.write(|t| {
@@ -459,7 +478,12 @@ impl Store for EmbeddedStore {
         self.run(move |s| s.write(|t| put(t, &token_key(&token.user_id, token.channel), &token))).await
     }
 
-    async fn take_token_attempt(&self, user_id: &str, channel: Channel, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn take_token_attempt(
+        &self,
+        user_id: &str,
+        channel: Channel,
+        now: Millis,
+    ) -> StoreResult<Option<VerificationToken>> {
         let k = token_key(user_id, channel);
         self.run(move |s| {
             s.write(|t| match get::<VerificationToken>(t, &k)? {
@@ -474,7 +498,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn redeem_token(&self, user_id: &str, channel: Channel, secret_hash: &str, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn redeem_token(
+        &self,
+        user_id: &str,
+        channel: Channel,
+        secret_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<VerificationToken>> {
         let (tk, uk, secret_hash) = (token_key(user_id, channel), user_key(user_id), secret_hash.to_string());
         self.run(move |s| {
             let txn = s.db.begin_write().map_err(unavailable)?;
@@ -486,7 +516,10 @@ impl Store for EmbeddedStore {
                     Channel::Email => user.email.as_deref(),
                     Channel::Phone => user.phone.as_deref(),
                 };
-                if !constant_time_eq(&token.secret_hash, &secret_hash) || token.expire <= now || target != Some(token.target.as_str()) {
+                if !constant_time_eq(&token.secret_hash, &secret_hash)
+                    || token.expire <= now
+                    || target != Some(token.target.as_str())
+                {
                     return Ok(None);
                 }
                 remove(&mut t, &tk)?;

@@ -33,7 +33,10 @@ pub enum UserChange {
     PutAuthenticator(Authenticator),
     /// Marks the authenticator verified at `step`; applies only while it is unverified and
     /// is still the one whose secret is `secret_sealed` (the one the code was checked with).
-    VerifyAuthenticator { step: u64, secret_sealed: String },
+    VerifyAuthenticator {
+        step: u64,
+        secret_sealed: String,
+    },
     /// Applies only while the user has an authenticator.
     RemoveAuthenticator,
     /// Applies only while the user has no recovery codes.
@@ -103,8 +106,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_session(&self, session: &Session) -> StoreResult<()>;
     /// The live session of `user_id` whose secret hashes to `secret_hash`.
-    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis)
-        -> StoreResult<Option<Session>>;
+    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>>;
     /// Deletes one of the user's sessions by id; `false` if there was none.
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool>;
     /// Deletes all of the user's sessions but `keep` (a session id).
