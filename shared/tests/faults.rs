@@ -85,3 +85,254 @@ async fn with_dynamodb_unreachable_every_step_answers_a_clear_503() {
     }
     assert!(sender.0.lock().unwrap().is_empty(), "nothing is sent when nothing can be stored");
 }
+
+// ---- a store failing at every step of a handler ------------------------------------------
+
+use mfa_core::clock::Millis;
+use mfa_core::domain::{Challenge, Channel, Session, User, VerificationToken};
+use mfa_core::store::embedded::EmbeddedStore;
+use mfa_core::store::{ChallengeWin, SessionUpgrade, Store, StoreError, StoreResult, Updated, UserChange};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Passes calls to the real store, but fails the `fail_at`-th call (counted from `arm`) as
+/// an unreachable store would: the operation does not happen.
+struct Flaky {
+    inner: Arc<EmbeddedStore>,
+    calls: AtomicUsize,
+    fail_at: AtomicUsize,
+}
+
+impl Flaky {
+    fn arm(&self, fail_at: usize) {
+        self.calls.store(0, Ordering::SeqCst);
+        self.fail_at.store(fail_at, Ordering::SeqCst);
+    }
+    fn disarm(&self) {
+        self.fail_at.store(usize::MAX, Ordering::SeqCst);
+    }
+    fn gate(&self) -> StoreResult<()> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n == self.fail_at.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected fault".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Flaky {
+    async fn create_user(&self, u: &User) -> StoreResult<bool> {
+        self.gate()?;
+        self.inner.create_user(u).await
+    }
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        self.gate()?;
+        self.inner.user(id).await
+    }
+    async fn user_by_email(&self, e: &str) -> StoreResult<Option<User>> {
+        self.gate()?;
+        self.inner.user_by_email(e).await
+    }
+    async fn update_user(
+        &self,
+        id: &str,
+        c: UserChange,
+        u: Option<SessionUpgrade>,
+        now: Millis,
+    ) -> StoreResult<Updated> {
+        self.gate()?;
+        self.inner.update_user(id, c, u, now).await
+    }
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.create_session(s).await
+    }
+    async fn session(&self, u: &str, h: &str, now: Millis) -> StoreResult<Option<Session>> {
+        self.gate()?;
+        self.inner.session(u, h, now).await
+    }
+    async fn delete_session(&self, u: &str, id: &str) -> StoreResult<bool> {
+        self.gate()?;
+        self.inner.delete_session(u, id).await
+    }
+    async fn delete_sessions(&self, u: &str, keep: Option<&str>) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.delete_sessions(u, keep).await
+    }
+    async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.put_challenge(c).await
+    }
+    async fn take_challenge_attempt(&self, u: &str, id: &str, now: Millis) -> StoreResult<Option<Challenge>> {
+        self.gate()?;
+        self.inner.take_challenge_attempt(u, id, now).await
+    }
+    async fn finish_challenge(&self, w: &ChallengeWin) -> StoreResult<Option<Session>> {
+        self.gate()?;
+        self.inner.finish_challenge(w).await
+    }
+    async fn put_token(&self, t: &VerificationToken) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.put_token(t).await
+    }
+    async fn take_token_attempt(&self, u: &str, c: Channel, now: Millis) -> StoreResult<Option<VerificationToken>> {
+        self.gate()?;
+        self.inner.take_token_attempt(u, c, now).await
+    }
+    async fn redeem_token(&self, u: &str, c: Channel, h: &str, now: Millis) -> StoreResult<Option<VerificationToken>> {
+        self.gate()?;
+        self.inner.redeem_token(u, c, h, now).await
+    }
+    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32> {
+        self.gate()?;
+        self.inner.hit(counter, expire).await
+    }
+    async fn clear(&self, counter: &str) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.clear(counter).await
+    }
+}
+
+struct FlakyWorld {
+    app: App,
+    store: Arc<Flaky>,
+    sender: Arc<Recorder>,
+    _dir: tempfile::TempDir,
+}
+
+impl FlakyWorld {
+    fn new() -> FlakyWorld {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000_000;
+        let inner = Arc::new(EmbeddedStore::open(&dir.path().join("db"), now).unwrap());
+        let store = Arc::new(Flaky { inner, calls: AtomicUsize::new(0), fail_at: AtomicUsize::new(usize::MAX) });
+        let sender = Arc::new(Recorder::default());
+        let app = App::new(
+            Config::for_project("p", b"a test server key of sufficient length"),
+            store.clone(),
+            sender.clone(),
+            Arc::new(ManualClock::at(now)),
+        );
+        FlakyWorld { app, store, sender, _dir: dir }
+    }
+
+    async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> (u16, Value, Option<String>) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(s) = session {
+            req = req.header("x-fallback-cookies", s);
+        }
+        let res = self.app.handle(req.body(Body::Text(body.to_string())).unwrap(), None).await;
+        let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
+        let status = res.status().as_u16();
+        (status, serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null), fallback)
+    }
+
+    /// A user with a verified email, recovery codes and MFA on, and a fresh login short of
+    /// its second factor.
+    async fn partial_session(&self) -> String {
+        let pw = "a long password";
+        self.call("POST", "/v1/account", None, json!({"userId": "u1", "email": "f@example.com", "password": pw})).await;
+        let login = json!({"email": "f@example.com", "password": pw});
+        let (_, _, s) = self.call("POST", "/v1/account/sessions/email", None, login.clone()).await;
+        let s = s.unwrap();
+        self.call("POST", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+        self.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://a.example/v"})).await;
+        let text = self.sender.0.lock().unwrap().last().unwrap().text.clone();
+        let secret = text.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
+        let (st, _, _) =
+            self.call("PUT", "/v1/account/verifications/email", None, json!({"userId": "u1", "secret": secret})).await;
+        assert_eq!(st, 200);
+        self.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": true})).await;
+        let (_, _, partial) = self.call("POST", "/v1/account/sessions/email", None, login).await;
+        partial.unwrap()
+    }
+
+    fn last_code(&self) -> String {
+        let text = self.sender.0.lock().unwrap().last().unwrap().text.clone();
+        text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_string()
+    }
+}
+
+/// Fails each store call of a step in turn; the step answers 503 or succeeds, never more.
+async fn each_failure_point(step: &str, mut run: impl AsyncFnMut(&FlakyWorld, usize) -> bool) {
+    for fail_at in 0..20 {
+        let world = FlakyWorld::new();
+        if !run(&world, fail_at).await {
+            return;
+        }
+    }
+    panic!("{step}: more than 20 store calls?");
+}
+
+#[tokio::test]
+async fn a_store_failure_while_sending_a_challenge_leaves_no_challenge_without_its_message() {
+    each_failure_point("create challenge", async |w, fail_at| {
+        let s = w.partial_session().await;
+        let sent_before = w.sender.0.lock().unwrap().len();
+        w.store.arm(fail_at);
+        let (status, body, _) =
+            w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
+        w.store.disarm();
+        let sent = w.sender.0.lock().unwrap().len() - sent_before;
+        let stored = w.store.inner.dump().unwrap().iter().any(|(k, _)| k.contains("CHALLENGE#"));
+        assert!(!stored || sent == 1, "a stored challenge always had its message sent");
+        if status == 201 {
+            return false;
+        }
+        assert_eq!((status, body["type"].as_str().unwrap()), (503, "general_server_error"));
+        true
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_failure_while_completing_a_challenge_never_upgrades_the_session() {
+    each_failure_point("complete challenge", async |w, fail_at| {
+        let s = w.partial_session().await;
+        let (_, body, _) = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
+        let id = body["$id"].as_str().unwrap().to_string();
+        let code = w.last_code();
+        w.store.arm(fail_at);
+        let (status, body, _) =
+            w.call("PUT", "/v1/account/mfa/challenges", Some(&s), json!({"challengeId": id, "otp": code})).await;
+        w.store.disarm();
+        let (account, _, _) = w.call("GET", "/v1/account", Some(&s), json!({})).await;
+        if status == 200 {
+            assert_eq!(account, 200);
+            return false;
+        }
+        assert_eq!((status, body["type"].as_str().unwrap()), (503, "general_server_error"));
+        assert_eq!(account, 401, "no session upgraded without a completed challenge (fault at call {fail_at})");
+        true
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_failure_while_replacing_recovery_codes_replaces_all_or_none() {
+    each_failure_point("replace recovery codes", async |w, fail_at| {
+        let s = w.partial_session().await;
+        let (_, body, _) = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
+        let id = body["$id"].as_str().unwrap().to_string();
+        let code = w.last_code();
+        let (st, _, _) =
+            w.call("PUT", "/v1/account/mfa/challenges", Some(&s), json!({"challengeId": id, "otp": code})).await;
+        assert_eq!(st, 200);
+        let before = w.store.inner.user("u1").await.unwrap().unwrap().recovery_codes;
+        w.store.arm(fail_at);
+        let (status, body, _) = w.call("PATCH", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+        w.store.disarm();
+        let after = w.store.inner.user("u1").await.unwrap().unwrap().recovery_codes;
+        assert_eq!(after.len(), before.len());
+        let kept = after.iter().filter(|h| before.contains(h)).count();
+        assert!(kept == 0 || kept == before.len(), "all replaced or none ({kept} kept)");
+        if status == 200 {
+            assert_eq!(kept, 0);
+            return false;
+        }
+        assert_eq!((status, body["type"].as_str().unwrap()), (503, "general_server_error"));
+        assert_eq!(kept, before.len());
+        true
+    })
+    .await;
+}
