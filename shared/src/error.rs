@@ -72,7 +72,7 @@ pub enum ApiError {
     RecoveryCodesNotReadable,
     #[error("The requested authentication method is not supported.")]
     AuthMethodUnsupported,
-    #[error("The service could not reach its data store. Nothing was changed; please try again.")]
+    #[error("The service could not reach its data store; please try again.")]
     StoreUnavailable(#[source] StoreError),
     #[error("The message could not be sent. No code was issued; please try again.")]
     DeliveryFailed(String),

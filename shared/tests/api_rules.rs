@@ -9,9 +9,10 @@ use lambda_http::Body;
 use mfa_core::clock::{ManualClock, Millis, MINUTE};
 use mfa_core::config::Config;
 use mfa_core::delivery::{DeliveryError, Message, Sender};
-use mfa_core::domain::totp;
+use mfa_core::domain::limits::Count;
+use mfa_core::domain::{totp, Challenge, Channel, Session, User, VerificationToken};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::Store;
+use mfa_core::store::{ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreResult, Updated, UserChange};
 use mfa_core::App;
 use serde_json::{json, Value};
 
@@ -194,82 +195,59 @@ struct DownStore;
 
 #[async_trait]
 impl Store for DownStore {
-    async fn create_user(&self, _: &mfa_core::domain::User) -> mfa_core::store::StoreResult<bool> {
+    async fn load(&self, _: &Lookup, _: Millis) -> StoreResult<Found> {
         Err(down())
     }
-    async fn user(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> {
-        Err(down())
-    }
-    async fn user_by_email(&self, _: &str) -> mfa_core::store::StoreResult<Option<mfa_core::domain::User>> {
+    async fn create_user(&self, _: &User) -> StoreResult<bool> {
         Err(down())
     }
     async fn update_user(
         &self,
-        _: &str,
-        _: mfa_core::store::UserChange,
-        _: Option<mfa_core::store::SessionUpgrade>,
+        _: &User,
+        _: UserChange,
+        _: Option<SessionUpgrade>,
         _: Millis,
-    ) -> mfa_core::store::StoreResult<mfa_core::store::Updated> {
+        _: &[Count],
+    ) -> StoreResult<Updated> {
         Err(down())
     }
-    async fn create_session(&self, _: &mfa_core::domain::Session) -> mfa_core::store::StoreResult<()> {
+    async fn create_session(&self, _: &Session, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn session(
-        &self,
-        _: &str,
-        _: &str,
-        _: Millis,
-    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> {
+    async fn delete_session(&self, _: &str, _: &str) -> StoreResult<bool> {
         Err(down())
     }
-    async fn delete_session(&self, _: &str, _: &str) -> mfa_core::store::StoreResult<bool> {
+    async fn end_session(&self, _: &Session) -> StoreResult<()> {
         Err(down())
     }
-    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> mfa_core::store::StoreResult<()> {
+    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> StoreResult<()> {
         Err(down())
     }
-    async fn put_challenge(&self, _: &mfa_core::domain::Challenge) -> mfa_core::store::StoreResult<()> {
+    async fn put_challenge(&self, _: &Challenge, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn take_challenge_attempt(
-        &self,
-        _: &str,
-        _: &str,
-        _: Millis,
-    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Challenge>> {
+    async fn withdraw_challenge(&self, _: &Challenge) -> StoreResult<()> {
         Err(down())
     }
-    async fn finish_challenge(
-        &self,
-        _: &mfa_core::store::ChallengeWin,
-    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::Session>> {
+    async fn miss_challenge(&self, _: &str, _: &str, _: Millis, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn put_token(&self, _: &mfa_core::domain::VerificationToken) -> mfa_core::store::StoreResult<()> {
+    async fn finish_challenge(&self, _: &ChallengeWin, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn take_token_attempt(
-        &self,
-        _: &str,
-        _: mfa_core::domain::Channel,
-        _: Millis,
-    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> {
+    async fn put_token(&self, _: &VerificationToken, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn redeem_token(
-        &self,
-        _: &str,
-        _: mfa_core::domain::Channel,
-        _: &str,
-        _: Millis,
-    ) -> mfa_core::store::StoreResult<Option<mfa_core::domain::VerificationToken>> {
+    async fn withdraw_token(&self, _: &VerificationToken) -> StoreResult<()> {
         Err(down())
     }
-    async fn hit(&self, _: &str, _: Millis) -> mfa_core::store::StoreResult<u32> {
+    async fn miss_token(&self, _: &str, _: Channel, _: &str, _: Millis, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn clear(&self, _: &str) -> mfa_core::store::StoreResult<()> {
+    async fn redeem_token(&self, _: &VerificationToken, _: Millis, _: &[Count]) -> StoreResult<Decided> {
+        Err(down())
+    }
+    async fn count(&self, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }
 }

@@ -89,9 +89,12 @@ async fn with_dynamodb_unreachable_every_step_answers_a_clear_503() {
 // ---- a store failing at every step of a handler ------------------------------------------
 
 use mfa_core::clock::Millis;
+use mfa_core::domain::limits::Count;
 use mfa_core::domain::{Challenge, Channel, Session, User, VerificationToken};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{ChallengeWin, SessionUpgrade, Store, StoreError, StoreResult, Updated, UserChange};
+use mfa_core::store::{
+    ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreError, StoreResult, Updated, UserChange,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Passes calls to the real store, but fails the `fail_at`-th call (counted from `arm`) as
@@ -121,75 +124,76 @@ impl Flaky {
 
 #[async_trait]
 impl Store for Flaky {
+    async fn load(&self, l: &Lookup, now: Millis) -> StoreResult<Found> {
+        self.gate()?;
+        self.inner.load(l, now).await
+    }
     async fn create_user(&self, u: &User) -> StoreResult<bool> {
         self.gate()?;
         self.inner.create_user(u).await
     }
-    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        self.gate()?;
-        self.inner.user(id).await
-    }
-    async fn user_by_email(&self, e: &str) -> StoreResult<Option<User>> {
-        self.gate()?;
-        self.inner.user_by_email(e).await
-    }
     async fn update_user(
         &self,
-        id: &str,
+        user: &User,
         c: UserChange,
         u: Option<SessionUpgrade>,
         now: Millis,
+        counts: &[Count],
     ) -> StoreResult<Updated> {
         self.gate()?;
-        self.inner.update_user(id, c, u, now).await
+        self.inner.update_user(user, c, u, now, counts).await
     }
-    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+    async fn create_session(&self, s: &Session, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.create_session(s).await
-    }
-    async fn session(&self, u: &str, h: &str, now: Millis) -> StoreResult<Option<Session>> {
-        self.gate()?;
-        self.inner.session(u, h, now).await
+        self.inner.create_session(s, counts).await
     }
     async fn delete_session(&self, u: &str, id: &str) -> StoreResult<bool> {
         self.gate()?;
         self.inner.delete_session(u, id).await
     }
+    async fn end_session(&self, s: &Session) -> StoreResult<()> {
+        self.gate()?;
+        self.inner.end_session(s).await
+    }
     async fn delete_sessions(&self, u: &str, keep: Option<&str>) -> StoreResult<()> {
         self.gate()?;
         self.inner.delete_sessions(u, keep).await
     }
-    async fn put_challenge(&self, c: &Challenge) -> StoreResult<()> {
+    async fn put_challenge(&self, c: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.put_challenge(c).await
+        self.inner.put_challenge(c, counts).await
     }
-    async fn take_challenge_attempt(&self, u: &str, id: &str, now: Millis) -> StoreResult<Option<Challenge>> {
+    async fn withdraw_challenge(&self, c: &Challenge) -> StoreResult<()> {
         self.gate()?;
-        self.inner.take_challenge_attempt(u, id, now).await
+        self.inner.withdraw_challenge(c).await
     }
-    async fn finish_challenge(&self, w: &ChallengeWin) -> StoreResult<Option<Session>> {
+    async fn miss_challenge(&self, u: &str, id: &str, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.finish_challenge(w).await
+        self.inner.miss_challenge(u, id, now, counts).await
     }
-    async fn put_token(&self, t: &VerificationToken) -> StoreResult<()> {
+    async fn finish_challenge(&self, w: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.put_token(t).await
+        self.inner.finish_challenge(w, counts).await
     }
-    async fn take_token_attempt(&self, u: &str, c: Channel, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn put_token(&self, t: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.take_token_attempt(u, c, now).await
+        self.inner.put_token(t, counts).await
     }
-    async fn redeem_token(&self, u: &str, c: Channel, h: &str, now: Millis) -> StoreResult<Option<VerificationToken>> {
+    async fn withdraw_token(&self, t: &VerificationToken) -> StoreResult<()> {
         self.gate()?;
-        self.inner.redeem_token(u, c, h, now).await
+        self.inner.withdraw_token(t).await
     }
-    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32> {
+    async fn miss_token(&self, u: &str, c: Channel, id: &str, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.hit(counter, expire).await
+        self.inner.miss_token(u, c, id, now, counts).await
     }
-    async fn clear(&self, counter: &str) -> StoreResult<()> {
+    async fn redeem_token(&self, t: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.clear(counter).await
+        self.inner.redeem_token(t, now, counts).await
+    }
+    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
+        self.gate()?;
+        self.inner.count(counts).await
     }
 }
 

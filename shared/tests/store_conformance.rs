@@ -14,10 +14,11 @@ use std::sync::Arc;
 use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
+use mfa_core::domain::limits::{Count, Limit};
 use mfa_core::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 use mfa_core::store::dynamo::{create_table, DynamoStore};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{ChallengeWin, SessionUpgrade, Spend, Store, Updated, UserChange};
+use mfa_core::store::{ChallengeWin, Decided, Lookup, Refused, SessionUpgrade, Spend, Store, Updated, UserChange};
 use tokio::sync::OnceCell;
 
 // ---------------------------------------------------------------------------------------
@@ -131,7 +132,9 @@ conformance!(
     redeeming_a_token_verifies_its_target_once,
     an_expired_token_cannot_be_redeemed,
     a_token_for_a_changed_address_verifies_nothing,
-    rate_counters_count_until_cleared,
+    a_withdrawn_challenge_or_token_is_gone_unless_replaced,
+    counts_hold_until_their_limit_and_reset,
+    a_count_at_its_limit_refuses_the_whole_write,
     an_authenticator_is_replaceable_only_until_verified,
     verifying_an_authenticator_refuses_a_used_step,
     recovery_codes_are_created_once_and_replaced_only_when_present,
@@ -202,7 +205,7 @@ fn new_session(user: &User, now: Millis) -> Session {
 
 async fn signed_in(store: &Arc<dyn Store>, user: &User, now: Millis) -> Session {
     let session = new_session(user, now);
-    store.create_session(&session).await.unwrap();
+    store.create_session(&session, &[]).await.unwrap().unwrap();
     session
 }
 
@@ -211,7 +214,7 @@ async fn challenged(store: &Arc<dyn Store>, user: &User, factor: Factor, now: Mi
     if matches!(factor, Factor::Email | Factor::Phone) {
         challenge.code_hash = Some(format!("code-hash-{}", new_id()));
     }
-    store.put_challenge(&challenge).await.unwrap();
+    store.put_challenge(&challenge, &[]).await.unwrap().unwrap();
     challenge
 }
 
@@ -248,11 +251,10 @@ fn recovery_hashes(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("rc{i}+/={}", new_id())).collect()
 }
 
-fn done(updated: Updated) -> User {
-    match updated {
-        Updated::Done(user) => user,
-        other => panic!("expected the change to apply, got {other:?}"),
-    }
+/// The user after a change that must have applied.
+async fn done(store: &Arc<dyn Store>, user: &User, updated: Updated) -> User {
+    assert_eq!(updated, Updated::Done, "the change applies");
+    reload(store, user).await
 }
 
 async fn session_of(store: &Arc<dyn Store>, session: &Session, now: Millis) -> Option<Session> {
@@ -293,7 +295,10 @@ async fn a_created_users_phone_is_claimed(store: Arc<dyn Store>) {
     let first = created(&store, User { phone: Some(phone.clone()), ..new_user(t) }).await;
     assert_eq!(reload(&store, &first).await.phone, Some(phone.clone()));
     let other = created(&store, new_user(t)).await;
-    assert_eq!(store.update_user(&other.id, UserChange::Phone(phone.clone()), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(
+        store.update_user(&reload(&store, &other).await, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(),
+        Updated::Taken
+    );
     let twin = User { phone: Some(phone), ..new_user(t) };
     assert!(!store.create_user(&twin).await.unwrap(), "the phone is taken");
 }
@@ -304,7 +309,15 @@ async fn changing_email_moves_the_index_and_unverifies_it(store: Arc<dyn Store>)
     let old = user.email.clone().unwrap();
     let new = format!("{}@example.org", new_id());
 
-    let changed = done(store.update_user(&user.id, UserChange::Email(new.clone()), None, t + 5).await.unwrap());
+    let changed = done(
+        &store,
+        &user,
+        store
+            .update_user(&reload(&store, &user).await, UserChange::Email(new.clone()), None, t + 5, &[])
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(changed.email.as_deref(), Some(new.as_str()));
     assert!(!changed.email_verified);
     assert_eq!(changed.updated_at, t + 5);
@@ -322,18 +335,34 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
     let b = created(&store, new_user(t)).await;
 
     let b_email = b.email.clone().unwrap();
-    assert_eq!(store.update_user(&a.id, UserChange::Email(b_email.clone()), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(
+        store.update_user(&reload(&store, &a).await, UserChange::Email(b_email.clone()), None, t, &[]).await.unwrap(),
+        Updated::Taken
+    );
     assert_eq!(reload(&store, &a).await, a, "a refused change changes nothing");
     assert_eq!(store.user_by_email(&b_email).await.unwrap(), Some(b.clone()));
 
     let phone = new_phone();
-    done(store.update_user(&b.id, UserChange::Phone(phone.clone()), None, t).await.unwrap());
-    assert_eq!(store.update_user(&a.id, UserChange::Phone(phone), None, t).await.unwrap(), Updated::Taken);
+    done(
+        &store,
+        &b,
+        store.update_user(&reload(&store, &b).await, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(),
+    )
+    .await;
+    assert_eq!(
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(phone), None, t, &[]).await.unwrap(),
+        Updated::Taken
+    );
     assert_eq!(reload(&store, &a).await.phone, None);
 
     // Setting one's own address again is no conflict; it asks for verification again.
     let own = a.email.clone().unwrap();
-    let again = done(store.update_user(&a.id, UserChange::Email(own.clone()), None, t + 1).await.unwrap());
+    let again = done(
+        &store,
+        &a,
+        store.update_user(&reload(&store, &a).await, UserChange::Email(own.clone()), None, t + 1, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(again.email, Some(own.clone()));
     assert!(!again.email_verified);
     assert_eq!(store.user_by_email(&own).await.unwrap(), Some(again));
@@ -345,13 +374,31 @@ async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {
     let b = created(&store, new_user(t)).await;
     let (first, second) = (new_phone(), new_phone());
 
-    let changed = done(store.update_user(&a.id, UserChange::Phone(first.clone()), None, t).await.unwrap());
+    let changed = done(
+        &store,
+        &a,
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(first.clone()), None, t, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(changed.phone, Some(first.clone()));
     assert!(!changed.phone_verified);
-    done(store.update_user(&a.id, UserChange::Phone(second.clone()), None, t).await.unwrap());
-    let taken_over = done(store.update_user(&b.id, UserChange::Phone(first.clone()), None, t).await.unwrap());
+    done(
+        &store,
+        &a,
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(second.clone()), None, t, &[]).await.unwrap(),
+    )
+    .await;
+    let taken_over = done(
+        &store,
+        &b,
+        store.update_user(&reload(&store, &b).await, UserChange::Phone(first.clone()), None, t, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(taken_over.phone, Some(first.clone()));
-    assert_eq!(store.update_user(&a.id, UserChange::Phone(first), None, t).await.unwrap(), Updated::Taken);
+    assert_eq!(
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(first), None, t, &[]).await.unwrap(),
+        Updated::Taken
+    );
     assert_eq!(reload(&store, &a).await.phone, Some(second));
 }
 
@@ -366,7 +413,11 @@ async fn changes_to_an_unknown_user_are_not_found(store: Arc<dyn Store>) {
         UserChange::CreateRecoveryCodes(recovery_hashes(2)),
     ];
     for change in changes {
-        assert_eq!(store.update_user(&nobody, change.clone(), None, t).await.unwrap(), Updated::NotFound, "{change:?}");
+        assert_eq!(
+            store.update_user(&User { id: nobody.clone(), ..new_user(t) }, change.clone(), None, t, &[]).await.unwrap(),
+            Updated::NotFound,
+            "{change:?}"
+        );
     }
     assert_eq!(store.user(&nobody).await.unwrap(), None, "no change creates a user");
 }
@@ -374,11 +425,21 @@ async fn changes_to_an_unknown_user_are_not_found(store: Arc<dyn Store>) {
 async fn mfa_can_be_switched_on_and_off(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
-    let on = done(store.update_user(&user.id, UserChange::Mfa(true), None, t + 1).await.unwrap());
+    let on = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, UserChange::Mfa(true), None, t + 1, &[]).await.unwrap(),
+    )
+    .await;
     assert!(on.mfa);
     assert_eq!(on.updated_at, t + 1);
     assert_eq!(User { mfa: true, updated_at: t + 1, ..user.clone() }, on, "nothing else changes");
-    let off = done(store.update_user(&user.id, UserChange::Mfa(false), None, t + 2).await.unwrap());
+    let off = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, UserChange::Mfa(false), None, t + 2, &[]).await.unwrap(),
+    )
+    .await;
     assert!(!off.mfa);
     assert_eq!(reload(&store, &user).await, off);
 }
@@ -434,6 +495,18 @@ async fn deleting_all_sessions_but_one_keeps_only_that_one(store: Arc<dyn Store>
 // ---------------------------------------------------------------------------------------
 // Challenges
 
+const REJECTED: Decided = Err(Refused::Rejected);
+
+/// The user's challenge with this id, as stored, if it is there and unexpired.
+async fn challenge_of(store: &Arc<dyn Store>, user: &User, id: &str, now: Millis) -> Option<Challenge> {
+    let lookup = Lookup { challenge: Some((user.id.clone(), id.to_string())), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().challenge
+}
+
+async fn miss(store: &Arc<dyn Store>, c: &Challenge, now: Millis) -> Decided {
+    store.miss_challenge(&c.user_id, &c.id, now, &[]).await.unwrap()
+}
+
 async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
@@ -441,12 +514,14 @@ async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn 
     let second = challenged(&store, &user, Factor::Email, t).await;
     let totp = challenged(&store, &user, Factor::Totp, t).await;
 
-    assert_eq!(store.take_challenge_attempt(&user.id, &first.id, t).await.unwrap(), None, "replaced");
-    let taken = store.take_challenge_attempt(&user.id, &second.id, t).await.unwrap();
-    assert_eq!(taken, Some(Challenge { attempts_left: second.attempts_left - 1, ..second }));
-    assert!(store.take_challenge_attempt(&user.id, &totp.id, t).await.unwrap().is_some(), "other factors stay");
+    assert_eq!(challenge_of(&store, &user, &first.id, t).await, None, "replaced");
+    assert_eq!(miss(&store, &first, t).await, REJECTED, "a replaced challenge takes no attempt");
+    assert_eq!(challenge_of(&store, &user, &second.id, t).await, Some(second.clone()));
+    assert_eq!(challenge_of(&store, &user, &totp.id, t).await, Some(totp.clone()), "other factors stay");
     let stranger = created(&store, new_user(t)).await;
-    assert_eq!(store.take_challenge_attempt(&stranger.id, &totp.id, t).await.unwrap(), None, "not another user's");
+    assert_eq!(challenge_of(&store, &stranger, &totp.id, t).await, None, "not another user's");
+    assert_eq!(store.miss_challenge(&stranger.id, &totp.id, t, &[]).await.unwrap(), REJECTED);
+    assert_eq!(challenge_of(&store, &user, "x-not-an-id", t).await, None);
 }
 
 async fn challenge_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
@@ -456,12 +531,13 @@ async fn challenge_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
     let challenge = challenged(&store, &user, Factor::Phone, t).await;
 
     for left in (0..challenge.attempts_left).rev() {
-        let taken = store.take_challenge_attempt(&user.id, &challenge.id, t).await.unwrap();
-        assert_eq!(taken.map(|c| c.attempts_left), Some(left));
+        assert_eq!(miss(&store, &challenge, t).await, Ok(()));
+        assert_eq!(challenge_of(&store, &user, &challenge.id, t).await.map(|c| c.attempts_left), Some(left));
     }
-    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, t).await.unwrap(), None, "no attempts left");
-    // The last attempt taken may still complete it with the right code.
-    assert!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t)).await.unwrap().is_some());
+    assert_eq!(miss(&store, &challenge, t).await, REJECTED, "no attempts left");
+    // The fifth wrong code burns it: not even the right one completes it now.
+    let done = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &[]).await.unwrap();
+    assert_eq!(done, REJECTED);
 }
 
 async fn an_expired_challenge_can_be_neither_attempted_nor_completed(store: Arc<dyn Store>) {
@@ -471,10 +547,13 @@ async fn an_expired_challenge_can_be_neither_attempted_nor_completed(store: Arc<
     let challenge = challenged(&store, &user, Factor::Email, t).await;
     let end = challenge.expire;
 
-    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, end).await.unwrap(), None);
-    assert!(store.take_challenge_attempt(&user.id, &challenge.id, end - 1).await.unwrap().is_some());
-    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end)).await.unwrap(), None);
-    assert!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end - 1)).await.unwrap().is_some());
+    assert_eq!(challenge_of(&store, &user, &challenge.id, end).await, None);
+    assert_eq!(miss(&store, &challenge, end).await, REJECTED);
+    assert_eq!(miss(&store, &challenge, end - 1).await, Ok(()));
+    let late = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end), &[]).await.unwrap();
+    assert_eq!(late, REJECTED);
+    let in_time = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end - 1), &[]).await.unwrap();
+    assert_eq!(in_time, Ok(()));
 }
 
 async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
@@ -484,40 +563,44 @@ async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
     let challenge = challenged(&store, &user, Factor::Email, t).await;
     let at = t + SECOND;
 
-    let upgraded = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, at)).await.unwrap();
+    let attempt = win(&challenge, &session, Spend::Nothing, at);
+    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), Ok(()));
     let expected = Session {
         factors: vec![Factor::Password, Factor::Email],
         mfa_updated_at: Some(at),
         updated_at: at,
         ..session.clone()
     };
-    assert_eq!(upgraded, Some(expected.clone()));
-    assert_eq!(session_of(&store, &session, at).await, Some(expected));
+    assert_eq!(session_of(&store, &session, at).await, Some(expected.clone()));
+    let mut in_memory = session.clone();
+    attempt.upgrade().apply_to_session(&mut in_memory, at);
+    assert_eq!(in_memory, expected, "callers can tell the result without reading it back");
     assert_eq!(reload(&store, &user).await.mfa_updated_at, Some(at));
 
-    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, at)).await.unwrap(), None);
-    assert_eq!(store.take_challenge_attempt(&user.id, &challenge.id, at).await.unwrap(), None, "it is gone");
+    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), REJECTED);
+    assert_eq!(challenge_of(&store, &user, &challenge.id, at).await, None, "it is gone");
 }
 
 async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = Session { expire: t + MINUTE, ..new_session(&user, t) };
-    store.create_session(&session).await.unwrap();
+    store.create_session(&session, &[]).await.unwrap().unwrap();
     let challenge = challenged(&store, &user, Factor::Email, t).await;
 
     let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
-    assert_eq!(store.finish_challenge(&other_id).await.unwrap(), None, "another challenge id");
+    assert_eq!(store.finish_challenge(&other_id, &[]).await.unwrap(), REJECTED, "another challenge id");
     let unknown =
         ChallengeWin { session_hash: sha256_hex(&random_secret()), ..win(&challenge, &session, Spend::Nothing, t) };
-    assert_eq!(store.finish_challenge(&unknown).await.unwrap(), None, "an unknown session");
+    assert_eq!(store.finish_challenge(&unknown, &[]).await.unwrap(), REJECTED, "an unknown session");
     let dead = win(&challenge, &session, Spend::Nothing, session.expire);
-    assert_eq!(store.finish_challenge(&dead).await.unwrap(), None, "an expired session");
+    assert_eq!(store.finish_challenge(&dead, &[]).await.unwrap(), REJECTED, "an expired session");
 
     // None of the failures used anything up.
     assert_eq!(reload(&store, &user).await.mfa_updated_at, None);
-    let finished = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t)).await.unwrap();
-    assert_eq!(finished.map(|s| s.factors), Some(vec![Factor::Password, Factor::Email]));
+    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &[]).await.unwrap(), Ok(()));
+    let factors = session_of(&store, &session, t).await.map(|s| s.factors);
+    assert_eq!(factors, Some(vec![Factor::Password, Factor::Email]));
 }
 
 async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
@@ -528,21 +611,27 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
 
     for used in [100, 99] {
         let again = win(&challenge, &session, Spend::TotpStep(used), t);
-        assert_eq!(store.finish_challenge(&again).await.unwrap(), None, "step {used} is not newer");
+        assert_eq!(store.finish_challenge(&again, &[]).await.unwrap(), REJECTED, "step {used} is not newer");
     }
-    let upgraded = store.finish_challenge(&win(&challenge, &session, Spend::TotpStep(101), t)).await.unwrap();
-    assert_eq!(upgraded.map(|s| s.factors), Some(vec![Factor::Password, Factor::Totp]));
+    let fresh = win(&challenge, &session, Spend::TotpStep(101), t);
+    assert_eq!(store.finish_challenge(&fresh, &[]).await.unwrap(), Ok(()));
+    let factors = session_of(&store, &session, t).await.map(|s| s.factors);
+    assert_eq!(factors, Some(vec![Factor::Password, Factor::Totp]));
     assert_eq!(reload(&store, &user).await.totp.and_then(|a| a.last_step), Some(101));
 
     let next = challenged(&store, &user, Factor::Totp, t).await;
-    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t)).await.unwrap(), None);
-    assert!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t)).await.unwrap().is_some());
+    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t), &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t), &[]).await.unwrap(), Ok(()));
 
     let unverified = created(&store, User { totp: Some(authenticator(false, None, t)), ..new_user(t) }).await;
     let session = signed_in(&store, &unverified, t).await;
     let challenge = challenged(&store, &unverified, Factor::Totp, t).await;
     let spend = win(&challenge, &session, Spend::TotpStep(5), t);
-    assert_eq!(store.finish_challenge(&spend).await.unwrap(), None, "an unverified authenticator proves nothing");
+    assert_eq!(
+        store.finish_challenge(&spend, &[]).await.unwrap(),
+        REJECTED,
+        "an unverified authenticator proves nothing"
+    );
 }
 
 async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
@@ -552,72 +641,80 @@ async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
     let session = signed_in(&store, &user, t).await;
 
     let first = challenged(&store, &user, Factor::RecoveryCode, t).await;
-    let used = store.finish_challenge(&win(&first, &session, Spend::RecoveryCode(codes[1].clone()), t)).await.unwrap();
-    assert_eq!(used.map(|s| s.factors), Some(vec![Factor::Password, Factor::RecoveryCode]));
+    let used = win(&first, &session, Spend::RecoveryCode(codes[1].clone()), t);
+    assert_eq!(store.finish_challenge(&used, &[]).await.unwrap(), Ok(()));
+    let factors = session_of(&store, &session, t).await.map(|s| s.factors);
+    assert_eq!(factors, Some(vec![Factor::Password, Factor::RecoveryCode]));
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone(), codes[2].clone()]);
 
     let second = challenged(&store, &user, Factor::RecoveryCode, t).await;
     for spent in [codes[1].clone(), "never-issued".to_string()] {
         let again = win(&second, &session, Spend::RecoveryCode(spent), t);
-        assert_eq!(store.finish_challenge(&again).await.unwrap(), None);
+        assert_eq!(store.finish_challenge(&again, &[]).await.unwrap(), REJECTED);
     }
-    assert!(store
-        .finish_challenge(&win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t))
-        .await
-        .unwrap()
-        .is_some());
+    let other = win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t);
+    assert_eq!(store.finish_challenge(&other, &[]).await.unwrap(), Ok(()));
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone()]);
 }
 
 // ---------------------------------------------------------------------------------------
 // Verification tokens
 
+async fn token_of(store: &Arc<dyn Store>, user: &User, channel: Channel, now: Millis) -> Option<VerificationToken> {
+    let lookup = Lookup { token: Some((user.id.clone(), channel)), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().token
+}
+
 async fn token_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
-    let first = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&first).await.unwrap();
+    let first = token(&user, Channel::Phone, &new_phone(), t);
+    store.put_token(&first, &[]).await.unwrap().unwrap();
+    assert_eq!(token_of(&store, &user, Channel::Phone, t).await, Some(first.clone()));
+    assert_eq!(token_of(&store, &user, Channel::Email, t).await, None, "no email token");
 
     for left in (0..first.attempts_left).rev() {
-        let taken = store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap();
-        assert_eq!(taken, Some(VerificationToken { attempts_left: left, ..first.clone() }));
+        assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap(), Ok(()));
+        let stored = token_of(&store, &user, Channel::Phone, t).await;
+        assert_eq!(stored, Some(VerificationToken { attempts_left: left, ..first.clone() }));
     }
-    assert_eq!(store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap(), None);
-    assert_eq!(store.take_token_attempt(&user.id, Channel::Phone, t).await.unwrap(), None, "no phone token");
+    assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.redeem_token(&first, t, &[]).await.unwrap(), REJECTED, "a burned token verifies nothing");
 
-    let second = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&second).await.unwrap();
-    let taken = store.take_token_attempt(&user.id, Channel::Email, t).await.unwrap();
-    assert_eq!(taken.map(|x| x.id), Some(second.id.clone()), "a new token replaces the old one");
-    assert_eq!(store.take_token_attempt(&user.id, Channel::Email, second.expire).await.unwrap(), None, "expired");
+    let second = token(&user, Channel::Phone, &new_phone(), t);
+    store.put_token(&second, &[]).await.unwrap().unwrap();
+    assert_eq!(token_of(&store, &user, Channel::Phone, t).await.map(|x| x.id), Some(second.id.clone()), "replaced");
+    let stale = store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap();
+    assert_eq!(stale, REJECTED, "a replaced token takes no attempt");
+    assert_eq!(store.miss_token(&user.id, Channel::Phone, &second.id, second.expire, &[]).await.unwrap(), REJECTED);
+    assert_eq!(token_of(&store, &user, Channel::Phone, second.expire).await, None, "expired");
 }
 
 async fn redeeming_a_token_verifies_its_target_once(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email).await.unwrap();
+    store.put_token(&email, &[]).await.unwrap().unwrap();
 
-    let wrong = sha256_hex(&random_secret());
-    assert_eq!(store.redeem_token(&user.id, Channel::Email, &wrong, t).await.unwrap(), None);
+    let replaced = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    assert_eq!(store.redeem_token(&replaced, t, &[]).await.unwrap(), REJECTED, "not the stored token");
     assert!(!reload(&store, &user).await.email_verified);
-    let redeemed = store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t + 1).await.unwrap();
-    assert_eq!(redeemed, Some(email.clone()));
+    assert_eq!(store.redeem_token(&email, t + 1, &[]).await.unwrap(), Ok(()));
     let verified = reload(&store, &user).await;
     assert!(verified.email_verified);
     assert_eq!(verified.updated_at, t + 1);
-    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t + 1).await.unwrap(), None, "used up");
+    assert_eq!(store.redeem_token(&email, t + 1, &[]).await.unwrap(), REJECTED, "used up");
 
     let number = new_phone();
-    done(store.update_user(&user.id, UserChange::Phone(number.clone()), None, t).await.unwrap());
+    done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, UserChange::Phone(number.clone()), None, t, &[]).await.unwrap(),
+    )
+    .await;
     let phone = token(&user, Channel::Phone, &number, t);
-    store.put_token(&phone).await.unwrap();
-    assert_eq!(
-        store.redeem_token(&user.id, Channel::Email, &phone.secret_hash, t).await.unwrap(),
-        None,
-        "other channel"
-    );
-    assert!(store.redeem_token(&user.id, Channel::Phone, &phone.secret_hash, t).await.unwrap().is_some());
+    store.put_token(&phone, &[]).await.unwrap().unwrap();
+    assert_eq!(store.redeem_token(&phone, t, &[]).await.unwrap(), Ok(()));
     let both = reload(&store, &user).await;
     assert!(both.phone_verified && both.email_verified);
 }
@@ -626,41 +723,118 @@ async fn an_expired_token_cannot_be_redeemed(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email).await.unwrap();
+    store.put_token(&email, &[]).await.unwrap().unwrap();
 
-    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, email.expire).await.unwrap(), None);
+    assert_eq!(store.redeem_token(&email, email.expire, &[]).await.unwrap(), REJECTED);
     assert!(!reload(&store, &user).await.email_verified);
-    let redeemed = store.redeem_token(&user.id, Channel::Email, &email.secret_hash, email.expire - 1).await.unwrap();
-    assert!(redeemed.is_some(), "still usable just before its expiry");
+    assert_eq!(store.redeem_token(&email, email.expire - 1, &[]).await.unwrap(), Ok(()), "usable just before expiry");
 }
 
 async fn a_token_for_a_changed_address_verifies_nothing(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email).await.unwrap();
+    store.put_token(&email, &[]).await.unwrap().unwrap();
     let moved = format!("{}@example.net", new_id());
-    done(store.update_user(&user.id, UserChange::Email(moved), None, t).await.unwrap());
+    done(&store, &user, store.update_user(&user, UserChange::Email(moved), None, t, &[]).await.unwrap()).await;
 
-    assert_eq!(store.redeem_token(&user.id, Channel::Email, &email.secret_hash, t).await.unwrap(), None);
+    assert_eq!(store.redeem_token(&email, t, &[]).await.unwrap(), REJECTED);
     assert!(!reload(&store, &user).await.email_verified, "the new address is not verified by the old link");
+    assert!(token_of(&store, &user, Channel::Email, t).await.is_some(), "a refused redemption deletes nothing");
+}
+
+async fn a_withdrawn_challenge_or_token_is_gone_unless_replaced(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let first = challenged(&store, &user, Factor::Email, t).await;
+    store.withdraw_challenge(&first).await.unwrap();
+    assert_eq!(challenge_of(&store, &user, &first.id, t).await, None);
+    let second = challenged(&store, &user, Factor::Email, t).await;
+    store.withdraw_challenge(&first).await.unwrap();
+    assert_eq!(challenge_of(&store, &user, &second.id, t).await, Some(second), "a newer one stays");
+
+    let old = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&old, &[]).await.unwrap().unwrap();
+    let new = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    store.put_token(&new, &[]).await.unwrap().unwrap();
+    store.withdraw_token(&old).await.unwrap();
+    assert_eq!(token_of(&store, &user, Channel::Email, t).await, Some(new.clone()), "a newer one stays");
+    store.withdraw_token(&new).await.unwrap();
+    assert_eq!(token_of(&store, &user, Channel::Email, t).await, None);
 }
 
 // ---------------------------------------------------------------------------------------
-// Rate counters
+// Rate counts
 
-async fn rate_counters_count_until_cleared(store: Arc<dyn Store>) {
+fn test_limit(max: u32) -> Limit {
+    // A fresh scope per test: stores are shared across tests.
+    Limit { scope: Box::leak(format!("test-{}", new_id()).into_boxed_str()), max, window: HOUR }
+}
+
+async fn counts_of(store: &Arc<dyn Store>, counts: &[Count], now: Millis) -> Vec<u32> {
+    let lookup = Lookup { counters: counts.iter().map(|c| c.counter.clone()).collect(), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().counts
+}
+
+async fn counts_hold_until_their_limit_and_reset(store: Arc<dyn Store>) {
     let t = now();
-    let (counter, other) = (format!("test#{}#{t}", new_id()), format!("test#{}#{t}", new_id()));
-    let expire = t + HOUR;
-    for expected in 1..=3 {
-        assert_eq!(store.hit(&counter, expire).await.unwrap(), expected);
+    let (limit, other) = (test_limit(3), test_limit(3));
+    let hit = [limit.hit("k", t)];
+    for _ in 0..3 {
+        assert_eq!(store.count(&hit).await.unwrap(), Ok(()));
     }
-    assert_eq!(store.hit(&other, expire).await.unwrap(), 1, "counters are separate");
-    store.clear(&counter).await.unwrap();
-    assert_eq!(store.hit(&counter, expire).await.unwrap(), 1, "cleared");
-    assert_eq!(store.hit(&other, expire).await.unwrap(), 2);
-    store.clear(&format!("test#{}", new_id())).await.unwrap();
+    assert_eq!(counts_of(&store, &hit, t).await, vec![3]);
+    assert_eq!(store.count(&hit).await.unwrap(), Err(Refused::Limited(0)), "the fourth is refused");
+    assert_eq!(counts_of(&store, &hit, t).await, vec![3], "a refused count is not counted");
+    assert_eq!(store.count(&[limit.reset("k", t)]).await.unwrap(), Err(Refused::Limited(0)), "no reset past it");
+
+    // Counts of one write apply together or not at all.
+    let both = [other.hit("k", t), limit.hit("k", t)];
+    assert_eq!(store.count(&both).await.unwrap(), Err(Refused::Limited(1)));
+    assert_eq!(counts_of(&store, &both, t).await, vec![0, 3]);
+
+    let (fresh, fresh_two) = (test_limit(3), test_limit(3));
+    let pair = [fresh.hit("k", t), fresh_two.hit("k", t)];
+    assert_eq!(store.count(&pair).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&[fresh.reset("k", t)]).await.unwrap(), Ok(()));
+    assert_eq!(counts_of(&store, &pair, t).await, vec![0, 1], "a reset starts over");
+    assert_eq!(counts_of(&store, &pair, t + HOUR).await, vec![0, 0], "a window's count ends with it");
+    assert_eq!(store.count(&[]).await.unwrap(), Ok(()));
+}
+
+async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let limit = test_limit(1);
+    let spent = [limit.hit("k", t)];
+    store.count(&spent).await.unwrap().unwrap();
+
+    let session = new_session(&user, t);
+    assert_eq!(store.create_session(&session, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    assert_eq!(session_of(&store, &session, t).await, None, "no session");
+    let challenge = Challenge::new(&user.id, Factor::Totp, t, CHALLENGE_TTL);
+    assert_eq!(store.put_challenge(&challenge, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    assert_eq!(challenge_of(&store, &user, &challenge.id, t).await, None, "no challenge");
+    let verify = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
+    assert_eq!(store.put_token(&verify, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    assert_eq!(token_of(&store, &user, Channel::Email, t).await, None, "no token");
+    let changed = store.update_user(&user, UserChange::Mfa(true), None, t, &spent).await.unwrap();
+    assert_eq!(changed, Updated::Limited(0));
+    assert_eq!(reload(&store, &user).await, user, "no change");
+
+    let signed = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    assert_eq!(store.miss_challenge(&user.id, &challenge.id, t, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    let attempt = win(&challenge, &signed, Spend::Nothing, t);
+    assert_eq!(store.finish_challenge(&attempt, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    assert_eq!(challenge_of(&store, &user, &challenge.id, t).await, Some(challenge.clone()), "untouched");
+    assert_eq!(session_of(&store, &signed, t).await, Some(signed.clone()), "not upgraded");
+
+    // Within the limit, the counts apply with the write.
+    let open = test_limit(5);
+    let counted = [open.hit("k", t)];
+    assert_eq!(store.finish_challenge(&attempt, &counted).await.unwrap(), Ok(()));
+    assert_eq!(counts_of(&store, &counted, t).await, vec![1]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -675,32 +849,70 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
     let verify =
         |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: a.secret_sealed.clone() };
     assert_eq!(
-        store.update_user(&user.id, verify(3, &first), None, t).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(3, &first), None, t, &[]).await.unwrap(),
         Updated::Rejected,
         "none to verify"
     );
-    assert_eq!(done(store.update_user(&user.id, put(&first), None, t).await.unwrap()).totp, Some(first.clone()));
-    assert_eq!(done(store.update_user(&user.id, put(&second), None, t).await.unwrap()).totp, Some(second.clone()));
+    assert_eq!(
+        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&first), None, t, &[]).await.unwrap())
+            .await
+            .totp,
+        Some(first.clone())
+    );
+    assert_eq!(
+        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&second), None, t, &[]).await.unwrap())
+            .await
+            .totp,
+        Some(second.clone())
+    );
 
     assert_eq!(
-        store.update_user(&user.id, verify(7, &first), None, t).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(7, &first), None, t, &[]).await.unwrap(),
         Updated::Rejected,
         "checked against a replaced secret"
     );
-    let verified = done(store.update_user(&user.id, verify(7, &second), None, t).await.unwrap());
+    let verified = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, verify(7, &second), None, t, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second.clone() }));
-    assert_eq!(store.update_user(&user.id, verify(8, &second), None, t).await.unwrap(), Updated::Rejected);
     assert_eq!(
-        store.update_user(&user.id, put(&authenticator(false, None, t)), None, t).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(8, &second), None, t, &[]).await.unwrap(),
+        Updated::Rejected
+    );
+    assert_eq!(
+        store
+            .update_user(&reload(&store, &user).await, put(&authenticator(false, None, t)), None, t, &[])
+            .await
+            .unwrap(),
         Updated::Rejected
     );
     assert_eq!(reload(&store, &user).await, verified, "refused changes change nothing");
 
-    assert_eq!(done(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap()).totp, None);
-    assert_eq!(store.update_user(&user.id, UserChange::RemoveAuthenticator, None, t).await.unwrap(), Updated::Rejected);
+    assert_eq!(
+        done(
+            &store,
+            &user,
+            store
+                .update_user(&reload(&store, &user).await, UserChange::RemoveAuthenticator, None, t, &[])
+                .await
+                .unwrap()
+        )
+        .await
+        .totp,
+        None
+    );
+    assert_eq!(
+        store.update_user(&reload(&store, &user).await, UserChange::RemoveAuthenticator, None, t, &[]).await.unwrap(),
+        Updated::Rejected
+    );
     let fresh = authenticator(false, None, t);
     assert_eq!(
-        done(store.update_user(&user.id, put(&fresh), None, t).await.unwrap()).totp,
+        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&fresh), None, t, &[]).await.unwrap())
+            .await
+            .totp,
         Some(fresh),
         "a new one after removal"
     );
@@ -711,10 +923,23 @@ async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
     let user = created(&store, new_user(t)).await;
     let used = authenticator(false, Some(10), t);
     let verify = |step: u64| UserChange::VerifyAuthenticator { step, secret_sealed: used.secret_sealed.clone() };
-    done(store.update_user(&user.id, UserChange::PutAuthenticator(used.clone()), None, t).await.unwrap());
+    done(
+        &store,
+        &user,
+        store
+            .update_user(&reload(&store, &user).await, UserChange::PutAuthenticator(used.clone()), None, t, &[])
+            .await
+            .unwrap(),
+    )
+    .await;
 
-    assert_eq!(store.update_user(&user.id, verify(10), None, t).await.unwrap(), Updated::Rejected);
-    let verified = done(store.update_user(&user.id, verify(11), None, t).await.unwrap());
+    assert_eq!(
+        store.update_user(&reload(&store, &user).await, verify(10), None, t, &[]).await.unwrap(),
+        Updated::Rejected
+    );
+    let verified =
+        done(&store, &user, store.update_user(&reload(&store, &user).await, verify(11), None, t, &[]).await.unwrap())
+            .await;
     assert_eq!(verified.totp.map(|a| (a.verified, a.last_step)), Some((true, Some(11))));
 }
 
@@ -724,32 +949,76 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
     let (first, second, third) = (recovery_hashes(8), recovery_hashes(8), recovery_hashes(8));
 
     assert_eq!(
-        store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(first.clone()), None, t).await.unwrap(),
+        store
+            .update_user(&reload(&store, &user).await, UserChange::ReplaceRecoveryCodes(first.clone()), None, t, &[])
+            .await
+            .unwrap(),
         Updated::Rejected,
         "none to replace"
     );
     assert_eq!(
-        done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(first.clone()), None, t).await.unwrap())
-            .recovery_codes,
+        done(
+            &store,
+            &user,
+            store
+                .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(first.clone()), None, t, &[])
+                .await
+                .unwrap()
+        )
+        .await
+        .recovery_codes,
         first
     );
     assert_eq!(
-        store.update_user(&user.id, UserChange::CreateRecoveryCodes(second.clone()), None, t).await.unwrap(),
+        store
+            .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(second.clone()), None, t, &[])
+            .await
+            .unwrap(),
         Updated::Rejected,
         "already there"
     );
     assert_eq!(reload(&store, &user).await.recovery_codes, first);
     assert_eq!(
-        done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(second.clone()), None, t).await.unwrap())
-            .recovery_codes,
+        done(
+            &store,
+            &user,
+            store
+                .update_user(
+                    &reload(&store, &user).await,
+                    UserChange::ReplaceRecoveryCodes(second.clone()),
+                    None,
+                    t,
+                    &[]
+                )
+                .await
+                .unwrap()
+        )
+        .await
+        .recovery_codes,
         second
     );
 
     // Once none are left, new ones may be created.
-    done(store.update_user(&user.id, UserChange::ReplaceRecoveryCodes(vec![]), None, t).await.unwrap());
+    done(
+        &store,
+        &user,
+        store
+            .update_user(&reload(&store, &user).await, UserChange::ReplaceRecoveryCodes(vec![]), None, t, &[])
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(
-        done(store.update_user(&user.id, UserChange::CreateRecoveryCodes(third.clone()), None, t).await.unwrap())
-            .recovery_codes,
+        done(
+            &store,
+            &user,
+            store
+                .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(third.clone()), None, t, &[])
+                .await
+                .unwrap()
+        )
+        .await
+        .recovery_codes,
         third
     );
 }
@@ -765,7 +1034,15 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         mfa_updated_at: None,
         end_other_sessions: false,
     };
-    let on = done(store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade), t + 1).await.unwrap());
+    let on = done(
+        &store,
+        &user,
+        store
+            .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade), t + 1, &[])
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(on.mfa);
     assert_eq!(on.mfa_updated_at, None);
     let upgraded = session_of(&store, &session, t + 1).await.unwrap();
@@ -773,7 +1050,15 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     assert_eq!((upgraded.updated_at, upgraded.mfa_updated_at), (t + 1, None));
 
     let fresh = authenticator(false, None, t);
-    done(store.update_user(&user.id, UserChange::PutAuthenticator(fresh.clone()), None, t).await.unwrap());
+    done(
+        &store,
+        &user,
+        store
+            .update_user(&reload(&store, &user).await, UserChange::PutAuthenticator(fresh.clone()), None, t, &[])
+            .await
+            .unwrap(),
+    )
+    .await;
     let proof = SessionUpgrade {
         secret_hash: session.secret_hash.clone(),
         add: vec![Factor::Totp],
@@ -781,7 +1066,12 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         end_other_sessions: false,
     };
     let change = UserChange::VerifyAuthenticator { step: 1, secret_sealed: fresh.secret_sealed };
-    let verified = done(store.update_user(&user.id, change, Some(proof), t + 2).await.unwrap());
+    let verified = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, change, Some(proof), t + 2, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(verified.mfa_updated_at, Some(t + 2));
     assert!(verified.totp_verified());
     let proven = session_of(&store, &session, t + 2).await.unwrap();
@@ -801,16 +1091,22 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     };
     let unknown = sha256_hex(&random_secret());
 
-    let refused = store.update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&unknown)), t).await.unwrap();
+    let refused = store
+        .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade(&unknown)), t, &[])
+        .await
+        .unwrap();
     assert_eq!(refused, Updated::Rejected, "an unknown session");
     let refused = store
-        .update_user(&user.id, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire)
+        .update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire, &[])
         .await
         .unwrap();
     assert_eq!(refused, Updated::Rejected, "an expired session");
     let old = user.email.clone().unwrap();
     let moved = UserChange::Email(format!("{}@example.net", new_id()));
-    assert_eq!(store.update_user(&user.id, moved, Some(upgrade(&unknown)), t).await.unwrap(), Updated::Rejected);
+    assert_eq!(
+        store.update_user(&reload(&store, &user).await, moved, Some(upgrade(&unknown)), t, &[]).await.unwrap(),
+        Updated::Rejected
+    );
 
     assert_eq!(reload(&store, &user).await, user, "the user is unchanged");
     assert_eq!(store.user_by_email(&old).await.unwrap(), Some(user), "the email index is unchanged");
@@ -830,7 +1126,12 @@ async fn a_change_that_ends_other_sessions_keeps_only_the_current_one(store: Arc
         end_other_sessions: true,
     };
     let change = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
-    let changed = done(store.update_user(&user.id, change, Some(ending), at).await.unwrap());
+    let changed = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, change, Some(ending), at, &[]).await.unwrap(),
+    )
+    .await;
     assert_eq!(changed.sessions_valid_from, at);
     let kept = session_of(&store, &current, at).await.unwrap();
     assert_eq!(kept.confirmed_at, at);
@@ -867,7 +1168,7 @@ async fn twenty_parallel_completions_of_one_challenge_let_one_win(store: Arc<dyn
 
     let won = winners(|_| {
         let (store, attempt) = (store.clone(), attempt.clone());
-        async move { store.finish_challenge(&attempt).await.unwrap().is_some() }
+        async move { store.finish_challenge(&attempt, &[]).await.unwrap().is_ok() }
     })
     .await;
     assert_eq!(won, 1);
@@ -884,12 +1185,12 @@ async fn race_to_spend(store: &Arc<dyn Store>, user: &User, spend: Spend, t: Mil
     }
     let won = winners(|i| {
         let (store, attempt) = (store.clone(), win(&challenges[i % challenges.len()], &session, spend.clone(), t));
-        async move { store.finish_challenge(&attempt).await.unwrap().is_some() }
+        async move { store.finish_challenge(&attempt, &[]).await.unwrap().is_ok() }
     })
     .await;
     let mut untouched = 0;
     for c in &challenges {
-        untouched += usize::from(store.take_challenge_attempt(&user.id, &c.id, t).await.unwrap().is_some());
+        untouched += usize::from(challenge_of(store, user, &c.id, t).await.is_some());
     }
     (won, untouched)
 }

@@ -1,5 +1,6 @@
 //! `POST/GET /account`, `PATCH /account/email`, `PATCH /account/phone`.
 
+use super::budget::Budget;
 use super::{models, App};
 use crate::domain::limits::ACCOUNT_CREATE_PER_IP;
 use crate::domain::password;
@@ -7,7 +8,7 @@ use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_pa
 use crate::domain::User;
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{Updated, UserChange};
+use crate::store::{updated_user, StoreError, Updated, UserChange};
 
 /// Argon2id is CPU-bound: keep it off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
@@ -34,8 +35,9 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         Some(name) => parse_name(&name).map_err(|rule| ApiError::invalid("name", rule))?,
         None => String::new(),
     };
-    let ip = ctx.ip.clone();
-    app.limit(ctx, ACCOUNT_CREATE_PER_IP, &ip).await?;
+    let budget = Budget::default().every(ACCOUNT_CREATE_PER_IP, &ctx.ip);
+    let counted = app.store.count(&budget.success(ctx.now)).await?;
+    budget.decided(counted, ctx.now, ApiError::Internal("a count without conditions was refused".into()))?;
     let user = User {
         id: user_id,
         created_at: ctx.now,
@@ -91,9 +93,11 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
         return Err(ApiError::InvalidCredentials);
     }
-    match app.store.update_user(&user.id, change, None, ctx.now).await? {
-        Updated::Done(user) => Ok(Reply::json(200, models::account(&user))),
+    match app.store.update_user(user, change.clone(), None, ctx.now, &[]).await? {
+        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, None, ctx.now)))),
         Updated::Taken => Err(taken),
-        Updated::NotFound | Updated::Rejected => Err(ApiError::UserNotFound),
+        // Changed by another request since it was read: nothing changed, try again.
+        Updated::Rejected => Err(StoreError::Unavailable("the user changed during the request".into()).into()),
+        Updated::NotFound | Updated::Limited(_) => Err(ApiError::UserNotFound),
     }
 }

@@ -1,19 +1,34 @@
 //! `POST/PUT /account/mfa/challenges`: send or prepare a challenge, then complete it.
 
+use super::budget::Budget;
 use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, CODE_ATTEMPTS_PER_IP, SMS_PER_PHONE};
-use crate::domain::values::parse_otp;
+use crate::domain::values::{parse_id, parse_otp};
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{ChallengeWin, Spend};
+use crate::store::{ChallengeWin, Lookup, Spend};
+
+/// The caller's user id as its credentials name it (the session is read with it).
+fn caller(ctx: &Ctx) -> &str {
+    ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str())
+}
+
+fn create_budget(ctx: &Ctx) -> Budget {
+    Budget::default().every(CHALLENGE_PER_USER, caller(ctx))
+}
+
+pub fn create_lookup(ctx: &Ctx) -> Lookup {
+    Lookup { counters: create_budget(ctx).counters(ctx.now), ..Lookup::default() }
+}
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let factor = ctx.parsed("factor", Factor::parse_challenge)?;
     let user = ctx.authed()?.user.clone();
     let mut challenge = Challenge::new(&user.id, factor, ctx.now, app.config.challenge_ttl);
+    let mut budget = create_budget(ctx);
     let message = match factor {
         Factor::Email => {
             let email = user.email.clone().ok_or(ApiError::EmailNotFound)?;
@@ -27,6 +42,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if !user.phone_verified {
                 return Err(ApiError::PhoneNotVerified);
             }
+            budget = budget.every(SMS_PER_PHONE, &phone);
             Some((phone, templates::sms_challenge as fn(&str, &str, &str, i64) -> _))
         }
         Factor::Totp if !user.totp_verified() => return Err(ApiError::AuthenticatorNotFound),
@@ -34,36 +50,59 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         Factor::Totp | Factor::RecoveryCode => None,
         Factor::Password => return Err(ApiError::AuthMethodUnsupported),
     };
-    app.limit(ctx, CHALLENGE_PER_USER, &user.id).await?;
-    if let Some((to, render)) = message {
-        if factor == Factor::Phone {
-            app.limit(ctx, SMS_PER_PHONE, &to).await?;
-        }
-        let code = random_digits(CODE_DIGITS);
-        challenge.code_hash = Some(app.keys.code_hash(&challenge.code_context(), &code));
-        let message = render(&app.config.project_name, &to, &code, app.config.challenge_ttl);
-        // Sent before it is stored: a failed send leaves no challenge that could be completed.
-        app.sender.send(&message).await.map_err(|e| ApiError::DeliveryFailed(e.to_string()))?;
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+    let code = message.is_some().then(|| random_digits(CODE_DIGITS));
+    if let Some(code) = &code {
+        challenge.code_hash = Some(app.keys.code_hash(&challenge.code_context(), code));
     }
-    app.store.put_challenge(&challenge).await?;
+    // Stored (and counted) before its message is sent, so that parallel requests cannot
+    // outrun a limit. Until the message arrives nobody knows the code; if it cannot be
+    // sent, the challenge is withdrawn.
+    let stored = app.store.put_challenge(&challenge, &budget.success(ctx.now)).await?;
+    budget.decided(stored, ctx.now, ApiError::Internal("storing a new challenge was refused".into()))?;
+    if let (Some((to, render)), Some(code)) = (message, code) {
+        let message = render(&app.config.project_name, &to, &code, app.config.challenge_ttl);
+        if let Err(e) = app.sender.send(&message).await {
+            if let Err(withdraw) = app.store.withdraw_challenge(&challenge).await {
+                tracing::warn!(error = %withdraw, "could not withdraw a challenge whose message failed");
+            }
+            return Err(ApiError::DeliveryFailed(e.to_string()));
+        }
+    }
     Ok(Reply::json(201, models::challenge(&challenge)))
 }
 
+fn code_budget(ctx: &Ctx) -> Budget {
+    Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip).wrong_codes(caller(ctx))
+}
+
+fn challenge_id(ctx: &Ctx) -> Result<String, ApiError> {
+    ctx.parsed("challengeId", |raw| parse_id(raw).ok_or("Value must be a valid challenge id"))
+}
+
+pub fn complete_lookup(ctx: &Ctx) -> Lookup {
+    Lookup {
+        challenge: challenge_id(ctx).ok().map(|id| (caller(ctx).to_string(), id)),
+        counters: code_budget(ctx).counters(ctx.now),
+        ..Lookup::default()
+    }
+}
+
 pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let challenge_id = ctx.parsed("challengeId", |raw| {
-        crate::domain::values::parse_id(raw).ok_or("Value must be a valid challenge id")
-    })?;
+    let challenge_id = challenge_id(ctx)?;
     let otp = ctx.parsed("otp", parse_otp)?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
-
-    // Every budget is spent before the code is compared, so parallel guesses cannot
-    // exceed them.
-    let ip = ctx.ip.clone();
-    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
-    app.code_attempt(ctx, &user.id).await?;
-    let challenge =
-        app.store.take_challenge_attempt(&user.id, &challenge_id, ctx.now).await?.ok_or(ApiError::InvalidToken)?;
+    let budget = code_budget(ctx);
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+    let challenge = ctx
+        .found
+        .challenge
+        .take()
+        .filter(|c| c.id == challenge_id && c.user_id == user.id && c.is_usable(ctx.now))
+        .ok_or(ApiError::InvalidToken)?;
 
     let spend = match challenge.factor {
         Factor::Email | Factor::Phone => {
@@ -83,9 +122,15 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             found.then_some(Spend::RecoveryCode(given))
         }
         Factor::Password => None,
-    }
-    .ok_or(ApiError::InvalidToken)?;
+    };
 
+    // The write that spends the attempt or completes the challenge also counts it: a
+    // code's verdict is only ever given for an attempt within every budget.
+    let Some(spend) = spend else {
+        let missed = app.store.miss_challenge(&user.id, &challenge.id, ctx.now, &budget.failure(ctx.now)).await?;
+        budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
+        return Err(ApiError::InvalidToken);
+    };
     let win = ChallengeWin {
         user_id: user.id.clone(),
         challenge_id: challenge.id.clone(),
@@ -94,7 +139,9 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         spend,
         now: ctx.now,
     };
-    let session = app.store.finish_challenge(&win).await?.ok_or(ApiError::InvalidToken)?;
-    app.code_success(ctx, &user.id).await;
+    let finished = app.store.finish_challenge(&win, &budget.success(ctx.now)).await?;
+    budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
+    let mut session = authed.session.clone();
+    win.upgrade().apply_to_session(&mut session, ctx.now);
     Ok(Reply::json(200, models::session(&session, true)))
 }

@@ -2,12 +2,13 @@
 
 use serde_json::json;
 
+use super::budget::Budget;
 use super::{models, App};
 use crate::domain::limits::CODE_ATTEMPTS_PER_IP;
 use crate::domain::{recovery, totp, Authenticator, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{SessionUpgrade, Updated, UserChange};
+use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
 
 pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let enable = ctx.boolean("mfa")?;
@@ -24,8 +25,11 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         mfa_updated_at: None,
         end_other_sessions: false,
     });
-    match app.store.update_user(&authed.user.id, UserChange::Mfa(enable), upgrade, ctx.now).await? {
-        Updated::Done(user) => Ok(Reply::json(200, models::account(&user))),
+    let change = UserChange::Mfa(enable);
+    match app.store.update_user(&authed.user, change.clone(), upgrade.clone(), ctx.now, &[]).await? {
+        Updated::Done => {
+            Ok(Reply::json(200, models::account(&updated_user(&authed.user, &change, upgrade.as_ref(), ctx.now))))
+        }
         _ => Err(ApiError::UserNotFound),
     }
 }
@@ -56,8 +60,8 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         created_at: ctx.now,
     };
     let change = UserChange::PutAuthenticator(authenticator);
-    match app.store.update_user(&user.id, change, None, ctx.now).await? {
-        Updated::Done(_) => {}
+    match app.store.update_user(user, change, None, ctx.now, &[]).await? {
+        Updated::Done => {}
         Updated::Rejected => return Err(ApiError::AuthenticatorAlreadyVerified),
         _ => return Err(ApiError::UserNotFound),
     }
@@ -71,6 +75,15 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     ))
 }
 
+fn code_budget(ctx: &Ctx) -> Budget {
+    let user_id = ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str());
+    Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip).wrong_codes(user_id)
+}
+
+pub fn verify_lookup(ctx: &Ctx) -> Lookup {
+    Lookup { counters: code_budget(ctx).counters(ctx.now), ..Lookup::default() }
+}
+
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     authenticator_type(ctx)?;
     let otp = ctx.parsed("otp", crate::domain::values::parse_otp)?;
@@ -81,10 +94,14 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         return Err(ApiError::AuthenticatorAlreadyVerified);
     }
     let secret = app.totp_secret(user, authenticator)?;
-    let ip = ctx.ip.clone();
-    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
-    app.code_attempt(ctx, &user.id).await?;
-    let step = totp::accept(&secret, &otp, ctx.now, authenticator.last_step).ok_or(ApiError::InvalidToken)?;
+    let budget = code_budget(ctx);
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+    let Some(step) = totp::accept(&secret, &otp, ctx.now, authenticator.last_step) else {
+        let counted = app.store.count(&budget.failure(ctx.now)).await?;
+        budget.decided(counted, ctx.now, ApiError::InvalidToken)?;
+        return Err(ApiError::InvalidToken);
+    };
     // Enrolling proves possession of the new authenticator only, not of the factors the
     // account already had: it adds `totp` but does not count as a recent challenge.
     let upgrade = SessionUpgrade {
@@ -94,11 +111,9 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         end_other_sessions: false,
     };
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
-    match app.store.update_user(&user.id, change, Some(upgrade), ctx.now).await? {
-        Updated::Done(user) => {
-            app.code_success(ctx, &user.id).await;
-            Ok(Reply::json(200, models::account(&user)))
-        }
+    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
+        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
+        Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
         // Another request verified it, or used this step, first.
         _ => Err(ApiError::InvalidToken),
     }
@@ -111,8 +126,8 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         return Err(ApiError::ChallengeRequired);
     }
     let change = UserChange::RemoveAuthenticator;
-    match app.store.update_user(&authed.user.id, change, Some(ending_other_sessions(ctx)?), ctx.now).await? {
-        Updated::Done(_) => Ok(Reply::no_content()),
+    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
+        Updated::Done => Ok(Reply::no_content()),
         _ => Err(ApiError::AuthenticatorNotFound),
     }
 }
@@ -133,11 +148,11 @@ fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
 }
 
 pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let user_id = ctx.authed()?.user.id.clone();
+    let user = &ctx.authed()?.user;
     let codes = recovery::generate();
-    let change = UserChange::CreateRecoveryCodes(hashed(app, &user_id, &codes));
-    match app.store.update_user(&user_id, change, None, ctx.now).await? {
-        Updated::Done(_) => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
+    let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
+    match app.store.update_user(user, change, None, ctx.now, &[]).await? {
+        Updated::Done => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
         _ => Err(ApiError::RecoveryCodesAlreadyExist),
     }
 }
@@ -158,11 +173,10 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
     if !authed.session.has_recent_challenge(ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
-    let user_id = authed.user.id.clone();
     let codes = recovery::generate();
-    let change = UserChange::ReplaceRecoveryCodes(hashed(app, &user_id, &codes));
-    match app.store.update_user(&user_id, change, Some(ending_other_sessions(ctx)?), ctx.now).await? {
-        Updated::Done(_) => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
+    let change = UserChange::ReplaceRecoveryCodes(hashed(app, &authed.user.id, &codes));
+    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
+        Updated::Done => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
         _ => Err(ApiError::RecoveryCodesNotFound),
     }
 }

@@ -10,16 +10,16 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
 use crate::domain::crypto::{sha256_hex, Keys};
-use crate::domain::limits::Limit;
 use crate::domain::Standing;
 use crate::error::ApiError;
 use crate::http::request::{credentials, parse_body, parse_query};
 use crate::http::response::{cors_headers, origin_allowed};
 use crate::http::{match_path, Authed, Ctx, Reply};
-use crate::store::Store;
+use crate::store::{Found, Lookup, Store};
 
 mod account;
 mod avatars;
+mod budget;
 mod challenges;
 mod mfa;
 mod models;
@@ -46,16 +46,22 @@ pub struct Route {
     /// The Lambda function (binary) that serves this route.
     pub function: &'static str,
     pub access: Access,
+    /// What the handler reads besides the caller's session and user, read with them.
+    pub lookup: fn(&Ctx) -> Lookup,
     pub handler: Handler,
 }
 
 macro_rules! route {
     ($method:ident $path:literal => $function:literal, $access:ident, $handler:path) => {
+        route!($method $path => $function, $access, $handler, |_| Lookup::default())
+    };
+    ($method:ident $path:literal => $function:literal, $access:ident, $handler:path, $lookup:expr) => {
         Route {
             method: Method::$method,
             path: $path,
             function: $function,
             access: Access::$access,
+            lookup: $lookup,
             handler: |app, ctx| Box::pin($handler(app, ctx)),
         }
     };
@@ -72,26 +78,26 @@ pub fn routes() -> Vec<Route> {
         route!(POST "/v1/account/sessions" => "create-email-session", Public, sessions::create),
         route!(DELETE "/v1/account/sessions/:sessionId" => "delete-session", Session, sessions::delete_one),
         route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all),
-        route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email),
-        route!(POST "/v1/account/verification" => "create-email-verification", Full, verification::create_email),
+        route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),
+        route!(POST "/v1/account/verification" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),
         route!(PUT "/v1/account/verifications/email" => "update-email-verification", Public, verification::confirm_email),
         route!(PUT "/v1/account/verification" => "update-email-verification", Public, verification::confirm_email),
-        route!(POST "/v1/account/verifications/phone" => "create-phone-verification", Full, verification::create_phone),
-        route!(POST "/v1/account/verification/phone" => "create-phone-verification", Full, verification::create_phone),
+        route!(POST "/v1/account/verifications/phone" => "create-phone-verification", Full, verification::create_phone, verification::create_phone_lookup),
+        route!(POST "/v1/account/verification/phone" => "create-phone-verification", Full, verification::create_phone, verification::create_phone_lookup),
         route!(PUT "/v1/account/verifications/phone" => "update-phone-verification", Public, verification::confirm_phone),
         route!(PUT "/v1/account/verification/phone" => "update-phone-verification", Public, verification::confirm_phone),
         route!(PATCH "/v1/account/mfa" => "update-mfa", Full, mfa::update),
         route!(GET "/v1/account/mfa/factors" => "list-mfa-factors", Session, mfa::factors),
         route!(POST "/v1/account/mfa/authenticators/:type" => "create-mfa-authenticator", Full, mfa::create_authenticator),
-        route!(PUT "/v1/account/mfa/authenticators/:type" => "update-mfa-authenticator", Full, mfa::verify_authenticator),
+        route!(PUT "/v1/account/mfa/authenticators/:type" => "update-mfa-authenticator", Full, mfa::verify_authenticator, mfa::verify_lookup),
         route!(DELETE "/v1/account/mfa/authenticators/:type" => "delete-mfa-authenticator", Full, mfa::delete_authenticator),
         route!(POST "/v1/account/mfa/recovery-codes" => "create-mfa-recovery-codes", Full, mfa::create_recovery_codes),
         route!(GET "/v1/account/mfa/recovery-codes" => "get-mfa-recovery-codes", Full, mfa::get_recovery_codes),
         route!(PATCH "/v1/account/mfa/recovery-codes" => "update-mfa-recovery-codes", Full, mfa::replace_recovery_codes),
-        route!(POST "/v1/account/mfa/challenges" => "create-mfa-challenge", Session, challenges::create),
-        route!(POST "/v1/account/mfa/challenge" => "create-mfa-challenge", Session, challenges::create),
-        route!(PUT "/v1/account/mfa/challenges" => "update-mfa-challenge", Session, challenges::complete),
-        route!(PUT "/v1/account/mfa/challenge" => "update-mfa-challenge", Session, challenges::complete),
+        route!(POST "/v1/account/mfa/challenges" => "create-mfa-challenge", Session, challenges::create, challenges::create_lookup),
+        route!(POST "/v1/account/mfa/challenge" => "create-mfa-challenge", Session, challenges::create, challenges::create_lookup),
+        route!(PUT "/v1/account/mfa/challenges" => "update-mfa-challenge", Session, challenges::complete, challenges::complete_lookup),
+        route!(PUT "/v1/account/mfa/challenge" => "update-mfa-challenge", Session, challenges::complete, challenges::complete_lookup),
         route!(GET "/v1/avatars/qr" => "get-qr", Public, avatars::qr),
     ]
 }
@@ -178,14 +184,16 @@ impl App {
             secure,
             now: self.clock.now(),
             auth: None,
+            found: Found::default(),
             rate: None,
         };
         if route.access != Access::Public {
-            let authed = self.authenticate(&ctx).await?.ok_or(ApiError::Unauthorized)?;
+            let lookup = (route.lookup)(&ctx);
+            self.load(&mut ctx, lookup, true).await?;
+            let authed = ctx.auth.as_ref().ok_or(ApiError::Unauthorized)?;
             if route.access == Access::Full && authed.session.standing(&authed.user) != Standing::Full {
                 return Err(ApiError::MoreFactorsRequired);
             }
-            ctx.auth = Some(authed);
         }
         let reply = (route.handler)(self, &mut ctx).await?;
         Ok(match ctx.rate {
@@ -194,53 +202,25 @@ impl App {
         })
     }
 
-    /// The caller's live session and user, if the request carries valid credentials.
-    pub async fn authenticate(&self, ctx: &Ctx) -> Result<Option<Authed>, ApiError> {
-        let Some(creds) = &ctx.credentials else { return Ok(None) };
-        let hash = sha256_hex(&creds.secret);
-        let Some(session) = self.store.session(&creds.user_id, &hash, ctx.now).await? else {
-            return Ok(None);
-        };
-        let Some(user) = self.store.user(&creds.user_id).await? else { return Ok(None) };
-        if !session.survives(&user) {
-            return Ok(None);
+    /// Reads what `lookup` names into `ctx.found`, in one round trip, together with the
+    /// caller's session and user when `signed_in` is asked: `ctx.auth` is then set if the
+    /// request carries valid credentials.
+    pub async fn load(&self, ctx: &mut Ctx, mut lookup: Lookup, signed_in: bool) -> Result<(), ApiError> {
+        let credentials = ctx.credentials.as_ref().filter(|_| signed_in);
+        if let Some(c) = credentials {
+            lookup.session = Some((c.user_id.clone(), sha256_hex(&c.secret)));
+            lookup.user = Some(c.user_id.clone());
         }
-        Ok(Some(Authed { user, session }))
-    }
-
-    /// Counts one request against `limit` for `key`; refuses it once over.
-    pub async fn limit(&self, ctx: &mut Ctx, limit: Limit, key: &str) -> Result<(), ApiError> {
-        let counter = limit.counter_key(key, ctx.now);
-        let count = self.store.hit(&counter, limit.window_start(ctx.now) + limit.window).await?;
-        let verdict = limit.verdict(count, ctx.now);
-        if ctx.rate.is_none_or(|r| verdict.remaining < r.remaining) {
-            ctx.rate = Some(verdict);
+        let mut found = self.store.load(&lookup, ctx.now).await?;
+        if credentials.is_some() {
+            if let (Some(session), Some(user)) = (found.session.take(), found.user.take()) {
+                if session.survives(&user) {
+                    ctx.auth = Some(Authed { user, session });
+                }
+            }
         }
-        if verdict.exceeded {
-            return Err(ApiError::RateLimited(verdict));
-        }
+        ctx.found = found;
         Ok(())
-    }
-
-    /// Counts one code attempt against the user's consecutive-failure budget *before* the
-    /// code is checked, so parallel guesses cannot exceed it. Success clears it.
-    pub async fn code_attempt(&self, ctx: &Ctx, user_id: &str) -> Result<(), ApiError> {
-        use crate::domain::limits::CODE_FAILURES_PER_USER as L;
-        let count = self.store.hit(&L.counter_key(user_id, ctx.now), L.window_start(ctx.now) + L.window).await?;
-        let verdict = L.verdict(count, ctx.now);
-        if verdict.exceeded {
-            return Err(ApiError::TooManyFailures(verdict));
-        }
-        Ok(())
-    }
-
-    /// Clears the user's wrong-code count after a success. Best effort: the success itself
-    /// is already stored, so a failure here must not turn it into an error.
-    pub async fn code_success(&self, ctx: &Ctx, user_id: &str) {
-        use crate::domain::limits::CODE_FAILURES_PER_USER as L;
-        if let Err(e) = self.store.clear(&L.counter_key(user_id, ctx.now)).await {
-            tracing::warn!(error = %e, "could not reset the wrong-code count");
-        }
     }
 
     /// The TOTP secret of a user's authenticator, decrypted.

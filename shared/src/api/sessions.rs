@@ -2,6 +2,7 @@
 
 use serde_json::json;
 
+use super::budget::Budget;
 use super::{models, App};
 use crate::domain::crypto::{new_id, random_secret, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
@@ -10,29 +11,37 @@ use crate::domain::{Factor, Session};
 use crate::error::ApiError;
 use crate::http::response::session_cookies;
 use crate::http::{Credentials, Ctx, Reply};
+use crate::store::Lookup;
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    if app.authenticate(ctx).await?.is_some() {
-        return Err(ApiError::SessionAlreadyExists);
-    }
     let email = ctx.parsed("email", parse_email)?;
     let plain = ctx.string("password")?;
-    let ip = ctx.ip.clone();
-    app.limit(ctx, LOGIN_PER_IP, &ip).await?;
-    app.limit(ctx, LOGIN_PER_EMAIL, &email).await?;
-
-    let user = app.store.user_by_email(&email).await?;
-    let stored = user.as_ref().map(|u| u.password_hash.clone());
-    if !super::account::password_matches(plain, stored).await? {
-        return Err(ApiError::InvalidCredentials);
+    let budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).failures(LOGIN_PER_EMAIL, &email);
+    let lookup = Lookup { login: Some(email), counters: budget.counters(ctx.now), ..Lookup::default() };
+    app.load(ctx, lookup, true).await?;
+    if ctx.auth.is_some() {
+        return Err(ApiError::SessionAlreadyExists);
     }
-    let user = user.ok_or(ApiError::InvalidCredentials)?;
-    app.store.clear(&LOGIN_PER_EMAIL.counter_key(&email, ctx.now)).await?;
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+
+    let login = ctx.found.login.take();
+    let stored = login.as_ref().map(|l| l.password_hash.clone());
+    let login = match super::account::password_matches(plain, stored).await? {
+        true => login.ok_or(ApiError::InvalidCredentials)?,
+        false => {
+            // Counted by the write that decides the answer: within the budget the answer
+            // is 401, past it 429, whatever the password.
+            let counted = app.store.count(&budget.failure(ctx.now)).await?;
+            budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
 
     let secret = random_secret();
     let session = Session {
         id: new_id(),
-        user_id: user.id.clone(),
+        user_id: login.user_id.clone(),
         secret_hash: sha256_hex(&secret),
         created_at: ctx.now,
         updated_at: ctx.now,
@@ -43,9 +52,10 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
         confirmed_at: ctx.now,
     };
-    app.store.create_session(&session).await?;
+    let created = app.store.create_session(&session, &budget.success(ctx.now)).await?;
+    budget.decided(created, ctx.now, ApiError::Internal("storing a new session was refused".into()))?;
 
-    let value = Credentials { user_id: user.id, secret }.encode();
+    let value = Credentials { user_id: login.user_id, secret }.encode();
     let name = app.config.session_cookie();
     let mut reply = Reply::json(201, models::session(&session, true));
     for cookie in session_cookies(&name, &value, session.expire, ctx.secure) {
@@ -59,15 +69,17 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
 pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let authed = ctx.authed()?;
-    let current = authed.session.id.clone();
-    let target = match ctx.path_param("sessionId") {
-        "current" => current.clone(),
-        id => id.to_string(),
-    };
-    if !app.store.delete_session(&authed.user.id, &target).await? {
+    let current = &authed.session;
+    let target = ctx.path_param("sessionId");
+    if target == "current" || target == current.id {
+        // Signing out: the session is known, so it is deleted by its key.
+        app.store.end_session(current).await?;
+        return Ok(signed_out(app, ctx));
+    }
+    if !app.store.delete_session(&authed.user.id, target).await? {
         return Err(ApiError::SessionNotFound);
     }
-    Ok(if target == current { signed_out(app, ctx) } else { Reply::no_content() })
+    Ok(Reply::no_content())
 }
 
 pub async fn delete_all(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {

@@ -1,8 +1,9 @@
 //! Email and phone verification.
 
+use super::budget::Budget;
 use super::{models, App};
 use crate::delivery::templates;
-use crate::domain::crypto::{new_id, random_digits, random_secret, sha256_hex};
+use crate::domain::crypto::{constant_time_eq, new_id, random_digits, random_secret, sha256_hex};
 use crate::domain::limits::{
     CODE_ATTEMPTS_PER_IP, EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER,
     SMS_PER_PHONE,
@@ -12,6 +13,20 @@ use crate::domain::verification::{EMAIL_TOKEN_TTL, MAX_ATTEMPTS, PHONE_TOKEN_TTL
 use crate::domain::{Channel, VerificationToken};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
+use crate::store::Lookup;
+
+/// The caller's user id as its credentials name it (the session is read with it).
+fn caller(ctx: &Ctx) -> &str {
+    ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str())
+}
+
+fn email_budget(ctx: &Ctx) -> Budget {
+    Budget::default().every(EMAIL_VERIFICATION_PER_USER, caller(ctx))
+}
+
+pub fn create_email_lookup(ctx: &Ctx) -> Lookup {
+    Lookup { counters: email_budget(ctx).counters(ctx.now), ..Lookup::default() }
+}
 
 pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut url = ctx.parsed("url", |raw| parse_redirect_url(raw, &app.config.redirect_hosts))?;
@@ -20,7 +35,9 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if user.email_verified {
         return Err(ApiError::EmailAlreadyVerified);
     }
-    app.limit(ctx, EMAIL_VERIFICATION_PER_USER, &user.id).await?;
+    let budget = email_budget(ctx);
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
 
     let secret = random_secret();
     let token = VerificationToken {
@@ -38,18 +55,51 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .append_pair("secret", &secret)
         .append_pair("expire", &crate::clock::iso(token.expire));
     let message = templates::email_verification(&app.config.project_name, &email, url.as_str(), EMAIL_TOKEN_TTL);
-    issue(app, &token, &message).await?;
+    issue(app, &token, &message, &budget, ctx.now).await?;
     Ok(Reply::json(201, models::token(&token)))
 }
 
 pub async fn confirm_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let (user_id, secret) = user_and_secret(ctx)?;
-    if app.store.user(&user_id).await?.is_none() {
+    let token = user_token(app, ctx, &user_id, Channel::Email, Budget::default()).await?;
+    // The secret carries 256 bits: no attempt counting needed, so no one can burn it.
+    if !constant_time_eq(&token.secret_hash, &sha256_hex(&secret)) {
+        return Err(ApiError::InvalidToken);
+    }
+    let redeemed = app.store.redeem_token(&token, ctx.now, &[]).await?;
+    Budget::default().decided(redeemed, ctx.now, ApiError::InvalidToken)?;
+    Ok(Reply::json(200, models::token(&token)))
+}
+
+/// Reads the user and its usable token of `channel` (with `budget`'s counters, checked).
+async fn user_token(
+    app: &App,
+    ctx: &mut Ctx,
+    user_id: &str,
+    channel: Channel,
+    budget: Budget,
+) -> Result<VerificationToken, ApiError> {
+    let lookup = Lookup {
+        user: Some(user_id.to_string()),
+        token: Some((user_id.to_string(), channel)),
+        counters: budget.counters(ctx.now),
+        ..Lookup::default()
+    };
+    app.load(ctx, lookup, false).await?;
+    if ctx.found.user.is_none() {
         return Err(ApiError::UserNotFound);
     }
-    // The secret carries 256 bits: no attempt counting needed, so no one can burn it.
-    let token = app.store.redeem_token(&user_id, Channel::Email, &sha256_hex(&secret), ctx.now).await?;
-    Ok(Reply::json(200, models::token(&token.ok_or(ApiError::InvalidToken)?)))
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+    ctx.found.token.take().filter(|t| t.is_usable(ctx.now)).ok_or(ApiError::InvalidToken)
+}
+
+fn phone_budget(ctx: &Ctx) -> Budget {
+    Budget::default().every(PHONE_VERIFICATION_PER_USER, caller(ctx)).every(PHONE_VERIFICATION_PER_IP, &ctx.ip)
+}
+
+pub fn create_phone_lookup(ctx: &Ctx) -> Lookup {
+    Lookup { counters: phone_budget(ctx).counters(ctx.now), ..Lookup::default() }
 }
 
 pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -58,10 +108,10 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if user.phone_verified {
         return Err(ApiError::PhoneAlreadyVerified);
     }
-    let ip = ctx.ip.clone();
-    app.limit(ctx, PHONE_VERIFICATION_PER_USER, &user.id).await?;
-    app.limit(ctx, PHONE_VERIFICATION_PER_IP, &ip).await?;
-    app.limit(ctx, SMS_PER_PHONE, &phone).await?;
+    let budget = phone_budget(ctx);
+    let seen = std::mem::take(&mut ctx.found.counts);
+    budget.check(ctx, &seen)?;
+    let budget = budget.every(SMS_PER_PHONE, &phone);
 
     let code = random_digits(6);
     let id = new_id();
@@ -76,31 +126,47 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         expire: ctx.now + PHONE_TOKEN_TTL,
     };
     let message = templates::phone_verification(&app.config.project_name, &phone, &code, PHONE_TOKEN_TTL);
-    issue(app, &token, &message).await?;
+    issue(app, &token, &message, &budget, ctx.now).await?;
     Ok(Reply::json(201, models::token(&token)))
 }
 
 pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let (user_id, code) = user_and_secret(ctx)?;
-    if app.store.user(&user_id).await?.is_none() {
-        return Err(ApiError::UserNotFound);
-    }
     // Anyone may call this with a user id: guesses are bounded by the token's own five
     // attempts and a per-IP budget, never by the user's MFA wrong-code count, which a
     // stranger could otherwise exhaust to keep the user from signing in.
-    let ip = ctx.ip.clone();
-    app.limit(ctx, CODE_ATTEMPTS_PER_IP, &ip).await?;
-    let token = app.store.take_token_attempt(&user_id, Channel::Phone, ctx.now).await?.ok_or(ApiError::InvalidToken)?;
+    let budget = Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip);
+    let token = user_token(app, ctx, &user_id, Channel::Phone, budget.clone()).await?;
     let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
-    let token = app.store.redeem_token(&user_id, Channel::Phone, &hash, ctx.now).await?;
-    Ok(Reply::json(200, models::token(&token.ok_or(ApiError::InvalidToken)?)))
+    if !constant_time_eq(&token.secret_hash, &hash) {
+        let missed =
+            app.store.miss_token(&user_id, Channel::Phone, &token.id, ctx.now, &budget.failure(ctx.now)).await?;
+        budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
+        return Err(ApiError::InvalidToken);
+    }
+    let redeemed = app.store.redeem_token(&token, ctx.now, &budget.success(ctx.now)).await?;
+    budget.decided(redeemed, ctx.now, ApiError::InvalidToken)?;
+    Ok(Reply::json(200, models::token(&token)))
 }
 
-/// The message goes out before the token is stored: a failed send leaves no usable token,
-/// and a failed store leaves only a message whose secret verifies nothing.
-async fn issue(app: &App, token: &VerificationToken, message: &crate::delivery::Message) -> Result<(), ApiError> {
-    app.sender.send(message).await.map_err(|e| ApiError::DeliveryFailed(e.to_string()))?;
-    app.store.put_token(token).await?;
+/// The token is stored (and counted) before its message is sent, so that parallel
+/// requests cannot outrun a limit; nobody knows its secret until the message arrives, and
+/// if it cannot be sent, the token is withdrawn.
+async fn issue(
+    app: &App,
+    token: &VerificationToken,
+    message: &crate::delivery::Message,
+    budget: &Budget,
+    now: crate::clock::Millis,
+) -> Result<(), ApiError> {
+    let stored = app.store.put_token(token, &budget.success(now)).await?;
+    budget.decided(stored, now, ApiError::Internal("storing a new token was refused".into()))?;
+    if let Err(e) = app.sender.send(message).await {
+        if let Err(withdraw) = app.store.withdraw_token(token).await {
+            tracing::warn!(error = %withdraw, "could not withdraw a token whose message failed");
+        }
+        return Err(ApiError::DeliveryFailed(e.to_string()));
+    }
     Ok(())
 }
 

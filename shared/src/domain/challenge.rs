@@ -27,7 +27,7 @@ pub struct Challenge {
 impl Challenge {
     pub fn new(user_id: &str, factor: Factor, now: Millis, ttl: Millis) -> Self {
         Challenge {
-            id: super::crypto::new_id(),
+            id: format!("{}{}", tag(factor), super::crypto::new_id()),
             user_id: user_id.to_string(),
             factor,
             code_hash: None,
@@ -37,6 +37,14 @@ impl Challenge {
         }
     }
 
+    /// The factor a challenge id was issued for: the store finds a challenge by it
+    /// without searching.
+    pub fn factor_of(id: &str) -> Option<Factor> {
+        [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode]
+            .into_iter()
+            .find(|f| id.starts_with(tag(*f)) && id.len() > 1)
+    }
+
     pub fn is_usable(&self, now: Millis) -> bool {
         self.attempts_left > 0 && self.expire > now
     }
@@ -44,6 +52,17 @@ impl Challenge {
     /// The context a code hash is bound to: this user's this challenge.
     pub fn code_context(&self) -> String {
         format!("challenge|{}|{}", self.user_id, self.id)
+    }
+}
+
+/// The first character of a challenge id names its factor.
+fn tag(factor: Factor) -> char {
+    match factor {
+        Factor::Totp => 't',
+        Factor::Email => 'e',
+        Factor::Phone => 'p',
+        Factor::RecoveryCode => 'r',
+        Factor::Password => 'w',
     }
 }
 
@@ -58,6 +77,17 @@ mod tests {
         assert!(!c.is_usable(1_000 + CHALLENGE_TTL));
         c.attempts_left = 0;
         assert!(!c.is_usable(1_000));
+    }
+
+    #[test]
+    fn a_challenge_id_names_its_factor() {
+        for factor in [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode] {
+            let c = Challenge::new("u", factor, 0, CHALLENGE_TTL);
+            assert_eq!(Challenge::factor_of(&c.id), Some(factor));
+            assert!(crate::domain::values::parse_id(&c.id).is_some(), "{} is a valid id", c.id);
+        }
+        assert_eq!(Challenge::factor_of("x123"), None);
+        assert_eq!(Challenge::factor_of("t"), None);
     }
 
     #[test]

@@ -36,6 +36,26 @@ impl Limit {
         format!("{}#{}#{}", self.scope, key, self.window_start(now))
     }
 
+    /// One more request against this limit for `key`.
+    pub fn hit(&self, key: &str, now: Millis) -> Count {
+        self.count(key, now, false)
+    }
+
+    /// A success that starts a consecutive-failure count over; refused, like a hit, once
+    /// the count has reached the limit.
+    pub fn reset(&self, key: &str, now: Millis) -> Count {
+        self.count(key, now, true)
+    }
+
+    fn count(&self, key: &str, now: Millis, reset: bool) -> Count {
+        Count {
+            counter: self.counter_key(key, now),
+            max: self.max,
+            expire: self.window_start(now) + self.window,
+            reset,
+        }
+    }
+
     pub fn verdict(&self, count: u32, now: Millis) -> RateVerdict {
         RateVerdict {
             limit: self.max,
@@ -44,6 +64,21 @@ impl Limit {
             exceeded: count > self.max,
         }
     }
+}
+
+/// One request counted on a counter, checked and stored in the same atomic write as the
+/// request's effect: of parallel requests, no more than `max` get through in a window,
+/// and a request refused by its limit changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    /// The counter's store key, naming its window.
+    pub counter: String,
+    /// Applies only while the counter holds fewer than this.
+    pub max: u32,
+    /// When the window ends.
+    pub expire: Millis,
+    /// Deletes the counter instead of adding one (a success ends a run of failures).
+    pub reset: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -63,6 +63,8 @@ pub struct Ctx {
     pub now: Millis,
     pub credentials: Option<Credentials>,
     pub auth: Option<Authed>,
+    /// What was read for the handler besides the caller (`Route::lookup`).
+    pub found: crate::store::Found,
     /// The tightest rate limit this request counted against, for the response headers.
     pub rate: Option<RateVerdict>,
 }

@@ -1,22 +1,24 @@
 //! The DynamoDB store: one table with string keys `pk`/`sk` and the TTL attribute
-//! `expiresAt` (epoch seconds) on every expiring item. Every single-use action is ONE
-//! conditional write (an UpdateItem, or a TransactWriteItems where several items must change
-//! together), so of N parallel attempts DynamoDB lets exactly one through. Only this module
-//! knows attribute names; failed conditions become the trait's domain results, never errors.
+//! `expiresAt` (epoch seconds) on every expiring item. A request costs two calls: one
+//! BatchGetItem reads everything it needs (session, user, challenge or token, rate
+//! counters), and one TransactWriteItems decides it: every single-use action with its rate
+//! counts, conditional, so of N parallel attempts DynamoDB lets exactly one through and no
+//! limit is outrun. Only this module knows attribute names; failed conditions become the
+//! trait's domain results, never errors.
 //!
 //! | item          | pk                | sk                           |
 //! |---------------|-------------------|------------------------------|
 //! | user          | `USER#<id>`       | `PROFILE`                    |
-//! | email index   | `EMAIL#<email>`   | `EMAIL`                      |
-//! | phone index   | `PHONE#<phone>`   | `PHONE`                      |
+//! | email claim   | `EMAIL#<email>`   | `EMAIL` (user id, password hash: sign-in is one read) |
+//! | phone claim   | `PHONE#<phone>`   | `PHONE`                      |
 //! | session       | `USER#<userId>`   | `SESSION#<sha256 of secret>` |
-//! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>`         |
+//! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>` (the id's first letter names it) |
 //! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
 //! | rate counter  | `RATE#<counter>`  | `RATE`                       |
 //!
 //! Sessions live under the user's partition (design.md puts them in their own): the cookie
-//! carries the user id, so authenticating is still one GetItem, and "sign out everywhere"
-//! is one Query without a GSI.
+//! carries the user id, so a session is read by its key, and "sign out everywhere" is one
+//! Query without a GSI.
 //!
 //! Expiring items keep their exact expiry in milliseconds (`expire`) for the checks, and
 //! `expiresAt` in whole seconds (rounded up) for DynamoDB's TTL, which deletes lazily.
@@ -32,19 +34,20 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
+    KeyType, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 
-use super::{ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, Updated, UserChange};
+use super::{
+    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
+    Updated, UserChange,
+};
 use crate::clock::Millis;
-use crate::domain::crypto::constant_time_eq;
+use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
 use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 
@@ -61,9 +64,8 @@ const FACTORS: [Factor; 5] = [Factor::Password, Factor::Totp, Factor::Email, Fac
 /// Tries of a write that met another transaction on one of its items: DynamoDB cancels
 /// such a write rather than queueing it, and the next try sees the other one's outcome.
 const CONFLICT_TRIES: u32 = 10;
-/// Tries of an email or phone change whose user changed between its read and its write.
-const TARGET_TRIES: u32 = 5;
-/// BatchWriteItem takes at most 25 requests, and may leave some unprocessed under load.
+/// BatchWriteItem takes at most 25 requests; it and BatchGetItem may leave some
+/// unprocessed under load.
 const BATCH: usize = 25;
 const BATCH_TRIES: u32 = 10;
 
@@ -251,9 +253,14 @@ impl Target {
             Target::Phone => key(format!("PHONE#{value}"), "PHONE".into()),
         }
     }
-    fn index_item(self, value: &str, user_id: &str) -> Item {
+    /// The claim of `value` by `user`. An email's claim also keeps the password hash, so
+    /// that signing in is one read.
+    fn index_item(self, value: &str, user: &User) -> Item {
         let mut item = self.index_key(value);
-        item.insert("userId".into(), s(user_id));
+        item.insert("userId".into(), s(&user.id));
+        if let Target::Email = self {
+            item.insert("passwordHash".into(), s(&user.password_hash));
+        }
         item
     }
     fn of(self, user: &User) -> Option<&str> {
@@ -745,26 +752,6 @@ fn other(e: impl std::error::Error) -> Failure {
     Failure::Unavailable(DisplayErrorContext(&e).to_string())
 }
 
-impl Classify for PutItemError {
-    fn classify(self) -> Failure {
-        match self {
-            PutItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
-            PutItemError::TransactionConflictException(_) => Failure::Conflict,
-            e => other(e),
-        }
-    }
-}
-
-impl Classify for UpdateItemError {
-    fn classify(self) -> Failure {
-        match self {
-            UpdateItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
-            UpdateItemError::TransactionConflictException(_) => Failure::Conflict,
-            e => other(e),
-        }
-    }
-}
-
 impl Classify for DeleteItemError {
     fn classify(self) -> Failure {
         match self {
@@ -832,22 +819,6 @@ fn backoff(tries: u32) -> Duration {
 // Operations on the table
 
 impl DynamoStore {
-    async fn get(&self, key: Item) -> StoreResult<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            // Strongly consistent: a request right after a write (sign-in, then use the
-            // session) must see it.
-            .consistent_read(true)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
-        self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
-        Ok(out.map_err(unavailable)?.item)
-    }
-
     /// Every item of partition `pk` whose sort key starts with `prefix`.
     async fn query(&self, pk: String, prefix: &str) -> StoreResult<Vec<Item>> {
         let mut items = Vec::new();
@@ -875,53 +846,6 @@ impl DynamoStore {
                 return Ok(items);
             }
         }
-    }
-
-    async fn put(&self, item: Item, expr: &Expr) -> Result<(), WriteError> {
-        let item = &item;
-        retry_conflicts(|| async move {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .set_condition_expression(expr.condition())
-                .set_expression_attribute_names(expr.names())
-                .set_expression_attribute_values(expr.values())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                .inspect_err(|_| self.metrics.failed())
-                .map(|_| ())
-                .map_err(classify)
-        })
-        .await
-    }
-
-    /// Updates one item and returns all of it as it is afterwards. A failed condition
-    /// carries the item as it was, if it exists.
-    async fn update(&self, key: Item, expr: &Expr) -> Result<Item, WriteError> {
-        let key = &key;
-        retry_conflicts(|| async move {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key.clone()))
-                .set_update_expression(expr.update())
-                .set_condition_expression(expr.condition())
-                .set_expression_attribute_names(expr.names())
-                .set_expression_attribute_values(expr.values())
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await
-                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                .inspect_err(|_| self.metrics.failed())
-                .map(|out| out.attributes.unwrap_or_default())
-                .map_err(classify)
-        })
-        .await
     }
 
     /// Deletes one item and returns it as it was, if it existed.
@@ -964,6 +888,67 @@ impl DynamoStore {
                 .map_err(classify)
         })
         .await
+    }
+
+    /// Applies `writes` and the counts' writes all or none, in one call. Always a
+    /// transaction, even for one item: the SDK retries a request whose answer was lost, and
+    /// only a transaction's request token makes that retry idempotent; a retried conditional
+    /// UpdateItem would fail its own condition and report the change as refused.
+    async fn commit(&self, mut writes: Vec<Write>, counts: &[Count]) -> StoreResult<Result<(), Veto>> {
+        let own = writes.len();
+        writes.extend(counts.iter().map(count_write));
+        let result = if writes.is_empty() { Ok(()) } else { self.transact(&writes).await };
+        match result {
+            Ok(()) => Ok(Ok(())),
+            Err(WriteError::Store(e)) => Err(e),
+            // A count at its limit is reported first: the request is refused as such.
+            Err(WriteError::Rejected(r)) => Ok(Err(match r.0.iter().map(|(i, _)| *i).filter(|i| *i >= own).min() {
+                Some(i) => Veto::Limited(i - own),
+                None => Veto::Rejected(r),
+            })),
+        }
+    }
+
+    /// Reads items by key in one strongly consistent BatchGetItem, asking again for what
+    /// DynamoDB left unprocessed; returns them by key.
+    async fn batch_get(&self, keys: Vec<Item>) -> StoreResult<HashMap<(String, String), Item>> {
+        let mut found = HashMap::new();
+        let mut unique: Vec<Item> = Vec::new();
+        for k in keys {
+            // BatchGetItem refuses a key asked twice.
+            if !unique.contains(&k) {
+                unique.push(k);
+            }
+        }
+        if unique.is_empty() {
+            return Ok(found);
+        }
+        let mut request =
+            KeysAndAttributes::builder().set_keys(Some(unique)).consistent_read(true).build().map_err(unavailable)?;
+        for tries in 1..=BATCH_TRIES {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            self.metrics.record(Capacity::Read, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
+            let out = out.map_err(unavailable)?;
+            for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                let r = Reader(&item);
+                found.insert((r.s(PK)?, r.s(SK)?), item);
+            }
+            match out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty()) {
+                None => return Ok(found),
+                Some(rest) => request = rest,
+            }
+            if tries == BATCH_TRIES {
+                break;
+            }
+            tokio::time::sleep(backoff(tries)).await;
+        }
+        Err(StoreError::Unavailable("batch reads left unprocessed".into()))
     }
 
     /// Deletes items in batches, sending again what DynamoDB left unprocessed.
@@ -1021,6 +1006,37 @@ fn decided<T>(result: Result<T, WriteError>) -> StoreResult<Option<T>> {
         Err(WriteError::Rejected(_)) => Ok(None),
         Err(WriteError::Store(e)) => Err(e),
     }
+}
+
+/// Why [`DynamoStore::commit`] changed nothing.
+#[derive(Debug)]
+enum Veto {
+    /// The count at this index is at its limit.
+    Limited(usize),
+    /// A condition of the request's own writes failed.
+    Rejected(Rejection),
+}
+
+fn refused(veto: Result<(), Veto>) -> Decided {
+    veto.map_err(|v| match v {
+        Veto::Limited(i) => Refused::Limited(i),
+        Veto::Rejected(_) => Refused::Rejected,
+    })
+}
+
+/// A count's write: one more, or a reset, only while the counter is below its limit.
+fn count_write(count: &Count) -> Write {
+    let mut e = Expr::default();
+    e.when("attribute_not_exists(#count) OR #count < :max").bind(":max", n(count.max));
+    if count.reset {
+        return Write::Delete { key: rate_key(&count.counter), expr: e };
+    }
+    e.add("#count :one")
+        .set("#expire = :expire, #expiresAt = :ttl")
+        .bind(":one", n(1))
+        .bind(":expire", n(count.expire))
+        .bind(":ttl", ttl_seconds(count.expire));
+    Write::Update { key: rate_key(&count.counter), expr: e }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1114,104 +1130,51 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
 }
 
 impl DynamoStore {
-    /// A change of the user item alone: one UpdateItem, or a transaction with the session
-    /// upgrade.
-    async fn change_user(
-        &self,
-        id: &str,
-        mut e: Expr,
-        upgrade: Option<&SessionUpgrade>,
-        now: Millis,
-    ) -> StoreResult<Updated> {
-        stamp(&mut e, upgrade, now);
-        let Some(up) = upgrade else {
-            return match self.update(user_key(id), &e).await {
-                Ok(item) => Ok(Updated::Done(user_from(&item)?)),
-                Err(WriteError::Rejected(r)) if r.failed_on_existing(0) => Ok(Updated::Rejected),
-                Err(WriteError::Rejected(_)) => Ok(Updated::NotFound),
-                Err(WriteError::Store(e)) => Err(e),
-            };
-        };
-        let writes = [Write::Update { key: user_key(id), expr: e }, upgrade_write(id, up, now)];
-        match self.transact(&writes).await {
-            Ok(()) => self.updated(id).await,
-            Err(WriteError::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Ok(Updated::NotFound),
-            Err(WriteError::Rejected(_)) => Ok(Updated::Rejected),
-            Err(WriteError::Store(e)) => Err(e),
-        }
-    }
-
-    /// Moves the user to a new email or phone: the user item, the new index item (claimed
-    /// only if free or already the user's) and the old index item change in one
-    /// transaction. The user's current value is read first; the write is conditioned on it
-    /// still being current, and tried again if it is not.
+    /// Moves the user to a new email or phone: the user item (still holding the value the
+    /// caller read), the new claim (taken only if free or already the user's) and the old
+    /// claim change in one transaction.
     async fn move_target(
         &self,
-        id: &str,
+        user: &User,
         target: Target,
         value: &str,
         upgrade: Option<&SessionUpgrade>,
         now: Millis,
+        counts: &[Count],
     ) -> StoreResult<Updated> {
         let (attribute, verified) = target.attributes();
-        for _ in 0..TARGET_TRIES {
-            let Some(user) = self.user(id).await? else { return Ok(Updated::NotFound) };
-            let old = target.of(&user).map(str::to_string);
+        let old = target.of(user);
+        let mut user_expr = Expr::default();
+        user_expr
+            .set(format!("{attribute} = :value, {verified} = :false"))
+            .bind(":value", s(value))
+            .bind(":false", b(false));
+        match old {
+            Some(old) => user_expr.when(format!("{attribute} = :old")).bind(":old", s(old)),
+            None => user_expr.when(format!("attribute_not_exists({attribute})")),
+        };
+        stamp(&mut user_expr, upgrade, now);
 
-            let mut user_expr = Expr::default();
-            user_expr
-                .set(format!("{attribute} = :value, {verified} = :false"))
-                .bind(":value", s(value))
-                .bind(":false", b(false));
-            match &old {
-                Some(old) => user_expr.when(format!("{attribute} = :old")).bind(":old", s(old)),
-                None => user_expr.when(format!("attribute_not_exists({attribute})")),
-            };
-            stamp(&mut user_expr, upgrade, now);
-
-            let mut claim = Expr::default();
-            claim.when("attribute_not_exists(#pk) OR #userId = :me").bind(":me", s(id));
-            let mut writes = vec![
-                Write::Update { key: user_key(id), expr: user_expr },
-                Write::Put { item: target.index_item(value, id), expr: claim.clone() },
-            ];
-            if let Some(old) = old.as_deref().filter(|old| *old != value) {
-                writes.push(Write::Delete { key: target.index_key(old), expr: claim });
-            }
-            if let Some(up) = upgrade {
-                writes.push(upgrade_write(id, up, now));
-            }
-            let session_write = upgrade.map(|_| writes.len() - 1);
-
-            match self.transact(&writes).await {
-                Ok(()) => return self.updated(id).await,
-                Err(WriteError::Rejected(r)) if r.failed(1) => return Ok(Updated::Taken),
-                Err(WriteError::Rejected(r)) if session_write.is_some_and(|i| r.failed(i)) => {
-                    return Ok(Updated::Rejected)
-                }
-                // The user's value changed since it was read: read it again.
-                Err(WriteError::Rejected(_)) => continue,
-                Err(WriteError::Store(e)) => return Err(e),
-            }
+        let mut claim = Expr::default();
+        claim.when("attribute_not_exists(#pk) OR #userId = :me").bind(":me", s(&user.id));
+        let mut writes = vec![
+            Write::Update { key: user_key(&user.id), expr: user_expr },
+            Write::Put { item: target.index_item(value, user), expr: claim.clone() },
+        ];
+        if let Some(old) = old.filter(|old| *old != value) {
+            writes.push(Write::Delete { key: target.index_key(old), expr: claim });
         }
-        Err(StoreError::Unavailable(format!("user {id} kept changing during an email or phone change")))
-    }
-
-    /// The user as a transaction left it (transactions return no values).
-    async fn updated(&self, id: &str) -> StoreResult<Updated> {
-        Ok(self.user(id).await?.map_or(Updated::NotFound, Updated::Done))
-    }
-
-    /// The sort key of the user's challenge with this id.
-    async fn challenge_sk(&self, user_id: &str, challenge_id: &str) -> StoreResult<Option<String>> {
-        let items = self.query(user_pk(user_id), CHALLENGE_PREFIX).await?;
-        for item in &items {
-            let r = Reader(item);
-            if r.s("id")? == challenge_id {
-                return Ok(Some(r.s(SK)?));
-            }
+        if let Some(up) = upgrade {
+            writes.push(upgrade_write(&user.id, up, now));
         }
-        Ok(None)
+        Ok(match self.commit(writes, counts).await? {
+            Ok(()) => Updated::Done,
+            Err(Veto::Limited(i)) => Updated::Limited(i),
+            Err(Veto::Rejected(r)) if r.failed(1) => Updated::Taken,
+            Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
+            // The session is gone, or the user's value changed since it was read.
+            Err(Veto::Rejected(_)) => Updated::Rejected,
+        })
     }
 }
 
@@ -1237,38 +1200,71 @@ fn spend_expr(spend: &Spend, now: Millis) -> Expr {
 
 #[async_trait]
 impl Store for DynamoStore {
+    async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found> {
+        let session = lookup.session.as_ref().map(|(user_id, hash)| session_key(user_id, hash));
+        let user = lookup.user.as_deref().map(user_key);
+        let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
+        let challenge = lookup
+            .challenge
+            .as_ref()
+            .and_then(|(user_id, id)| Challenge::factor_of(id).map(|factor| challenge_key(user_id, factor)));
+        let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
+        let counters: Vec<Item> = lookup.counters.iter().map(|c| rate_key(c)).collect();
+        let keys = [&session, &user, &login, &challenge, &token].into_iter().flatten().chain(&counters).cloned();
+        let items = self.batch_get(keys.collect()).await?;
+        let at = |k: &Option<Item>| k.as_ref().and_then(|k| items.get(&key_id(k)));
+
+        let mut found = Found {
+            session: at(&session).map(session_from).transpose()?.filter(|x| x.is_live(now)),
+            user: at(&user).map(user_from).transpose()?,
+            ..Found::default()
+        };
+        if let Some(item) = at(&login) {
+            let r = Reader(item);
+            found.login = Some(Login { user_id: r.s("userId")?, password_hash: r.s("passwordHash")? });
+        }
+        if let (Some(item), Some((_, id))) = (at(&challenge), &lookup.challenge) {
+            found.challenge = Some(challenge_from(item)?).filter(|c| c.id == *id && c.expire > now);
+        }
+        found.token = at(&token).map(token_from).transpose()?.filter(|t| t.expire > now);
+        for k in &counters {
+            let count = match items.get(&key_id(k)) {
+                Some(item) if Reader(item).n::<Millis>("expire")? > now => Reader(item).n("count")?,
+                _ => 0,
+            };
+            found.counts.push(count);
+        }
+        Ok(found)
+    }
+
     async fn create_user(&self, user: &User) -> StoreResult<bool> {
         let mut absent = Expr::default();
         absent.when("attribute_not_exists(#pk)");
         let mut writes = vec![Write::Put { item: user_item(user), expr: absent.clone() }];
         for (target, value) in [(Target::Email, &user.email), (Target::Phone, &user.phone)] {
             if let Some(value) = value {
-                writes.push(Write::Put { item: target.index_item(value, &user.id), expr: absent.clone() });
+                writes.push(Write::Put { item: target.index_item(value, user), expr: absent.clone() });
             }
         }
         Ok(decided(self.transact(&writes).await)?.is_some())
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        self.get(user_key(id)).await?.as_ref().map(user_from).transpose()
-    }
-
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let Some(index) = self.get(Target::Email.index_key(email)).await? else { return Ok(None) };
-        self.user(&Reader(&index).s("userId")?).await
-    }
-
     async fn update_user(
         &self,
-        id: &str,
+        user: &User,
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
+        counts: &[Count],
     ) -> StoreResult<Updated> {
         let upgrade = upgrade.as_ref();
-        let e = match &change {
-            UserChange::Email(email) => return self.move_target(id, Target::Email, email, upgrade, now).await,
-            UserChange::Phone(phone) => return self.move_target(id, Target::Phone, phone, upgrade, now).await,
+        let mut e = match &change {
+            UserChange::Email(email) => {
+                return self.move_target(user, Target::Email, email, upgrade, now, counts).await
+            }
+            UserChange::Phone(phone) => {
+                return self.move_target(user, Target::Phone, phone, upgrade, now, counts).await
+            }
             UserChange::Mfa(on) => mfa_expr(*on),
             UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
             UserChange::VerifyAuthenticator { step, secret_sealed } => verify_authenticator_expr(*step, secret_sealed),
@@ -1276,16 +1272,20 @@ impl Store for DynamoStore {
             UserChange::CreateRecoveryCodes(codes) => recovery_codes_expr(codes, true),
             UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),
         };
-        self.change_user(id, e, upgrade, now).await
+        stamp(&mut e, upgrade, now);
+        let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e }];
+        writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
+        Ok(match self.commit(writes, counts).await? {
+            Ok(()) => Updated::Done,
+            Err(Veto::Limited(i)) => Updated::Limited(i),
+            Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
+            Err(Veto::Rejected(_)) => Updated::Rejected,
+        })
     }
 
-    async fn create_session(&self, session: &Session) -> StoreResult<()> {
-        unconditional(self.put(session_item(session), &Expr::default()).await)
-    }
-
-    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
-        let Some(item) = self.get(session_key(user_id, secret_hash)).await? else { return Ok(None) };
-        Ok(Some(session_from(&item)?).filter(|session| session.is_live(now)))
+    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided> {
+        let put = Write::Put { item: session_item(session), expr: Expr::default() };
+        Ok(refused(self.commit(vec![put], counts).await?))
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
@@ -1298,6 +1298,11 @@ impl Store for DynamoStore {
         Ok(false)
     }
 
+    async fn end_session(&self, session: &Session) -> StoreResult<()> {
+        let key = session_key(&session.user_id, &session.secret_hash);
+        unconditional(self.delete(key, &Expr::default()).await).map(|_| ())
+    }
+
     async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
         let mut doomed = Vec::new();
         for item in self.sessions_of(user_id).await? {
@@ -1308,97 +1313,91 @@ impl Store for DynamoStore {
         self.delete_all(doomed).await
     }
 
-    async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
         // Same key per factor: the new challenge replaces the previous one.
-        unconditional(self.put(challenge_item(challenge), &Expr::default()).await)
+        let put = Write::Put { item: challenge_item(challenge), expr: Expr::default() };
+        Ok(refused(self.commit(vec![put], counts).await?))
     }
 
-    async fn take_challenge_attempt(
+    async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+        let mut e = Expr::default();
+        e.when("#id = :id").bind(":id", s(&challenge.id));
+        // Already replaced or gone: nothing to withdraw.
+        decided(self.delete(challenge_key(&challenge.user_id, challenge.factor), &e).await).map(|_| ())
+    }
+
+    async fn miss_challenge(
         &self,
         user_id: &str,
         challenge_id: &str,
         now: Millis,
-    ) -> StoreResult<Option<Challenge>> {
-        let Some(sk) = self.challenge_sk(user_id, challenge_id).await? else { return Ok(None) };
+        counts: &[Count],
+    ) -> StoreResult<Decided> {
+        let Some(factor) = Challenge::factor_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let mut e = Expr::default();
-        // The id check also refuses a challenge replaced since the lookup.
         e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
             .set("#attemptsLeft = #attemptsLeft - :one")
             .bind(":id", s(challenge_id))
             .bind(":zero", n(0))
             .bind(":one", n(1))
             .bind(":now", n(now));
-        match decided(self.update(key(user_pk(user_id), sk), &e).await)? {
-            Some(item) => Ok(Some(challenge_from(&item)?)),
-            None => Ok(None),
-        }
+        let miss = Write::Update { key: challenge_key(user_id, factor), expr: e };
+        Ok(refused(self.commit(vec![miss], counts).await?))
     }
 
-    async fn finish_challenge(&self, win: &ChallengeWin) -> StoreResult<Option<Session>> {
+    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         let mut challenge = Expr::default();
-        challenge.when("#id = :id AND #expire > :now").bind(":id", s(&win.challenge_id)).bind(":now", n(win.now));
-        let upgrade = SessionUpgrade {
-            secret_hash: win.session_hash.clone(),
-            add: vec![win.factor],
-            mfa_updated_at: Some(win.now),
-            end_other_sessions: false,
-        };
-        let writes = [
+        challenge
+            .when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
+            .bind(":id", s(&win.challenge_id))
+            .bind(":zero", n(0))
+            .bind(":now", n(win.now));
+        let writes = vec![
             Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: challenge },
             Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now) },
-            upgrade_write(&win.user_id, &upgrade, win.now),
+            upgrade_write(&win.user_id, &win.upgrade(), win.now),
         ];
-        if decided(self.transact(&writes).await)?.is_none() {
-            return Ok(None);
-        }
-        // Transactions return no values. Should the session be signed out between the two
-        // calls, the challenge is spent all the same and its caller is signed out anyway.
-        self.session(&win.user_id, &win.session_hash, win.now).await
+        Ok(refused(self.commit(writes, counts).await?))
     }
 
-    async fn put_token(&self, token: &VerificationToken) -> StoreResult<()> {
-        unconditional(self.put(token_item(token), &Expr::default()).await)
+    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
+        let put = Write::Put { item: token_item(token), expr: Expr::default() };
+        Ok(refused(self.commit(vec![put], counts).await?))
     }
 
-    async fn take_token_attempt(
+    async fn withdraw_token(&self, token: &VerificationToken) -> StoreResult<()> {
+        let mut e = Expr::default();
+        e.when("#id = :id").bind(":id", s(&token.id));
+        decided(self.delete(token_key(&token.user_id, token.channel), &e).await).map(|_| ())
+    }
+
+    async fn miss_token(
         &self,
         user_id: &str,
         channel: Channel,
+        token_id: &str,
         now: Millis,
-    ) -> StoreResult<Option<VerificationToken>> {
+        counts: &[Count],
+    ) -> StoreResult<Decided> {
         let mut e = Expr::default();
-        e.when("#attemptsLeft > :zero AND #expire > :now")
+        e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
             .set("#attemptsLeft = #attemptsLeft - :one")
+            .bind(":id", s(token_id))
             .bind(":zero", n(0))
             .bind(":one", n(1))
             .bind(":now", n(now));
-        match decided(self.update(token_key(user_id, channel), &e).await)? {
-            Some(item) => Ok(Some(token_from(&item)?)),
-            None => Ok(None),
-        }
+        let miss = Write::Update { key: token_key(user_id, channel), expr: e };
+        Ok(refused(self.commit(vec![miss], counts).await?))
     }
 
-    async fn redeem_token(
-        &self,
-        user_id: &str,
-        channel: Channel,
-        secret_hash: &str,
-        now: Millis,
-    ) -> StoreResult<Option<VerificationToken>> {
-        // The token is read first for its target (the user's condition needs it) and to
-        // return it; the transaction's conditions make the redemption single-use.
-        let Some(item) = self.get(token_key(user_id, channel)).await? else { return Ok(None) };
-        let token = token_from(&item)?;
-        if !constant_time_eq(&token.secret_hash, secret_hash) || token.expire <= now {
-            return Ok(None);
-        }
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
         let mut delete = Expr::default();
         delete
-            .when("#id = :id AND #secretHash = :hash AND #expire > :now")
+            .when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
             .bind(":id", s(&token.id))
-            .bind(":hash", s(secret_hash))
+            .bind(":zero", n(0))
             .bind(":now", n(now));
-        let (attribute, verified) = Target::from(channel).attributes();
+        let (attribute, verified) = Target::from(token.channel).attributes();
         let mut verify = Expr::default();
         verify
             .when(format!("{attribute} = :target"))
@@ -1406,29 +1405,25 @@ impl Store for DynamoStore {
             .bind(":target", s(&token.target))
             .bind(":true", b(true))
             .bind(":now", n(now));
-        let writes = [
-            Write::Delete { key: token_key(user_id, channel), expr: delete },
-            Write::Update { key: user_key(user_id), expr: verify },
+        let writes = vec![
+            Write::Delete { key: token_key(&token.user_id, token.channel), expr: delete },
+            Write::Update { key: user_key(&token.user_id), expr: verify },
         ];
-        Ok(decided(self.transact(&writes).await)?.map(|()| token))
+        Ok(refused(self.commit(writes, counts).await?))
     }
 
-    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32> {
-        // No expiry check: the counter's name holds its window, so a counter is only ever
-        // hit before its own expiry.
-        let mut e = Expr::default();
-        e.add("#count :one")
-            .set("#expire = :expire, #expiresAt = :ttl")
-            .bind(":one", n(1))
-            .bind(":expire", n(expire))
-            .bind(":ttl", ttl_seconds(expire));
-        let item = unconditional(self.update(rate_key(counter), &e).await)?;
-        Reader(&item).n("count")
+    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
+        Ok(refused(self.commit(vec![], counts).await?))
     }
+}
 
-    async fn clear(&self, counter: &str) -> StoreResult<()> {
-        unconditional(self.delete(rate_key(counter), &Expr::default()).await).map(|_| ())
-    }
+/// The (pk, sk) of a key.
+fn key_id(key: &Item) -> (String, String) {
+    let part = |name| match key.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    };
+    (part(PK), part(SK))
 }
 
 /// The primary key of a stored item.

@@ -10,11 +10,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{ChallengeWin, SessionUpgrade, Spend, Store, StoreError, StoreResult, Updated, UserChange};
+use super::{
+    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
+    Updated, UserChange,
+};
 use crate::clock::Millis;
-use crate::domain::crypto::constant_time_eq;
-use crate::domain::session::merge_factors;
-use crate::domain::{Challenge, Channel, Session, User, VerificationToken};
+use crate::domain::limits::Count;
+use crate::domain::{Challenge, Channel, Factor, Session, User, VerificationToken};
 
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 
@@ -40,8 +42,8 @@ fn session_prefix(user_id: &str) -> String {
 fn session_key(user_id: &str, secret_hash: &str) -> String {
     format!("{}{secret_hash}", session_prefix(user_id))
 }
-fn challenge_prefix(user_id: &str) -> String {
-    key(&format!("USER#{user_id}"), "CHALLENGE#")
+fn challenge_key(user_id: &str, factor: Factor) -> String {
+    key(&format!("USER#{user_id}"), &format!("CHALLENGE#{}", factor.as_str()))
 }
 fn token_key(user_id: &str, channel: Channel) -> String {
     key(&format!("USER#{user_id}"), &format!("TOKEN#{}", channel.as_str()))
@@ -106,27 +108,17 @@ fn scan<T: DeserializeOwned>(
     Ok(out)
 }
 
-fn upgrade_session(
-    table: &mut Items<'_>,
-    user_id: &str,
-    up: &SessionUpgrade,
-    now: Millis,
-) -> StoreResult<Option<Session>> {
+/// Applies `up` to the live session it names; `false` when there is none.
+fn upgrade_session(table: &mut Items<'_>, user_id: &str, up: &SessionUpgrade, now: Millis) -> StoreResult<bool> {
     let k = session_key(user_id, &up.secret_hash);
-    let Some(mut session) = get::<Session>(table, &k)? else { return Ok(None) };
-    if !session.is_live(now) {
-        return Ok(None);
+    match get::<Session>(table, &k)? {
+        Some(mut session) if session.is_live(now) => {
+            up.apply_to_session(&mut session, now);
+            put(table, &k, &session)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    merge_factors(&mut session.factors, &up.add);
-    if up.mfa_updated_at.is_some() {
-        session.mfa_updated_at = up.mfa_updated_at;
-    }
-    if up.end_other_sessions {
-        session.confirmed_at = now;
-    }
-    session.updated_at = now;
-    put(table, &k, &session)?;
-    Ok(Some(session))
 }
 
 impl EmbeddedStore {
@@ -199,75 +191,127 @@ impl EmbeddedStore {
     }
 }
 
-fn apply_change(t: &mut Items<'_>, user: &mut User, change: UserChange) -> StoreResult<Updated> {
-    match change {
-        UserChange::Email(email) => {
-            if let Some(owner) = get::<Index>(t, &email_key(&email))? {
-                if owner.user_id != user.id {
-                    return Ok(Updated::Taken);
-                }
-            }
-            if let Some(old) = user.email.take() {
-                remove(t, &email_key(&old))?;
-            }
-            put(t, &email_key(&email), &Index { user_id: user.id.clone() })?;
-            user.email = Some(email);
-            user.email_verified = false;
+/// Applies `change` to `user`, moving its email or phone claim when that changes.
+fn apply_change(t: &mut Items<'_>, user: &mut User, change: &UserChange) -> StoreResult<Updated> {
+    let claim = match change {
+        UserChange::Email(email) => Some((email_key(email), user.email.as_deref().map(email_key))),
+        UserChange::Phone(phone) => Some((phone_key(phone), user.phone.as_deref().map(phone_key))),
+        _ => None,
+    };
+    if let Some((new, old)) = claim {
+        if get::<Index>(t, &new)?.is_some_and(|owner| owner.user_id != user.id) {
+            return Ok(Updated::Taken);
         }
-        UserChange::Phone(phone) => {
-            if let Some(owner) = get::<Index>(t, &phone_key(&phone))? {
-                if owner.user_id != user.id {
-                    return Ok(Updated::Taken);
-                }
-            }
-            if let Some(old) = user.phone.take() {
-                remove(t, &phone_key(&old))?;
-            }
-            put(t, &phone_key(&phone), &Index { user_id: user.id.clone() })?;
-            user.phone = Some(phone);
-            user.phone_verified = false;
+        if let Some(old) = old {
+            remove(t, &old)?;
         }
-        UserChange::Mfa(on) => user.mfa = on,
-        UserChange::PutAuthenticator(auth) => {
-            if user.totp_verified() {
-                return Ok(Updated::Rejected);
-            }
-            user.totp = Some(auth);
-        }
-        UserChange::VerifyAuthenticator { step, secret_sealed } => match user.totp.as_mut() {
-            Some(auth)
-                if !auth.verified
-                    && auth.secret_sealed == secret_sealed
-                    && auth.last_step.is_none_or(|last| step > last) =>
-            {
-                auth.verified = true;
-                auth.last_step = Some(step);
-            }
-            _ => return Ok(Updated::Rejected),
-        },
-        UserChange::RemoveAuthenticator => {
-            if user.totp.take().is_none() {
-                return Ok(Updated::Rejected);
-            }
-        }
-        UserChange::CreateRecoveryCodes(codes) => {
-            if !user.recovery_codes.is_empty() {
-                return Ok(Updated::Rejected);
-            }
-            user.recovery_codes = codes;
-        }
-        UserChange::ReplaceRecoveryCodes(codes) => {
-            if user.recovery_codes.is_empty() {
-                return Ok(Updated::Rejected);
-            }
-            user.recovery_codes = codes;
+        put(t, &new, &Index { user_id: user.id.clone() })?;
+    }
+    Ok(if change.apply(user) { Updated::Done } else { Updated::Rejected })
+}
+
+/// The index of the first count at its limit.
+fn over_limit(t: &Items<'_>, counts: &[Count]) -> StoreResult<Option<usize>> {
+    for (i, count) in counts.iter().enumerate() {
+        if get::<Counter>(t, &rate_key(&count.counter))?.is_some_and(|c| c.count >= count.max) {
+            return Ok(Some(i));
         }
     }
-    Ok(Updated::Done(user.clone()))
+    Ok(None)
+}
+
+fn apply_counts(t: &mut Items<'_>, counts: &[Count]) -> StoreResult<()> {
+    for count in counts {
+        let k = rate_key(&count.counter);
+        if count.reset {
+            remove(t, &k)?;
+        } else {
+            let n = get::<Counter>(t, &k)?.map_or(0, |c| c.count) + 1;
+            put(t, &k, &Counter { count: n, expire: count.expire })?;
+        }
+    }
+    Ok(())
+}
+
+impl EmbeddedStore {
+    /// Runs `change` and the counts in one write transaction, off the async executor;
+    /// commits only when the counts are within their limits and `change` was not refused.
+    async fn decide<R: Send + 'static>(
+        &self,
+        counts: &[Count],
+        change: impl FnOnce(&mut Items<'_>) -> StoreResult<Result<R, Refused>> + Send + 'static,
+    ) -> StoreResult<Result<R, Refused>> {
+        let counts = counts.to_vec();
+        self.run(move |s| {
+            let txn = s.db.begin_write().map_err(unavailable)?;
+            let outcome = {
+                let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
+                if let Some(i) = over_limit(&t, &counts)? {
+                    return Ok(Err(Refused::Limited(i)));
+                }
+                let outcome = change(&mut t)?;
+                if outcome.is_ok() {
+                    apply_counts(&mut t, &counts)?;
+                }
+                outcome
+            };
+            // A refused change is dropped with the transaction: nothing half-written.
+            if outcome.is_ok() {
+                txn.commit().map_err(unavailable)?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found> {
+        let lookup = lookup.clone();
+        self.run(move |s| {
+            s.read(|t| {
+                let session = match &lookup.session {
+                    Some((user_id, hash)) => get::<Session>(t, &session_key(user_id, hash))?.filter(|x| x.is_live(now)),
+                    None => None,
+                };
+                let user = match &lookup.user {
+                    Some(id) => get::<User>(t, &user_key(id))?,
+                    None => None,
+                };
+                let login = match &lookup.login {
+                    Some(email) => match get::<Index>(t, &email_key(email))? {
+                        Some(index) => get::<User>(t, &user_key(&index.user_id))?
+                            .map(|u| Login { user_id: u.id, password_hash: u.password_hash }),
+                        None => None,
+                    },
+                    None => None,
+                };
+                let challenge = match &lookup.challenge {
+                    Some((user_id, id)) => match Challenge::factor_of(id) {
+                        Some(factor) => get::<Challenge>(t, &challenge_key(user_id, factor))?
+                            .filter(|c| c.id == *id && c.expire > now),
+                        None => None,
+                    },
+                    None => None,
+                };
+                let token = match &lookup.token {
+                    Some((user_id, channel)) => {
+                        get::<VerificationToken>(t, &token_key(user_id, *channel))?.filter(|x| x.expire > now)
+                    }
+                    None => None,
+                };
+                let mut counts = Vec::new();
+                for counter in &lookup.counters {
+                    let c = get::<Counter>(t, &rate_key(counter))?.filter(|c| c.expire > now);
+                    counts.push(c.map_or(0, |c| c.count));
+                }
+                Ok(Found { session, user, login, challenge, token, counts })
+            })
+        })
+        .await
+    }
+
     async fn create_user(&self, user: &User) -> StoreResult<bool> {
         let user = user.clone();
         self.run(move |s| {
@@ -298,73 +342,51 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
-        let id = id.to_string();
-        self.run(move |s| s.read(|t| get(t, &user_key(&id)))).await
-    }
-
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let email = email.to_string();
-        self.run(move |s| {
-            s.read(|t| match get::<Index>(t, &email_key(&email))? {
-                Some(index) => get(t, &user_key(&index.user_id)),
-                None => Ok(None),
-            })
-        })
-        .await
-    }
-
     async fn update_user(
         &self,
-        id: &str,
+        user: &User,
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
+        counts: &[Count],
     ) -> StoreResult<Updated> {
-        let id = id.to_string();
+        let (id, counts) = (user.id.clone(), counts.to_vec());
         self.run(move |s| {
             let txn = s.db.begin_write().map_err(unavailable)?;
-            let outcome = {
+            {
                 let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
-                let Some(mut user) = get::<User>(&t, &user_key(&id))? else {
-                    return Ok(Updated::NotFound);
-                };
-                let outcome = apply_change(&mut t, &mut user, change)?;
-                if let Updated::Done(user) = &outcome {
-                    let mut user = user.clone();
-                    user.updated_at = now;
-                    if let Some(up) = &upgrade {
-                        if upgrade_session(&mut t, &id, up, now)?.is_none() {
-                            return Ok(Updated::Rejected);
-                        }
-                        if up.mfa_updated_at.is_some() {
-                            user.mfa_updated_at = up.mfa_updated_at;
-                        }
-                        if up.end_other_sessions {
-                            user.sessions_valid_from = now;
-                        }
-                    }
-                    put(&mut t, &user_key(&id), &user)?;
-                    Updated::Done(user)
-                } else {
-                    // Dropping the transaction below discards any partial change.
+                if let Some(i) = over_limit(&t, &counts)? {
+                    return Ok(Updated::Limited(i));
+                }
+                let Some(mut user) = get::<User>(&t, &user_key(&id))? else { return Ok(Updated::NotFound) };
+                let outcome = apply_change(&mut t, &mut user, &change)?;
+                if outcome != Updated::Done {
+                    // Dropping the transaction discards any partial change.
                     return Ok(outcome);
                 }
-            };
+                user.updated_at = now;
+                if let Some(up) = &upgrade {
+                    if !upgrade_session(&mut t, &id, up, now)? {
+                        return Ok(Updated::Rejected);
+                    }
+                    up.apply_to_user(&mut user, now);
+                }
+                put(&mut t, &user_key(&id), &user)?;
+                apply_counts(&mut t, &counts)?;
+            }
             txn.commit().map_err(unavailable)?;
-            Ok(outcome)
+            Ok(Updated::Done)
         })
         .await
     }
 
-    async fn create_session(&self, session: &Session) -> StoreResult<()> {
+    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided> {
         let session = session.clone();
-        self.run(move |s| s.write(|t| put(t, &session_key(&session.user_id, &session.secret_hash), &session))).await
-    }
-
-    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
-        let k = session_key(user_id, secret_hash);
-        self.run(move |s| s.read(|t| Ok(get::<Session>(t, &k)?.filter(|x| x.is_live(now))))).await
+        self.decide(counts, move |t| {
+            put(t, &session_key(&session.user_id, &session.secret_hash), &session)?;
+            Ok(Ok(()))
+        })
+        .await
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
@@ -379,6 +401,11 @@ impl Store for EmbeddedStore {
             })
         })
         .await
+    }
+
+    async fn end_session(&self, session: &Session) -> StoreResult<()> {
+        let k = session_key(&session.user_id, &session.secret_hash);
+        self.run(move |s| s.write(|t| remove(t, &k))).await
     }
 
     async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
@@ -396,161 +423,155 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
         let c = challenge.clone();
-        let k = format!("{}{}", challenge_prefix(&c.user_id), c.factor.as_str());
-        self.run(move |s| s.write(|t| put(t, &k, &c))).await
+        self.decide(counts, move |t| {
+            put(t, &challenge_key(&c.user_id, c.factor), &c)?;
+            Ok(Ok(()))
+        })
+        .await
     }
 
-    async fn take_challenge_attempt(
+    async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+        let c = challenge.clone();
+        self.run(move |s| {
+            s.write(|t| {
+                let k = challenge_key(&c.user_id, c.factor);
+                if get::<Challenge>(t, &k)?.is_some_and(|stored| stored.id == c.id) {
+                    remove(t, &k)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn miss_challenge(
         &self,
         user_id: &str,
         challenge_id: &str,
         now: Millis,
-    ) -> StoreResult<Option<Challenge>> {
-        let (prefix, id) = (challenge_prefix(user_id), challenge_id.to_string());
-        self.run(move |s| {
-            s.write(|t| {
-                let found = scan::<Challenge>(t, &prefix)?.into_iter().find(|(_, c)| c.id == id);
-                match found {
-                    Some((k, mut c)) if c.is_usable(now) => {
-                        c.attempts_left -= 1;
-                        put(t, &k, &c)?;
-                        Ok(Some(c))
-                    }
-                    _ => Ok(None),
+        counts: &[Count],
+    ) -> StoreResult<Decided> {
+        let (user_id, id) = (user_id.to_string(), challenge_id.to_string());
+        self.decide(counts, move |t| {
+            let Some(factor) = Challenge::factor_of(&id) else { return Ok(Err(Refused::Rejected)) };
+            let k = challenge_key(&user_id, factor);
+            match get::<Challenge>(t, &k)? {
+                Some(mut c) if c.id == id && c.is_usable(now) => {
+                    c.attempts_left -= 1;
+                    put(t, &k, &c)?;
+                    Ok(Ok(()))
                 }
-            })
+                _ => Ok(Err(Refused::Rejected)),
+            }
         })
         .await
     }
 
-    async fn finish_challenge(&self, win: &ChallengeWin) -> StoreResult<Option<Session>> {
+    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         let win = win.clone();
-        self.run(move |s| {
-            let txn = s.db.begin_write().map_err(unavailable)?;
-            let session = {
-                let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
-                let k = format!("{}{}", challenge_prefix(&win.user_id), win.factor.as_str());
-                match get::<Challenge>(&t, &k)? {
-                    Some(c) if c.id == win.challenge_id && c.expire > win.now => remove(&mut t, &k)?,
-                    _ => return Ok(None),
-                }
-                let uk = user_key(&win.user_id);
-                let Some(mut user) = get::<User>(&t, &uk)? else { return Ok(None) };
-                match &win.spend {
-                    Spend::Nothing => {}
-                    Spend::TotpStep(step) => match user.totp.as_mut() {
-                        Some(a) if a.verified && a.last_step.is_none_or(|last| *step > last) => {
-                            a.last_step = Some(*step)
-                        }
-                        _ => return Ok(None),
-                    },
-                    Spend::RecoveryCode(hash) => {
-                        let before = user.recovery_codes.len();
-                        user.recovery_codes.retain(|h| h != hash);
-                        if user.recovery_codes.len() == before {
-                            return Ok(None);
-                        }
+        self.decide(counts, move |t| {
+            let k = challenge_key(&win.user_id, win.factor);
+            match get::<Challenge>(t, &k)? {
+                Some(c) if c.id == win.challenge_id && c.is_usable(win.now) => remove(t, &k)?,
+                _ => return Ok(Err(Refused::Rejected)),
+            }
+            let uk = user_key(&win.user_id);
+            let Some(mut user) = get::<User>(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            match &win.spend {
+                Spend::Nothing => {}
+                Spend::TotpStep(step) => match user.totp.as_mut() {
+                    Some(a) if a.verified && a.last_step.is_none_or(|last| *step > last) => a.last_step = Some(*step),
+                    _ => return Ok(Err(Refused::Rejected)),
+                },
+                Spend::RecoveryCode(hash) => {
+                    let before = user.recovery_codes.len();
+                    user.recovery_codes.retain(|h| h != hash);
+                    if user.recovery_codes.len() == before {
+                        return Ok(Err(Refused::Rejected));
                     }
                 }
-                user.mfa_updated_at = Some(win.now);
-                put(&mut t, &uk, &user)?;
-                let up = SessionUpgrade {
-                    secret_hash: win.session_hash.clone(),
-                    add: vec![win.factor],
-                    mfa_updated_at: Some(win.now),
-                    end_other_sessions: false,
-                };
-                match upgrade_session(&mut t, &win.user_id, &up, win.now)? {
-                    Some(session) => session,
-                    None => return Ok(None),
-                }
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(Some(session))
+            }
+            user.mfa_updated_at = Some(win.now);
+            put(t, &uk, &user)?;
+            if !upgrade_session(t, &win.user_id, &win.upgrade(), win.now)? {
+                return Ok(Err(Refused::Rejected));
+            }
+            Ok(Ok(()))
         })
         .await
     }
 
-    async fn put_token(&self, token: &VerificationToken) -> StoreResult<()> {
+    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
         let token = token.clone();
-        self.run(move |s| s.write(|t| put(t, &token_key(&token.user_id, token.channel), &token))).await
-    }
-
-    async fn take_token_attempt(
-        &self,
-        user_id: &str,
-        channel: Channel,
-        now: Millis,
-    ) -> StoreResult<Option<VerificationToken>> {
-        let k = token_key(user_id, channel);
-        self.run(move |s| {
-            s.write(|t| match get::<VerificationToken>(t, &k)? {
-                Some(mut token) if token.is_usable(now) => {
-                    token.attempts_left -= 1;
-                    put(t, &k, &token)?;
-                    Ok(Some(token))
-                }
-                _ => Ok(None),
-            })
+        self.decide(counts, move |t| {
+            put(t, &token_key(&token.user_id, token.channel), &token)?;
+            Ok(Ok(()))
         })
         .await
     }
 
-    async fn redeem_token(
-        &self,
-        user_id: &str,
-        channel: Channel,
-        secret_hash: &str,
-        now: Millis,
-    ) -> StoreResult<Option<VerificationToken>> {
-        let (tk, uk, secret_hash) = (token_key(user_id, channel), user_key(user_id), secret_hash.to_string());
-        self.run(move |s| {
-            let txn = s.db.begin_write().map_err(unavailable)?;
-            let token = {
-                let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
-                let Some(token) = get::<VerificationToken>(&t, &tk)? else { return Ok(None) };
-                let Some(mut user) = get::<User>(&t, &uk)? else { return Ok(None) };
-                let target = match channel {
-                    Channel::Email => user.email.as_deref(),
-                    Channel::Phone => user.phone.as_deref(),
-                };
-                if !constant_time_eq(&token.secret_hash, &secret_hash)
-                    || token.expire <= now
-                    || target != Some(token.target.as_str())
-                {
-                    return Ok(None);
-                }
-                remove(&mut t, &tk)?;
-                match channel {
-                    Channel::Email => user.email_verified = true,
-                    Channel::Phone => user.phone_verified = true,
-                }
-                user.updated_at = now;
-                put(&mut t, &uk, &user)?;
-                token
-            };
-            txn.commit().map_err(unavailable)?;
-            Ok(Some(token))
-        })
-        .await
-    }
-
-    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32> {
-        let k = rate_key(counter);
+    async fn withdraw_token(&self, token: &VerificationToken) -> StoreResult<()> {
+        let token = token.clone();
         self.run(move |s| {
             s.write(|t| {
-                let count = get::<Counter>(t, &k)?.map_or(0, |c| c.count) + 1;
-                put(t, &k, &Counter { count, expire })?;
-                Ok(count)
+                let k = token_key(&token.user_id, token.channel);
+                if get::<VerificationToken>(t, &k)?.is_some_and(|stored| stored.id == token.id) {
+                    remove(t, &k)?;
+                }
+                Ok(())
             })
         })
         .await
     }
 
-    async fn clear(&self, counter: &str) -> StoreResult<()> {
-        let k = rate_key(counter);
-        self.run(move |s| s.write(|t| remove(t, &k))).await
+    async fn miss_token(
+        &self,
+        user_id: &str,
+        channel: Channel,
+        token_id: &str,
+        now: Millis,
+        counts: &[Count],
+    ) -> StoreResult<Decided> {
+        let (k, id) = (token_key(user_id, channel), token_id.to_string());
+        self.decide(counts, move |t| match get::<VerificationToken>(t, &k)? {
+            Some(mut token) if token.id == id && token.is_usable(now) => {
+                token.attempts_left -= 1;
+                put(t, &k, &token)?;
+                Ok(Ok(()))
+            }
+            _ => Ok(Err(Refused::Rejected)),
+        })
+        .await
+    }
+
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+        let token = token.clone();
+        self.decide(counts, move |t| {
+            let (tk, uk) = (token_key(&token.user_id, token.channel), user_key(&token.user_id));
+            let Some(stored) = get::<VerificationToken>(t, &tk)? else { return Ok(Err(Refused::Rejected)) };
+            let Some(mut user) = get::<User>(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            let target = match token.channel {
+                Channel::Email => user.email.as_deref(),
+                Channel::Phone => user.phone.as_deref(),
+            };
+            if stored.id != token.id || !stored.is_usable(now) || target != Some(stored.target.as_str()) {
+                return Ok(Err(Refused::Rejected));
+            }
+            remove(t, &tk)?;
+            match token.channel {
+                Channel::Email => user.email_verified = true,
+                Channel::Phone => user.phone_verified = true,
+            }
+            user.updated_at = now;
+            put(t, &uk, &user)?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
+        self.decide(counts, |_| Ok(Ok(()))).await
     }
 }

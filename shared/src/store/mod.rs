@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Millis;
+use crate::domain::limits::Count;
 use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 
 pub mod dynamo;
@@ -11,7 +12,8 @@ pub mod embedded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached or refused the request; nothing was changed.
+    /// The store could not be reached, refused the request or did not answer. A write is
+    /// atomic, but one whose answer was lost may have applied.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// A stored item could not be read back.
@@ -59,12 +61,141 @@ pub struct SessionUpgrade {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Updated {
-    Done(User),
-    /// The change's condition did not hold (already verified, none left, ...).
+    Done,
+    /// The change's condition did not hold (already verified, none left, changed since
+    /// it was read, ...).
     Rejected,
     /// The new email or phone belongs to another user.
     Taken,
     NotFound,
+    /// The count at this index is at its limit; nothing changed.
+    Limited(usize),
+}
+
+/// Why a conditional write changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A condition on the request's own items did not hold: gone, expired, spent, or
+    /// another request won.
+    Rejected,
+    /// The count at this index is at its limit.
+    Limited(usize),
+}
+
+/// The outcome of a conditional write.
+pub type Decided = Result<(), Refused>;
+
+/// What one request reads, in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The session of (user id, SHA-256 of its secret).
+    pub session: Option<(String, String)>,
+    pub user: Option<String>,
+    /// The sign-in record of an email.
+    pub login: Option<String>,
+    /// The challenge of (user id, challenge id).
+    pub challenge: Option<(String, String)>,
+    pub token: Option<(String, Channel)>,
+    /// Rate counters, by key.
+    pub counters: Vec<String>,
+}
+
+/// What a [`Lookup`] found. Expiring items past their expiry are not found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub session: Option<Session>,
+    pub user: Option<User>,
+    pub login: Option<Login>,
+    /// Found while it has the asked id, whatever its attempts left.
+    pub challenge: Option<Challenge>,
+    pub token: Option<VerificationToken>,
+    /// The counters' counts, in the order asked (0 for none).
+    pub counts: Vec<u32>,
+}
+
+/// What signing in with an email needs, kept with the email's claim so that it is one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user_id: String,
+    pub password_hash: String,
+}
+
+impl UserChange {
+    /// The user as the change leaves it, if its condition holds for `user`. Stores apply
+    /// changes with conditions of their own; this gives callers the result without a
+    /// read-back.
+    pub fn apply(&self, user: &mut User) -> bool {
+        match self.clone() {
+            UserChange::Email(email) => {
+                user.email = Some(email);
+                user.email_verified = false;
+            }
+            UserChange::Phone(phone) => {
+                user.phone = Some(phone);
+                user.phone_verified = false;
+            }
+            UserChange::Mfa(on) => user.mfa = on,
+            UserChange::PutAuthenticator(auth) => {
+                if user.totp_verified() {
+                    return false;
+                }
+                user.totp = Some(auth);
+            }
+            UserChange::VerifyAuthenticator { step, secret_sealed } => match user.totp.as_mut() {
+                Some(auth)
+                    if !auth.verified
+                        && auth.secret_sealed == secret_sealed
+                        && auth.last_step.is_none_or(|last| step > last) =>
+                {
+                    auth.verified = true;
+                    auth.last_step = Some(step);
+                }
+                _ => return false,
+            },
+            UserChange::RemoveAuthenticator => {
+                if user.totp.take().is_none() {
+                    return false;
+                }
+            }
+            UserChange::CreateRecoveryCodes(codes) => {
+                if !user.recovery_codes.is_empty() {
+                    return false;
+                }
+                user.recovery_codes = codes;
+            }
+            UserChange::ReplaceRecoveryCodes(codes) => {
+                if user.recovery_codes.is_empty() {
+                    return false;
+                }
+                user.recovery_codes = codes;
+            }
+        }
+        true
+    }
+}
+
+impl SessionUpgrade {
+    /// The user as the upgrade's write leaves it.
+    pub fn apply_to_user(&self, user: &mut User, now: Millis) {
+        if self.mfa_updated_at.is_some() {
+            user.mfa_updated_at = self.mfa_updated_at;
+        }
+        if self.end_other_sessions {
+            user.sessions_valid_from = now;
+        }
+    }
+
+    /// The session as the upgrade's write leaves it.
+    pub fn apply_to_session(&self, session: &mut Session, now: Millis) {
+        crate::domain::session::merge_factors(&mut session.factors, &self.add);
+        if self.mfa_updated_at.is_some() {
+            session.mfa_updated_at = self.mfa_updated_at;
+        }
+        if self.end_other_sessions {
+            session.confirmed_at = now;
+        }
+        session.updated_at = now;
+    }
 }
 
 /// What completing a challenge uses up, in the same atomic write.
@@ -88,65 +219,109 @@ pub struct ChallengeWin {
     pub now: Millis,
 }
 
+impl ChallengeWin {
+    /// What completing the challenge does to the session.
+    pub fn upgrade(&self) -> SessionUpgrade {
+        SessionUpgrade {
+            secret_hash: self.session_hash.clone(),
+            add: vec![self.factor],
+            mfa_updated_at: Some(self.now),
+            end_other_sessions: false,
+        }
+    }
+}
+
+/// The user as [`Store::update_user`] leaves it when it answers `Done`.
+pub fn updated_user(user: &User, change: &UserChange, upgrade: Option<&SessionUpgrade>, now: Millis) -> User {
+    let mut user = user.clone();
+    change.apply(&mut user);
+    user.updated_at = now;
+    if let Some(up) = upgrade {
+        up.apply_to_user(&mut user, now);
+    }
+    user
+}
+
+/// Every write takes the counts the request is counted on (`counts`): they are checked
+/// and stored in the same atomic write, and a count at its limit refuses the whole write.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Reads everything `lookup` names, in one round trip.
+    async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found>;
+
     /// Creates a user and claims its email and phone; `false` when any of them is taken.
     async fn create_user(&self, user: &User) -> StoreResult<bool>;
-    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
-    /// Applies `change` if its condition holds, with `upgrade` to the current session in
-    /// the same atomic write.
+    /// Applies `change` to `user` (as the caller read it) if its condition holds, with
+    /// `upgrade` to the current session in the same atomic write.
     async fn update_user(
         &self,
-        id: &str,
+        user: &User,
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
+        counts: &[Count],
     ) -> StoreResult<Updated>;
 
-    async fn create_session(&self, session: &Session) -> StoreResult<()>;
-    /// The live session of `user_id` whose secret hashes to `secret_hash`.
-    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>>;
+    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided>;
     /// Deletes one of the user's sessions by id; `false` if there was none.
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool>;
+    /// Deletes this very session (signing out), found by its key.
+    async fn end_session(&self, session: &Session) -> StoreResult<()>;
     /// Deletes all of the user's sessions but `keep` (a session id).
     async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()>;
 
     /// Stores a challenge, replacing the user's previous challenge of the same factor.
-    async fn put_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
-    /// Spends one attempt of a usable challenge and returns it as it is after that;
-    /// `None` when unknown, expired or out of attempts.
-    async fn take_challenge_attempt(
+    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided>;
+    /// Deletes the challenge if it is still this one (its message could not be sent).
+    async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
+    /// Spends one attempt of a usable challenge on a wrong code.
+    async fn miss_challenge(
         &self,
         user_id: &str,
         challenge_id: &str,
         now: Millis,
-    ) -> StoreResult<Option<Challenge>>;
-    /// Atomically deletes the challenge, uses `spend` and adds the factor to the session;
-    /// `None` when any of them no longer holds (another request won).
-    async fn finish_challenge(&self, win: &ChallengeWin) -> StoreResult<Option<Session>>;
+        counts: &[Count],
+    ) -> StoreResult<Decided>;
+    /// Atomically deletes the still usable challenge, uses `spend` and adds the factor to
+    /// the session; `Rejected` when any of them no longer holds (another request won).
+    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided>;
 
     /// Stores a verification token, replacing the user's previous one of its channel.
-    async fn put_token(&self, token: &VerificationToken) -> StoreResult<()>;
-    /// Spends one attempt of the user's usable token of `channel` and returns it.
-    async fn take_token_attempt(
+    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided>;
+    /// Deletes the token if it is still this one (its message could not be sent).
+    async fn withdraw_token(&self, token: &VerificationToken) -> StoreResult<()>;
+    /// Spends one attempt of the user's usable token `token_id` on a wrong secret.
+    async fn miss_token(
         &self,
         user_id: &str,
         channel: Channel,
+        token_id: &str,
         now: Millis,
-    ) -> StoreResult<Option<VerificationToken>>;
-    /// Atomically deletes the user's token of `channel` if its secret hash is `secret_hash`
-    /// and its target is still the user's, marks the target verified and returns the token;
-    /// `None` when the token is unknown, expired, another one, or another request won.
-    async fn redeem_token(
-        &self,
-        user_id: &str,
-        channel: Channel,
-        secret_hash: &str,
-        now: Millis,
-    ) -> StoreResult<Option<VerificationToken>>;
+        counts: &[Count],
+    ) -> StoreResult<Decided>;
+    /// Atomically deletes the token if it is still this one and usable, and marks its
+    /// target verified if the target is still the user's; `Rejected` otherwise.
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided>;
 
-    /// Counts one hit on a rate counter that lives until `expire`; returns the new count.
-    async fn hit(&self, counter: &str, expire: Millis) -> StoreResult<u32>;
-    async fn clear(&self, counter: &str) -> StoreResult<()>;
+    /// Counts a request that changes nothing else (a wrong password or code).
+    async fn count(&self, counts: &[Count]) -> StoreResult<Decided>;
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        let lookup = Lookup { user: Some(id.to_string()), ..Lookup::default() };
+        Ok(self.load(&lookup, 0).await?.user)
+    }
+
+    /// The live session of `user_id` whose secret hashes to `secret_hash`.
+    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
+        let lookup = Lookup { session: Some((user_id.to_string(), secret_hash.to_string())), ..Lookup::default() };
+        Ok(self.load(&lookup, now).await?.session)
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+        let lookup = Lookup { login: Some(email.to_string()), ..Lookup::default() };
+        match self.load(&lookup, 0).await?.login {
+            Some(login) => self.user(&login.user_id).await,
+            None => Ok(None),
+        }
+    }
 }

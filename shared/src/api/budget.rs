@@ -1,0 +1,100 @@
+//! The rate limits one request counts against, turned into the counts of its decisive
+//! write: the counters are read with the request, checked early, and checked again and
+//! stored by the write itself, so that parallel requests cannot overrun them.
+
+use crate::clock::Millis;
+use crate::domain::limits::{Count, Limit, RateVerdict, CODE_FAILURES_PER_USER};
+use crate::error::ApiError;
+use crate::http::Ctx;
+use crate::store::{Decided, Refused};
+
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    limit: Limit,
+    key: String,
+    /// Only failures count, and a success starts the count over.
+    failures_only: bool,
+    error: fn(RateVerdict) -> ApiError,
+}
+
+impl Budget {
+    /// Every request counts.
+    pub fn every(mut self, limit: Limit, key: &str) -> Self {
+        self.entries.push(Entry { limit, key: key.to_string(), failures_only: false, error: ApiError::RateLimited });
+        self
+    }
+
+    /// Consecutive failures count; a success starts over.
+    pub fn failures(mut self, limit: Limit, key: &str) -> Self {
+        self.entries.push(Entry { limit, key: key.to_string(), failures_only: true, error: ApiError::RateLimited });
+        self
+    }
+
+    /// The user's consecutive wrong codes across challenges, tokens and TOTP checks.
+    pub fn wrong_codes(mut self, user_id: &str) -> Self {
+        self.entries.push(Entry {
+            limit: CODE_FAILURES_PER_USER,
+            key: user_id.to_string(),
+            failures_only: true,
+            error: ApiError::TooManyFailures,
+        });
+        self
+    }
+
+    /// The counters to read with the request, in order.
+    pub fn counters(&self, now: Millis) -> Vec<String> {
+        self.entries.iter().map(|e| e.limit.counter_key(&e.key, now)).collect()
+    }
+
+    /// Refuses a request whose counters, as read (`seen`, in order; entries past its end
+    /// were not read), are already at their limits, before any work is done; records the
+    /// tightest limit for the response headers.
+    pub fn check(&self, ctx: &mut Ctx, seen: &[u32]) -> Result<(), ApiError> {
+        for (entry, count) in self.entries.iter().zip(seen) {
+            let verdict = entry.limit.verdict(count + 1, ctx.now);
+            if ctx.rate.is_none_or(|r| verdict.remaining < r.remaining) {
+                ctx.rate = Some(verdict);
+            }
+            if verdict.exceeded {
+                return Err((entry.error)(verdict));
+            }
+        }
+        Ok(())
+    }
+
+    /// The counts of a request that succeeded.
+    pub fn success(&self, now: Millis) -> Vec<Count> {
+        self.entries
+            .iter()
+            .map(|e| if e.failures_only { e.limit.reset(&e.key, now) } else { e.limit.hit(&e.key, now) })
+            .collect()
+    }
+
+    /// The counts of a request that failed.
+    pub fn failure(&self, now: Millis) -> Vec<Count> {
+        self.entries.iter().map(|e| e.limit.hit(&e.key, now)).collect()
+    }
+
+    /// The answer to a decisive write: its limit's 429 when a count was at its limit,
+    /// `rejected` when its own condition failed.
+    pub fn decided(&self, decided: Decided, now: Millis, rejected: ApiError) -> Result<(), ApiError> {
+        match decided {
+            Ok(()) => Ok(()),
+            Err(Refused::Limited(i)) => Err(self.refused(i, now)),
+            Err(Refused::Rejected) => Err(rejected),
+        }
+    }
+
+    /// The error of the count at `index`, refused by its limit.
+    pub fn refused(&self, index: usize, now: Millis) -> ApiError {
+        match self.entries.get(index) {
+            Some(e) => (e.error)(e.limit.verdict(e.limit.max + 1, now)),
+            None => ApiError::Internal(format!("the store refused an unknown count {index}")),
+        }
+    }
+}
