@@ -1,7 +1,8 @@
 //! DynamoDB calls and consumed capacity per endpoint, as the DynamoDB store counts them.
 //!
 //! Drives the seed flow (sign up, recovery codes, email and phone verification, TOTP
-//! enrolment, MFA on, sign out, sign in, the 401, factors, a challenge of every factor)
+//! enrolment, MFA on, sign out, sign in, the 401, factors, a challenge of every factor,
+//! signing out another session and everywhere)
 //! through the same handler code as the Lambda functions, in-process, on DynamoDB Local
 //! (a fresh table), and prints one markdown row per request. Not deployed, not a test:
 //!
@@ -258,7 +259,14 @@ async fn run_flow(b: &mut Bench) {
         .await;
     expect(&r, 204);
     let r = b
-        .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in (MFA on)", none, login)
+        .call(
+            "POST",
+            "/v1/account/sessions/email",
+            "/v1/account/sessions/email",
+            "sign in (MFA on)",
+            none,
+            login.clone(),
+        )
         .await;
     expect(&r, 201);
     let s = r.fallback.unwrap();
@@ -318,6 +326,18 @@ async fn run_flow(b: &mut Bench) {
     }
     let r = b.call("GET", "/v1/account", "/v1/account", "full session", s, json!({})).await;
     expect(&r, 200);
+
+    // 6. Sign out another session by its id, then everywhere.
+    let r = b
+        .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "another sign-in", none, login)
+        .await;
+    expect(&r, 201);
+    let other = r.body["$id"].as_str().expect("a session id").to_string();
+    let path = format!("/v1/account/sessions/{other}");
+    let r = b.call("DELETE", "/v1/account/sessions/:sessionId", &path, "another, by id", s, json!({})).await;
+    expect(&r, 204);
+    let r = b.call("DELETE", "/v1/account/sessions", "/v1/account/sessions", "everywhere", s, json!({})).await;
+    expect(&r, 204);
 }
 
 fn target(endpoint: &str) -> u64 {

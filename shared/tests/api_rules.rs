@@ -217,12 +217,6 @@ impl Store for DownStore {
     async fn delete_session(&self, _: &str, _: &str) -> StoreResult<bool> {
         Err(down())
     }
-    async fn end_session(&self, _: &Session) -> StoreResult<()> {
-        Err(down())
-    }
-    async fn delete_sessions(&self, _: &str, _: Option<&str>) -> StoreResult<()> {
-        Err(down())
-    }
     async fn put_challenge(&self, _: &Challenge, _: &[Count]) -> StoreResult<Decided> {
         Err(down())
     }

@@ -120,7 +120,7 @@ conformance!(
     mfa_can_be_switched_on_and_off,
     a_session_is_found_by_its_secret_until_it_expires,
     deleting_one_session_leaves_the_others,
-    deleting_all_sessions_but_one_keeps_only_that_one,
+    ending_every_session_ends_the_users_sessions_only,
     a_new_challenge_replaces_the_previous_one_of_its_factor,
     challenge_attempts_count_down_and_stop_at_zero,
     an_expired_challenge_can_be_neither_attempted_nor_completed,
@@ -222,7 +222,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
     ChallengeWin {
         user_id: challenge.user_id.clone(),
         challenge_id: challenge.id.clone(),
-        session_hash: session.secret_hash.clone(),
+        session_id: session.id.clone(),
         factor: challenge.factor,
         spend,
         now,
@@ -258,7 +258,7 @@ async fn done(store: &Arc<dyn Store>, user: &User, updated: Updated) -> User {
 }
 
 async fn session_of(store: &Arc<dyn Store>, session: &Session, now: Millis) -> Option<Session> {
-    store.session(&session.user_id, &session.secret_hash, now).await.unwrap()
+    store.session(&session.user_id, &session.id, &session.secret_hash, now).await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,8 +455,12 @@ async fn a_session_is_found_by_its_secret_until_it_expires(store: Arc<dyn Store>
     assert_eq!(session_of(&store, &session, t).await, Some(session.clone()));
     assert_eq!(session_of(&store, &session, session.expire - 1).await, Some(session.clone()));
     assert_eq!(session_of(&store, &session, session.expire).await, None, "expiry is exclusive");
-    assert_eq!(store.session(&user.id, &sha256_hex(&random_secret()), t).await.unwrap(), None);
-    assert_eq!(store.session(&new_id(), &session.secret_hash, t).await.unwrap(), None, "another user's id");
+    let wrong_secret = store.session(&user.id, &session.id, &sha256_hex(&random_secret()), t).await.unwrap();
+    assert_eq!(wrong_secret, None, "its id with another secret");
+    let other_id = store.session(&user.id, &new_id(), &session.secret_hash, t).await.unwrap();
+    assert_eq!(other_id, None, "its secret with another id");
+    let other_user = store.session(&new_id(), &session.id, &session.secret_hash, t).await.unwrap();
+    assert_eq!(other_user, None, "another user's id");
 }
 
 async fn deleting_one_session_leaves_the_others(store: Arc<dyn Store>) {
@@ -472,24 +476,23 @@ async fn deleting_one_session_leaves_the_others(store: Arc<dyn Store>) {
     assert_eq!(session_of(&store, &two, t).await, Some(two));
 }
 
-async fn deleting_all_sessions_but_one_keeps_only_that_one(store: Arc<dyn Store>) {
+async fn ending_every_session_ends_the_users_sessions_only(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let other = created(&store, new_user(t)).await;
-    let mine: Vec<Session> =
-        [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await, signed_in(&store, &user, t).await]
-            .into();
+    let mine = [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await];
     let theirs = signed_in(&store, &other, t).await;
 
-    store.delete_sessions(&user.id, Some(&mine[1].id)).await.unwrap();
-    assert_eq!(session_of(&store, &mine[0], t).await, None);
-    assert_eq!(session_of(&store, &mine[1], t).await, Some(mine[1].clone()));
-    assert_eq!(session_of(&store, &mine[2], t).await, None);
-    assert_eq!(session_of(&store, &theirs, t).await, Some(theirs.clone()), "other users keep theirs");
-
-    store.delete_sessions(&user.id, None).await.unwrap();
-    assert_eq!(session_of(&store, &mine[1], t).await, None);
-    assert_eq!(session_of(&store, &theirs, t).await, Some(theirs));
+    let ended =
+        done(&store, &user, store.update_user(&user, UserChange::EndSessions(t + 1), None, t, &[]).await.unwrap())
+            .await;
+    assert_eq!(ended.sessions_valid_from, t + 1);
+    for session in &mine {
+        assert!(!session.survives(&ended), "every session of the user is over");
+    }
+    assert!(theirs.survives(&reload(&store, &other).await), "other users keep theirs");
+    let later = signed_in(&store, &user, t + 2).await;
+    assert!(later.survives(&ended), "a later sign-in is not");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -590,8 +593,7 @@ async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn S
 
     let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
     assert_eq!(store.finish_challenge(&other_id, &[]).await.unwrap(), REJECTED, "another challenge id");
-    let unknown =
-        ChallengeWin { session_hash: sha256_hex(&random_secret()), ..win(&challenge, &session, Spend::Nothing, t) };
+    let unknown = ChallengeWin { session_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
     assert_eq!(store.finish_challenge(&unknown, &[]).await.unwrap(), REJECTED, "an unknown session");
     let dead = win(&challenge, &session, Spend::Nothing, session.expire);
     assert_eq!(store.finish_challenge(&dead, &[]).await.unwrap(), REJECTED, "an expired session");
@@ -1029,7 +1031,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     let session = signed_in(&store, &user, t).await;
 
     let upgrade = SessionUpgrade {
-        secret_hash: session.secret_hash.clone(),
+        session_id: session.id.clone(),
         add: vec![Factor::Password, Factor::Totp, Factor::Email],
         mfa_updated_at: None,
         end_other_sessions: false,
@@ -1060,7 +1062,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     )
     .await;
     let proof = SessionUpgrade {
-        secret_hash: session.secret_hash.clone(),
+        session_id: session.id.clone(),
         add: vec![Factor::Totp],
         mfa_updated_at: Some(t + 2),
         end_other_sessions: false,
@@ -1083,23 +1085,21 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let upgrade = |hash: &str| SessionUpgrade {
-        secret_hash: hash.to_string(),
+    let upgrade = |id: &str| SessionUpgrade {
+        session_id: id.to_string(),
         add: vec![Factor::Email],
         mfa_updated_at: Some(t),
         end_other_sessions: false,
     };
-    let unknown = sha256_hex(&random_secret());
+    let unknown = new_id();
 
     let refused = store
         .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade(&unknown)), t, &[])
         .await
         .unwrap();
     assert_eq!(refused, Updated::Rejected, "an unknown session");
-    let refused = store
-        .update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.secret_hash)), session.expire, &[])
-        .await
-        .unwrap();
+    let refused =
+        store.update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.id)), session.expire, &[]).await.unwrap();
     assert_eq!(refused, Updated::Rejected, "an expired session");
     let old = user.email.clone().unwrap();
     let moved = UserChange::Email(format!("{}@example.net", new_id()));
@@ -1119,12 +1119,8 @@ async fn a_change_that_ends_other_sessions_keeps_only_the_current_one(store: Arc
     let current = signed_in(&store, &user, t).await;
     let other = signed_in(&store, &user, t).await;
     let at = t + SECOND;
-    let ending = SessionUpgrade {
-        secret_hash: current.secret_hash.clone(),
-        add: vec![],
-        mfa_updated_at: None,
-        end_other_sessions: true,
-    };
+    let ending =
+        SessionUpgrade { session_id: current.id.clone(), add: vec![], mfa_updated_at: None, end_other_sessions: true };
     let change = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
     let changed = done(
         &store,

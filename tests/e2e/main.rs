@@ -360,6 +360,43 @@ async fn signing_out_ends_the_session_and_clears_the_fallback() {
 }
 
 #[tokio::test]
+async fn signing_out_another_session_or_everywhere_ends_exactly_those() {
+    let server = Server::start().await;
+    server.sign_up("everywhere@example.com").await;
+    let (a, b, c) = (
+        server.log_in("everywhere@example.com").await,
+        server.log_in_with_id("everywhere@example.com").await,
+        server.log_in("everywhere@example.com").await,
+    );
+    let (b, b_session) = b;
+    server.sign_up("bystander@example.com").await;
+    let other = server.log_in("bystander@example.com").await;
+
+    // Another session of the user, by its id: it ends, the caller's stays.
+    let r = server.call("DELETE", &format!("/v1/account/sessions/{b_session}"), Some(&a), json!({})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(r.header("x-fallback-cookies"), None, "the caller stays signed in");
+    assert_eq!(server.call("GET", "/v1/account", Some(&b), json!({})).await.status, 401);
+    assert_eq!(server.call("GET", "/v1/account", Some(&a), json!({})).await.status, 200);
+    let r = server.call("DELETE", &format!("/v1/account/sessions/{b_session}"), Some(&a), json!({})).await;
+    assert_eq!((r.status, r.kind()), (404, "user_session_not_found"), "already gone");
+    let r = server.call("DELETE", &format!("/v1/account/sessions/{b_session}"), Some(&other), json!({})).await;
+    assert_eq!((r.status, r.kind()), (404, "user_session_not_found"), "not another user's");
+
+    // Everywhere: every session of the user ends, other users keep theirs.
+    let r = server.call("DELETE", "/v1/account/sessions", Some(&a), json!({})).await;
+    assert_eq!(r.status, 204, "{:?}", r.body);
+    assert_eq!(r.header("x-fallback-cookies"), Some("[]"));
+    for session in [&a, &c] {
+        let r = server.call("GET", "/v1/account", Some(session), json!({})).await;
+        assert_eq!((r.status, r.kind()), (401, "general_unauthorized_scope"));
+    }
+    assert_eq!(server.call("GET", "/v1/account", Some(&other), json!({})).await.status, 200);
+    let again = server.log_in("everywhere@example.com").await;
+    assert_eq!(server.call("GET", "/v1/account", Some(&again), json!({})).await.status, 200, "signing in again works");
+}
+
+#[tokio::test]
 async fn wrong_password_and_unknown_email_look_the_same() {
     let server = Server::start().await;
     server.sign_up("known@example.com").await;

@@ -188,12 +188,18 @@ impl Server {
 
     /// Logs in and returns the session as the SDK keeps it (`X-Fallback-Cookies` value).
     pub async fn log_in(&self, email: &str) -> String {
+        self.log_in_with_id(email).await.0
+    }
+
+    /// Logs in and returns the session as the SDK keeps it, and its id.
+    pub async fn log_in_with_id(&self, email: &str) -> (String, String) {
         let r =
             self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(r.status, 201, "{:?}", r.body);
         assert_eq!(r.body["factors"], json!(["password"]));
         assert_eq!(r.body["secret"], "");
-        r.header("x-fallback-cookies").expect("fallback cookie").to_string()
+        let fallback = r.header("x-fallback-cookies").expect("fallback cookie").to_string();
+        (fallback, r.body["$id"].as_str().expect("session id").to_string())
     }
 
     pub async fn verify_email(&self, session: &str, email: &str) {

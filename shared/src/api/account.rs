@@ -7,16 +7,19 @@ use crate::domain::password;
 use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
 use crate::domain::User;
 use crate::error::ApiError;
+use crate::hashing;
 use crate::http::{Ctx, Reply};
 use crate::store::{updated_user, StoreError, Updated, UserChange};
 
-/// Argon2id is CPU-bound: keep it off the async executor.
+/// Argon2id is CPU-bound: it runs on the hashing threads, off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&plain)).await.map_err(|e| ApiError::Internal(e.to_string()))
+    hashing::run(move || password::hash(&plain))
+        .await
+        .ok_or_else(|| ApiError::Internal("password hashing failed".into()))
 }
 
 pub(super) async fn password_matches(plain: String, stored: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || match stored {
+    hashing::run(move || match stored {
         Some(stored) => password::verify(&plain, &stored),
         None => {
             password::verify_against_nobody(&plain);
@@ -24,7 +27,7 @@ pub(super) async fn password_matches(plain: String, stored: Option<String>) -> R
         }
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))
+    .ok_or_else(|| ApiError::Internal("password check failed".into()))
 }
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -37,7 +40,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     };
     let budget = Budget::default().every(ACCOUNT_CREATE_PER_IP, &ctx.ip);
     let counted = app.store.count(&budget.success(ctx.now)).await?;
-    budget.decided(counted, ctx.now, ApiError::Internal("a count without conditions was refused".into()))?;
+    budget.counted(counted, ctx.now)?;
     let user = User {
         id: user_id,
         created_at: ctx.now,

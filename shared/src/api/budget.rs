@@ -3,7 +3,7 @@
 //! stored by the write itself, so that parallel requests cannot overrun them.
 
 use crate::clock::Millis;
-use crate::domain::limits::{Count, Limit, RateVerdict, CODE_FAILURES_PER_USER};
+use crate::domain::limits::{Count, Limit, RateVerdict, CODE_ATTEMPTS_PER_IP, CODE_FAILURES_PER_USER};
 use crate::error::ApiError;
 use crate::http::Ctx;
 use crate::store::{Decided, Refused};
@@ -23,6 +23,12 @@ struct Entry {
 }
 
 impl Budget {
+    /// A signed-in check of a code (challenge, new authenticator): per address, and the
+    /// caller's run of wrong codes.
+    pub fn code_checks(ctx: &Ctx) -> Budget {
+        Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip).wrong_codes(ctx.caller_id())
+    }
+
     /// Every request counts.
     pub fn every(mut self, limit: Limit, key: &str) -> Self {
         self.entries.push(Entry { limit, key: key.to_string(), failures_only: false, error: ApiError::RateLimited });
@@ -51,10 +57,11 @@ impl Budget {
         self.entries.iter().map(|e| e.limit.counter_key(&e.key, now)).collect()
     }
 
-    /// Refuses a request whose counters, as read (`seen`, in order; entries past its end
-    /// were not read), are already at their limits, before any work is done; records the
-    /// tightest limit for the response headers.
-    pub fn check(&self, ctx: &mut Ctx, seen: &[u32]) -> Result<(), ApiError> {
+    /// Refuses a request whose counters, as read with it (`ctx.found.counts`, in order;
+    /// entries past its end were not read), are already at their limits, before any work
+    /// is done; records the tightest limit for the response headers.
+    pub fn check(&self, ctx: &mut Ctx) -> Result<(), ApiError> {
+        let seen = std::mem::take(&mut ctx.found.counts);
         for (entry, count) in self.entries.iter().zip(seen) {
             let verdict = entry.limit.verdict(count + 1, ctx.now);
             if ctx.rate.is_none_or(|r| verdict.remaining < r.remaining) {
@@ -88,6 +95,11 @@ impl Budget {
             Err(Refused::Limited(i)) => Err(self.refused(i, now)),
             Err(Refused::Rejected) => Err(rejected),
         }
+    }
+
+    /// The answer to a write without conditions of its own: only a count can refuse it.
+    pub fn counted(&self, decided: Decided, now: Millis) -> Result<(), ApiError> {
+        self.decided(decided, now, ApiError::Internal("a write without conditions was refused".into()))
     }
 
     /// The error of the count at `index`, refused by its limit.

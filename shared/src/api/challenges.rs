@@ -4,20 +4,15 @@ use super::budget::Budget;
 use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
-use crate::domain::limits::{CHALLENGE_PER_USER, CODE_ATTEMPTS_PER_IP, SMS_PER_PHONE};
+use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
 use crate::domain::values::{parse_id, parse_otp};
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{ChallengeWin, Lookup, Spend};
 
-/// The caller's user id as its credentials name it (the session is read with it).
-fn caller(ctx: &Ctx) -> &str {
-    ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str())
-}
-
 fn create_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(CHALLENGE_PER_USER, caller(ctx))
+    Budget::default().every(CHALLENGE_PER_USER, ctx.caller_id())
 }
 
 pub fn create_lookup(ctx: &Ctx) -> Lookup {
@@ -50,8 +45,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         Factor::Totp | Factor::RecoveryCode => None,
         Factor::Password => return Err(ApiError::AuthMethodUnsupported),
     };
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    budget.check(ctx)?;
     let code = message.is_some().then(|| random_digits(CODE_DIGITS));
     if let Some(code) = &code {
         challenge.code_hash = Some(app.keys.code_hash(&challenge.code_context(), code));
@@ -60,7 +54,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // outrun a limit. Until the message arrives nobody knows the code; if it cannot be
     // sent, the challenge is withdrawn.
     let stored = app.store.put_challenge(&challenge, &budget.success(ctx.now)).await?;
-    budget.decided(stored, ctx.now, ApiError::Internal("storing a new challenge was refused".into()))?;
+    budget.counted(stored, ctx.now)?;
     if let (Some((to, render)), Some(code)) = (message, code) {
         let message = render(&app.config.project_name, &to, &code, app.config.challenge_ttl);
         if let Err(e) = app.sender.send(&message).await {
@@ -73,18 +67,14 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::json(201, models::challenge(&challenge)))
 }
 
-fn code_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip).wrong_codes(caller(ctx))
-}
-
 fn challenge_id(ctx: &Ctx) -> Result<String, ApiError> {
     ctx.parsed("challengeId", |raw| parse_id(raw).ok_or("Value must be a valid challenge id"))
 }
 
 pub fn complete_lookup(ctx: &Ctx) -> Lookup {
     Lookup {
-        challenge: challenge_id(ctx).ok().map(|id| (caller(ctx).to_string(), id)),
-        counters: code_budget(ctx).counters(ctx.now),
+        challenge: challenge_id(ctx).ok().map(|id| (ctx.caller_id().to_string(), id)),
+        counters: Budget::code_checks(ctx).counters(ctx.now),
         ..Lookup::default()
     }
 }
@@ -94,9 +84,8 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let otp = ctx.parsed("otp", parse_otp)?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
-    let budget = code_budget(ctx);
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    let budget = Budget::code_checks(ctx);
+    budget.check(ctx)?;
     let challenge = ctx
         .found
         .challenge
@@ -134,7 +123,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let win = ChallengeWin {
         user_id: user.id.clone(),
         challenge_id: challenge.id.clone(),
-        session_hash: authed.session.secret_hash.clone(),
+        session_id: authed.session.id.clone(),
         factor: challenge.factor,
         spend,
         now: ctx.now,

@@ -4,7 +4,6 @@ use serde_json::json;
 
 use super::budget::Budget;
 use super::{models, App};
-use crate::domain::limits::CODE_ATTEMPTS_PER_IP;
 use crate::domain::{recovery, totp, Authenticator, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
@@ -20,7 +19,7 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // The session that switches MFA on counts the factors already verified, so it never
     // locks itself out.
     let upgrade = enable.then(|| SessionUpgrade {
-        secret_hash: authed.session.secret_hash.clone(),
+        session_id: authed.session.id.clone(),
         add: authed.user.verified_factors(),
         mfa_updated_at: None,
         end_other_sessions: false,
@@ -75,13 +74,8 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     ))
 }
 
-fn code_budget(ctx: &Ctx) -> Budget {
-    let user_id = ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str());
-    Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip).wrong_codes(user_id)
-}
-
 pub fn verify_lookup(ctx: &Ctx) -> Lookup {
-    Lookup { counters: code_budget(ctx).counters(ctx.now), ..Lookup::default() }
+    Lookup { counters: Budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() }
 }
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -94,9 +88,8 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         return Err(ApiError::AuthenticatorAlreadyVerified);
     }
     let secret = app.totp_secret(user, authenticator)?;
-    let budget = code_budget(ctx);
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    let budget = Budget::code_checks(ctx);
+    budget.check(ctx)?;
     let Some(step) = totp::accept(&secret, &otp, ctx.now, authenticator.last_step) else {
         let counted = app.store.count(&budget.failure(ctx.now)).await?;
         budget.decided(counted, ctx.now, ApiError::InvalidToken)?;
@@ -105,7 +98,7 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     // Enrolling proves possession of the new authenticator only, not of the factors the
     // account already had: it adds `totp` but does not count as a recent challenge.
     let upgrade = SessionUpgrade {
-        secret_hash: authed.session.secret_hash.clone(),
+        session_id: authed.session.id.clone(),
         add: vec![Factor::Totp],
         mfa_updated_at: None,
         end_other_sessions: false,
@@ -136,7 +129,7 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 /// held one with the old factor is out; the session that made the change stays.
 fn ending_other_sessions(ctx: &Ctx) -> Result<SessionUpgrade, ApiError> {
     Ok(SessionUpgrade {
-        secret_hash: ctx.authed()?.session.secret_hash.clone(),
+        session_id: ctx.authed()?.session.id.clone(),
         add: vec![],
         mfa_updated_at: None,
         end_other_sessions: true,

@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
 use crate::domain::crypto::{sha256_hex, Keys};
-use crate::domain::Standing;
+use crate::domain::{session, Standing};
 use crate::error::ApiError;
 use crate::http::request::{credentials, parse_body, parse_query};
 use crate::http::response::{cors_headers, origin_allowed};
@@ -208,8 +208,10 @@ impl App {
     pub async fn load(&self, ctx: &mut Ctx, mut lookup: Lookup, signed_in: bool) -> Result<(), ApiError> {
         let credentials = ctx.credentials.as_ref().filter(|_| signed_in);
         if let Some(c) = credentials {
-            lookup.session = Some((c.user_id.clone(), sha256_hex(&c.secret)));
-            lookup.user = Some(c.user_id.clone());
+            if let Some(session_id) = session::id_of_secret(&c.secret) {
+                lookup.session = Some((c.user_id.clone(), session_id.to_string(), sha256_hex(&c.secret)));
+                lookup.user = Some(c.user_id.clone());
+            }
         }
         let mut found = self.store.load(&lookup, ctx.now).await?;
         if credentials.is_some() {

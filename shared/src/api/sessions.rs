@@ -4,14 +4,14 @@ use serde_json::json;
 
 use super::budget::Budget;
 use super::{models, App};
-use crate::domain::crypto::{new_id, random_secret, sha256_hex};
+use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
 use crate::domain::values::parse_email;
-use crate::domain::{Factor, Session};
+use crate::domain::{session, Factor, Session};
 use crate::error::ApiError;
 use crate::http::response::session_cookies;
 use crate::http::{Credentials, Ctx, Reply};
-use crate::store::Lookup;
+use crate::store::{Lookup, Updated, UserChange};
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let email = ctx.parsed("email", parse_email)?;
@@ -22,25 +22,23 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if ctx.auth.is_some() {
         return Err(ApiError::SessionAlreadyExists);
     }
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    budget.check(ctx)?;
 
     let login = ctx.found.login.take();
     let stored = login.as_ref().map(|l| l.password_hash.clone());
-    let login = match super::account::password_matches(plain, stored).await? {
-        true => login.ok_or(ApiError::InvalidCredentials)?,
-        false => {
-            // Counted by the write that decides the answer: within the budget the answer
-            // is 401, past it 429, whatever the password.
-            let counted = app.store.count(&budget.failure(ctx.now)).await?;
-            budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
-            return Err(ApiError::InvalidCredentials);
-        }
-    };
+    if !super::account::password_matches(plain, stored).await? {
+        // Counted by the write that decides the answer: within the budget the answer is
+        // 401, past it 429, whatever the password.
+        let counted = app.store.count(&budget.failure(ctx.now)).await?;
+        budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let login = login.ok_or(ApiError::InvalidCredentials)?;
 
-    let secret = random_secret();
+    let id = new_id();
+    let secret = session::new_secret(&id);
     let session = Session {
-        id: new_id(),
+        id,
         user_id: login.user_id.clone(),
         secret_hash: sha256_hex(&secret),
         created_at: ctx.now,
@@ -53,7 +51,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         confirmed_at: ctx.now,
     };
     let created = app.store.create_session(&session, &budget.success(ctx.now)).await?;
-    budget.decided(created, ctx.now, ApiError::Internal("storing a new session was refused".into()))?;
+    budget.counted(created, ctx.now)?;
 
     let value = Credentials { user_id: login.user_id, secret }.encode();
     let name = app.config.session_cookie();
@@ -69,22 +67,25 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
 pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let authed = ctx.authed()?;
-    let current = &authed.session;
-    let target = ctx.path_param("sessionId");
-    if target == "current" || target == current.id {
-        // Signing out: the session is known, so it is deleted by its key.
-        app.store.end_session(current).await?;
-        return Ok(signed_out(app, ctx));
-    }
-    if !app.store.delete_session(&authed.user.id, target).await? {
+    let current = authed.session.id.clone();
+    let target = match ctx.path_param("sessionId") {
+        "current" => current.clone(),
+        id => id.to_string(),
+    };
+    if !app.store.delete_session(&authed.user.id, &target).await? {
         return Err(ApiError::SessionNotFound);
     }
-    Ok(Reply::no_content())
+    Ok(if target == current { signed_out(app, ctx) } else { Reply::no_content() })
 }
 
+/// Signs out everywhere: every session of the user confirmed up to now is over at once (the
+/// items go with their expiry), in one write.
 pub async fn delete_all(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    app.store.delete_sessions(&ctx.authed()?.user.id, None).await?;
-    Ok(signed_out(app, ctx))
+    let change = UserChange::EndSessions(ctx.now + 1);
+    match app.store.update_user(&ctx.authed()?.user, change, None, ctx.now, &[]).await? {
+        Updated::Done => Ok(signed_out(app, ctx)),
+        _ => Err(ApiError::UserNotFound),
+    }
 }
 
 fn signed_out(app: &App, ctx: &Ctx) -> Reply {

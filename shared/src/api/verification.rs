@@ -15,13 +15,8 @@ use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::Lookup;
 
-/// The caller's user id as its credentials name it (the session is read with it).
-fn caller(ctx: &Ctx) -> &str {
-    ctx.credentials.as_ref().map_or("", |c| c.user_id.as_str())
-}
-
 fn email_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(EMAIL_VERIFICATION_PER_USER, caller(ctx))
+    Budget::default().every(EMAIL_VERIFICATION_PER_USER, ctx.caller_id())
 }
 
 pub fn create_email_lookup(ctx: &Ctx) -> Lookup {
@@ -36,8 +31,7 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::EmailAlreadyVerified);
     }
     let budget = email_budget(ctx);
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    budget.check(ctx)?;
 
     let secret = random_secret();
     let token = VerificationToken {
@@ -89,13 +83,12 @@ async fn user_token(
     if ctx.found.user.is_none() {
         return Err(ApiError::UserNotFound);
     }
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    budget.check(ctx)?;
     ctx.found.token.take().filter(|t| t.is_usable(ctx.now)).ok_or(ApiError::InvalidToken)
 }
 
 fn phone_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(PHONE_VERIFICATION_PER_USER, caller(ctx)).every(PHONE_VERIFICATION_PER_IP, &ctx.ip)
+    Budget::default().every(PHONE_VERIFICATION_PER_USER, ctx.caller_id()).every(PHONE_VERIFICATION_PER_IP, &ctx.ip)
 }
 
 pub fn create_phone_lookup(ctx: &Ctx) -> Lookup {
@@ -109,8 +102,7 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::PhoneAlreadyVerified);
     }
     let budget = phone_budget(ctx);
-    let seen = std::mem::take(&mut ctx.found.counts);
-    budget.check(ctx, &seen)?;
+    budget.check(ctx)?;
     let budget = budget.every(SMS_PER_PHONE, &phone);
 
     let code = random_digits(6);
@@ -160,7 +152,7 @@ async fn issue(
     now: crate::clock::Millis,
 ) -> Result<(), ApiError> {
     let stored = app.store.put_token(token, &budget.success(now)).await?;
-    budget.decided(stored, now, ApiError::Internal("storing a new token was refused".into()))?;
+    budget.counted(stored, now)?;
     if let Err(e) = app.sender.send(message).await {
         if let Err(withdraw) = app.store.withdraw_token(token).await {
             tracing::warn!(error = %withdraw, "could not withdraw a token whose message failed");

@@ -60,6 +60,19 @@ impl Session {
     }
 }
 
+/// A new session's secret: its session's id (a selector, not secret, by which the session
+/// is found by its key), a dot, and 256 random bits (the validator, compared by hash in
+/// constant time).
+pub fn new_secret(session_id: &str) -> String {
+    format!("{session_id}.{}", super::crypto::random_secret())
+}
+
+/// The session id a secret names, if it is one of ours.
+pub fn id_of_secret(secret: &str) -> Option<&str> {
+    let (id, validator) = secret.split_once('.')?;
+    (super::values::parse_id(id).is_some() && !validator.is_empty()).then_some(id)
+}
+
 /// Appends factors once each, keeping the order in which they were proven.
 pub fn merge_factors(existing: &mut Vec<Factor>, add: &[Factor]) {
     for factor in add {
@@ -72,6 +85,17 @@ pub fn merge_factors(existing: &mut Vec<Factor>, add: &[Factor]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_names_its_session_and_carries_a_random_validator() {
+        let secret = new_secret("abc123");
+        assert_eq!(id_of_secret(&secret), Some("abc123"));
+        assert_ne!(new_secret("abc123"), secret);
+        assert!(secret.len() > "abc123.".len() + 32);
+        for bad in ["", ".", "abc123.", ".xyz", "no-dot", "bad id.xyz"] {
+            assert_eq!(id_of_secret(bad), None, "{bad:?}");
+        }
+    }
     use crate::domain::user::sample_user;
 
     fn session(factors: Vec<Factor>) -> Session {

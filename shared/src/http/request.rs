@@ -78,6 +78,12 @@ impl Ctx {
         self.path_params.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
     }
 
+    /// The user id the request's credentials name, checked or not: per-user counters are
+    /// read together with the session, before it is checked.
+    pub fn caller_id(&self) -> &str {
+        self.credentials.as_ref().map_or("", |c| c.user_id.as_str())
+    }
+
     /// The signed-in caller. Routes that need one are only reached with it set.
     pub fn authed(&self) -> Result<&Authed, ApiError> {
         self.auth.as_ref().ok_or(ApiError::Unauthorized)

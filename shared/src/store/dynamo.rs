@@ -11,14 +11,14 @@
 //! | user          | `USER#<id>`       | `PROFILE`                    |
 //! | email claim   | `EMAIL#<email>`   | `EMAIL` (user id, password hash: sign-in is one read) |
 //! | phone claim   | `PHONE#<phone>`   | `PHONE`                      |
-//! | session       | `USER#<userId>`   | `SESSION#<sha256 of secret>` |
+//! | session       | `USER#<userId>`   | `SESSION#<sessionId>` (SHA-256 of the secret inside) |
 //! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>` (the id's first letter names it) |
 //! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
 //! | rate counter  | `RATE#<counter>`  | `RATE`                       |
 //!
 //! Sessions live under the user's partition (design.md puts them in their own): the cookie
-//! carries the user id, so a session is read by its key, and "sign out everywhere" is one
-//! Query without a GSI.
+//! carries the user id and a secret that names its session, so a session is read and
+//! deleted by its key; "sign out everywhere" is one write to the user (`sessionsValidFrom`).
 //!
 //! Expiring items keep their exact expiry in milliseconds (`expire`) for the checks, and
 //! `expiresAt` in whole seconds (rounded up) for DynamoDB's TTL, which deletes lazily.
@@ -36,9 +36,9 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, DeleteRequest, KeySchemaElement,
-    KeyType, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -47,6 +47,7 @@ use super::{
     Updated, UserChange,
 };
 use crate::clock::Millis;
+use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
 use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
@@ -64,9 +65,7 @@ const FACTORS: [Factor; 5] = [Factor::Password, Factor::Totp, Factor::Email, Fac
 /// Tries of a write that met another transaction on one of its items: DynamoDB cancels
 /// such a write rather than queueing it, and the next try sees the other one's outcome.
 const CONFLICT_TRIES: u32 = 10;
-/// BatchWriteItem takes at most 25 requests; it and BatchGetItem may leave some
-/// unprocessed under load.
-const BATCH: usize = 25;
+/// Tries of a BatchGetItem, which may leave keys unprocessed under load.
 const BATCH_TRIES: u32 = 10;
 
 pub struct DynamoStore {
@@ -224,9 +223,8 @@ fn user_pk(id: &str) -> String {
 fn user_key(id: &str) -> Item {
     key(user_pk(id), "PROFILE".into())
 }
-const SESSION_PREFIX: &str = "SESSION#";
-fn session_key(user_id: &str, secret_hash: &str) -> Item {
-    key(user_pk(user_id), format!("{SESSION_PREFIX}{secret_hash}"))
+fn session_key(user_id: &str, session_id: &str) -> Item {
+    key(user_pk(user_id), format!("SESSION#{session_id}"))
 }
 const CHALLENGE_PREFIX: &str = "CHALLENGE#";
 fn challenge_key(user_id: &str, factor: Factor) -> Item {
@@ -457,7 +455,7 @@ fn user_from(item: &Item) -> StoreResult<User> {
 }
 
 fn session_item(session: &Session) -> Item {
-    let mut item = session_key(&session.user_id, &session.secret_hash);
+    let mut item = session_key(&session.user_id, &session.id);
     let factors = session
         .factors
         .iter()
@@ -819,35 +817,6 @@ fn backoff(tries: u32) -> Duration {
 // Operations on the table
 
 impl DynamoStore {
-    /// Every item of partition `pk` whose sort key starts with `prefix`.
-    async fn query(&self, pk: String, prefix: &str) -> StoreResult<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
-            self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
-            let out = out.map_err(unavailable)?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
-    }
-
     /// Deletes one item and returns it as it was, if it existed.
     async fn delete(&self, key: Item, expr: &Expr) -> Result<Option<Item>, WriteError> {
         let key = &key;
@@ -949,44 +918,6 @@ impl DynamoStore {
             tokio::time::sleep(backoff(tries)).await;
         }
         Err(StoreError::Unavailable("batch reads left unprocessed".into()))
-    }
-
-    /// Deletes items in batches, sending again what DynamoDB left unprocessed.
-    async fn delete_all(&self, keys: Vec<Item>) -> StoreResult<()> {
-        for chunk in keys.chunks(BATCH) {
-            let mut requests = chunk
-                .iter()
-                .map(|k| {
-                    let delete = DeleteRequest::builder().set_key(Some(k.clone())).build().map_err(unavailable)?;
-                    Ok(WriteRequest::builder().delete_request(delete).build())
-                })
-                .collect::<StoreResult<Vec<_>>>()?;
-            for tries in 1..=BATCH_TRIES {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                    .send()
-                    .await;
-                self.metrics
-                    .record(Capacity::Write, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
-                let out = out.map_err(unavailable)?;
-                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                if tries == BATCH_TRIES {
-                    return Err(StoreError::Unavailable("batch deletes left unprocessed".into()));
-                }
-                tokio::time::sleep(backoff(tries)).await;
-            }
-        }
-        Ok(())
-    }
-
-    async fn sessions_of(&self, user_id: &str) -> StoreResult<Vec<Item>> {
-        self.query(user_pk(user_id), SESSION_PREFIX).await
     }
 }
 
@@ -1126,7 +1057,7 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
     if up.end_other_sessions {
         e.set("#confirmedAt = :now");
     }
-    Write::Update { key: session_key(user_id, &up.secret_hash), expr: e }
+    Write::Update { key: session_key(user_id, &up.session_id), expr: e }
 }
 
 impl DynamoStore {
@@ -1201,7 +1132,7 @@ fn spend_expr(spend: &Spend, now: Millis) -> Expr {
 #[async_trait]
 impl Store for DynamoStore {
     async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found> {
-        let session = lookup.session.as_ref().map(|(user_id, hash)| session_key(user_id, hash));
+        let session = lookup.session.as_ref().map(|(user_id, id, _)| session_key(user_id, id));
         let user = lookup.user.as_deref().map(user_key);
         let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
         let challenge = lookup
@@ -1215,7 +1146,10 @@ impl Store for DynamoStore {
         let at = |k: &Option<Item>| k.as_ref().and_then(|k| items.get(&key_id(k)));
 
         let mut found = Found {
-            session: at(&session).map(session_from).transpose()?.filter(|x| x.is_live(now)),
+            session: at(&session).map(session_from).transpose()?.filter(|x| {
+                lookup.session.as_ref().is_some_and(|(_, _, hash)| constant_time_eq(&x.secret_hash, hash))
+                    && x.is_live(now)
+            }),
             user: at(&user).map(user_from).transpose()?,
             ..Found::default()
         };
@@ -1266,6 +1200,11 @@ impl Store for DynamoStore {
                 return self.move_target(user, Target::Phone, phone, upgrade, now, counts).await
             }
             UserChange::Mfa(on) => mfa_expr(*on),
+            UserChange::EndSessions(at) => {
+                let mut e = Expr::default();
+                e.set("#sessionsValidFrom = :from").bind(":from", n(at));
+                e
+            }
             UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
             UserChange::VerifyAuthenticator { step, secret_sealed } => verify_authenticator_expr(*step, secret_sealed),
             UserChange::RemoveAuthenticator => remove_authenticator_expr(),
@@ -1289,28 +1228,8 @@ impl Store for DynamoStore {
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
-        for item in self.sessions_of(user_id).await? {
-            if Reader(&item).s("id")? == session_id {
-                let deleted = decided(self.delete(key_of(&item), &Expr::default()).await)?;
-                return Ok(deleted.flatten().is_some());
-            }
-        }
-        Ok(false)
-    }
-
-    async fn end_session(&self, session: &Session) -> StoreResult<()> {
-        let key = session_key(&session.user_id, &session.secret_hash);
-        unconditional(self.delete(key, &Expr::default()).await).map(|_| ())
-    }
-
-    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
-        let mut doomed = Vec::new();
-        for item in self.sessions_of(user_id).await? {
-            if keep != Some(Reader(&item).s("id")?.as_str()) {
-                doomed.push(key_of(&item));
-            }
-        }
-        self.delete_all(doomed).await
+        let deleted = unconditional(self.delete(session_key(user_id, session_id), &Expr::default()).await)?;
+        Ok(deleted.is_some())
     }
 
     async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
@@ -1424,11 +1343,6 @@ fn key_id(key: &Item) -> (String, String) {
         _ => String::new(),
     };
     (part(PK), part(SK))
-}
-
-/// The primary key of a stored item.
-fn key_of(item: &Item) -> Item {
-    item.iter().filter(|(name, _)| *name == PK || *name == SK).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]

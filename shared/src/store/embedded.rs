@@ -15,6 +15,7 @@ use super::{
     Updated, UserChange,
 };
 use crate::clock::Millis;
+use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::{Challenge, Channel, Factor, Session, User, VerificationToken};
 
@@ -36,11 +37,8 @@ fn email_key(email: &str) -> String {
 fn phone_key(phone: &str) -> String {
     key(&format!("PHONE#{phone}"), "PHONE")
 }
-fn session_prefix(user_id: &str) -> String {
-    key(&format!("USER#{user_id}"), "SESSION#")
-}
-fn session_key(user_id: &str, secret_hash: &str) -> String {
-    format!("{}{secret_hash}", session_prefix(user_id))
+fn session_key(user_id: &str, session_id: &str) -> String {
+    key(&format!("USER#{user_id}"), &format!("SESSION#{session_id}"))
 }
 fn challenge_key(user_id: &str, factor: Factor) -> String {
     key(&format!("USER#{user_id}"), &format!("CHALLENGE#{}", factor.as_str()))
@@ -90,27 +88,9 @@ fn remove(table: &mut Items<'_>, k: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// All (key, value) pairs under a key prefix.
-fn scan<T: DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    prefix: &str,
-) -> StoreResult<Vec<(String, T)>> {
-    let mut out = Vec::new();
-    for entry in table.range(prefix..).map_err(unavailable)? {
-        let (k, v) = entry.map_err(unavailable)?;
-        let k = k.value();
-        if !k.starts_with(prefix) {
-            break;
-        }
-        let value = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(format!("{k}: {e}")))?;
-        out.push((k.to_string(), value));
-    }
-    Ok(out)
-}
-
 /// Applies `up` to the live session it names; `false` when there is none.
 fn upgrade_session(table: &mut Items<'_>, user_id: &str, up: &SessionUpgrade, now: Millis) -> StoreResult<bool> {
-    let k = session_key(user_id, &up.secret_hash);
+    let k = session_key(user_id, &up.session_id);
     match get::<Session>(table, &k)? {
         Some(mut session) if session.is_live(now) => {
             up.apply_to_session(&mut session, now);
@@ -272,7 +252,8 @@ impl Store for EmbeddedStore {
         self.run(move |s| {
             s.read(|t| {
                 let session = match &lookup.session {
-                    Some((user_id, hash)) => get::<Session>(t, &session_key(user_id, hash))?.filter(|x| x.is_live(now)),
+                    Some((user_id, id, hash)) => get::<Session>(t, &session_key(user_id, id))?
+                        .filter(|x| constant_time_eq(&x.secret_hash, hash) && x.is_live(now)),
                     None => None,
                 };
                 let user = match &lookup.user {
@@ -383,44 +364,15 @@ impl Store for EmbeddedStore {
     async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided> {
         let session = session.clone();
         self.decide(counts, move |t| {
-            put(t, &session_key(&session.user_id, &session.secret_hash), &session)?;
+            put(t, &session_key(&session.user_id, &session.id), &session)?;
             Ok(Ok(()))
         })
         .await
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
-        let (prefix, session_id) = (session_prefix(user_id), session_id.to_string());
-        self.run(move |s| {
-            s.write(|t| {
-                let found = scan::<Session>(t, &prefix)?.into_iter().find(|(_, x)| x.id == session_id);
-                match found {
-                    Some((k, _)) => remove(t, &k).map(|_| true),
-                    None => Ok(false),
-                }
-            })
-        })
-        .await
-    }
-
-    async fn end_session(&self, session: &Session) -> StoreResult<()> {
-        let k = session_key(&session.user_id, &session.secret_hash);
-        self.run(move |s| s.write(|t| remove(t, &k))).await
-    }
-
-    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()> {
-        let (prefix, keep) = (session_prefix(user_id), keep.map(str::to_string));
-        self.run(move |s| {
-            s.write(|t| {
-                for (k, session) in scan::<Session>(t, &prefix)? {
-                    if keep.as_deref() != Some(session.id.as_str()) {
-                        remove(t, &k)?;
-                    }
-                }
-                Ok(())
-            })
-        })
-        .await
+        let k = session_key(user_id, session_id);
+        self.run(move |s| s.write(|t| Ok(t.remove(k.as_str()).map_err(unavailable)?.is_some()))).await
     }
 
     async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {

@@ -31,6 +31,9 @@ pub enum UserChange {
     /// Moves the user to a new phone number (unique across users) and marks it unverified.
     Phone(String),
     Mfa(bool),
+    /// Ends every session of the user confirmed before this instant (signing out
+    /// everywhere); they are refused at once and deleted by their expiry.
+    EndSessions(Millis),
     /// Applies only while the user has no verified authenticator.
     PutAuthenticator(Authenticator),
     /// Marks the authenticator verified at `step`; applies only while it is unverified and
@@ -50,7 +53,7 @@ pub enum UserChange {
 /// Factors to add to the current session in the same atomic write as a user change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionUpgrade {
-    pub secret_hash: String,
+    pub session_id: String,
     pub add: Vec<Factor>,
     /// Set when the change proves possession of a factor ("recent challenge").
     pub mfa_updated_at: Option<Millis>,
@@ -88,8 +91,8 @@ pub type Decided = Result<(), Refused>;
 /// What one request reads, in one round trip.
 #[derive(Debug, Clone, Default)]
 pub struct Lookup {
-    /// The session of (user id, SHA-256 of its secret).
-    pub session: Option<(String, String)>,
+    /// The session of (user id, session id), found only if its secret hashes to the third.
+    pub session: Option<(String, String, String)>,
     pub user: Option<String>,
     /// The sign-in record of an email.
     pub login: Option<String>,
@@ -135,6 +138,7 @@ impl UserChange {
                 user.phone_verified = false;
             }
             UserChange::Mfa(on) => user.mfa = on,
+            UserChange::EndSessions(at) => user.sessions_valid_from = at,
             UserChange::PutAuthenticator(auth) => {
                 if user.totp_verified() {
                     return false;
@@ -213,7 +217,7 @@ pub enum Spend {
 pub struct ChallengeWin {
     pub user_id: String,
     pub challenge_id: String,
-    pub session_hash: String,
+    pub session_id: String,
     pub factor: Factor,
     pub spend: Spend,
     pub now: Millis,
@@ -223,7 +227,7 @@ impl ChallengeWin {
     /// What completing the challenge does to the session.
     pub fn upgrade(&self) -> SessionUpgrade {
         SessionUpgrade {
-            secret_hash: self.session_hash.clone(),
+            session_id: self.session_id.clone(),
             add: vec![self.factor],
             mfa_updated_at: Some(self.now),
             end_other_sessions: false,
@@ -265,10 +269,6 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided>;
     /// Deletes one of the user's sessions by id; `false` if there was none.
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool>;
-    /// Deletes this very session (signing out), found by its key.
-    async fn end_session(&self, session: &Session) -> StoreResult<()>;
-    /// Deletes all of the user's sessions but `keep` (a session id).
-    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> StoreResult<()>;
 
     /// Stores a challenge, replacing the user's previous challenge of the same factor.
     async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided>;
@@ -311,9 +311,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.load(&lookup, 0).await?.user)
     }
 
-    /// The live session of `user_id` whose secret hashes to `secret_hash`.
-    async fn session(&self, user_id: &str, secret_hash: &str, now: Millis) -> StoreResult<Option<Session>> {
-        let lookup = Lookup { session: Some((user_id.to_string(), secret_hash.to_string())), ..Lookup::default() };
+    /// The live session `session_id` of `user_id`, if its secret hashes to `secret_hash`.
+    async fn session(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        secret_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Option<Session>> {
+        let session = Some((user_id.to_string(), session_id.to_string(), secret_hash.to_string()));
+        let lookup = Lookup { session, ..Lookup::default() };
         Ok(self.load(&lookup, now).await?.session)
     }
 
