@@ -1,14 +1,14 @@
 //! Rules that depend on time or on failing dependencies, driven in-process through the
 //! same handler code with an injected clock, a recording sender and failing stand-ins.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use lambda_http::http::Request;
 use lambda_http::Body;
 use mfa_core::clock::{ManualClock, Millis, MINUTE};
 use mfa_core::config::Config;
-use mfa_core::delivery::{DeliveryError, Message, Sender};
+use mfa_core::delivery::Message;
 use mfa_core::domain::limits::Count;
 use mfa_core::domain::{totp, Challenge, Channel, Session, User, VerificationToken};
 use mfa_core::store::embedded::EmbeddedStore;
@@ -16,25 +16,11 @@ use mfa_core::store::{ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Stor
 use mfa_core::App;
 use serde_json::{json, Value};
 
+mod common;
+use common::Recorder;
+
 const PASSWORD: &str = "correct horse battery";
 const START: Millis = 1_800_000_000_000;
-
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<Message>>,
-    fail: Mutex<bool>,
-}
-
-#[async_trait]
-impl Sender for Recorder {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        if *self.fail.lock().unwrap() {
-            return Err(DeliveryError("provider refused".into()));
-        }
-        self.sent.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
 
 struct World {
     app: App,
@@ -78,7 +64,7 @@ impl World {
     }
 
     fn sent_messages(&self) -> Vec<Message> {
-        self.sender.sent.lock().unwrap().clone()
+        self.sender.messages()
     }
 
     async fn log_in(&self, email: &str) -> String {
@@ -183,7 +169,7 @@ async fn a_failed_send_leaves_no_challenge_behind() {
     let r = w.call("PUT", "/v1/account/verifications/email", None, json!({"userId": "u1", "secret": secret})).await;
     assert_eq!(r.status, 200, "{}", r.body);
 
-    *w.sender.fail.lock().unwrap() = true;
+    w.sender.fail(true);
     let r = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
     assert_eq!((r.status, r.body["type"].as_str().unwrap()), (502, "general_provider_failure"));
     let stored = w.store.dump().unwrap();

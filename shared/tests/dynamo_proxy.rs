@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use aws_sdk_dynamodb::config::retry::{RetryConfig, RetryPartition, TokenBucket};
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -26,13 +25,16 @@ use lambda_http::http::Request;
 use lambda_http::Body;
 use mfa_core::clock::{ManualClock, Millis, DAY, HOUR};
 use mfa_core::config::Config;
-use mfa_core::delivery::{DeliveryError, Message, Sender};
+use mfa_core::delivery::Message;
 use mfa_core::store::dynamo::{create_table, DynamoStore};
 use mfa_core::App;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OnceCell;
+
+mod common;
+use common::Recorder;
 
 const PASSWORD: &str = "a long password";
 const START: Millis = 1_800_000_000_000;
@@ -314,17 +316,6 @@ async fn store_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
 // ---------------------------------------------------------------------------------------
 // A user and the API, through the proxy
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Message>>);
-
-#[async_trait]
-impl Sender for Recorder {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        self.0.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
-
 struct Answer {
     status: u16,
     body: Value,
@@ -445,7 +436,7 @@ impl World {
         let r =
             self.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://a.example/v"})).await;
         assert_eq!(r.status, 201, "{}", r.body);
-        let text = self.sender.0.lock().unwrap().last().unwrap().text.clone();
+        let text = self.sender.last_text();
         let secret = text.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
         let confirm = json!({"userId": self.user_id, "secret": secret});
         let r = self.call("PUT", "/v1/account/verifications/email", None, confirm).await;
@@ -466,7 +457,7 @@ impl World {
     }
 
     fn sent(&self) -> usize {
-        self.sender.0.lock().unwrap().len()
+        self.sender.messages().len()
     }
 
     fn code_in(message: &Message) -> String {
@@ -474,7 +465,7 @@ impl World {
     }
 
     fn last_code(&self) -> String {
-        World::code_in(self.sender.0.lock().unwrap().last().unwrap())
+        World::code_in(self.sender.messages().last().unwrap())
     }
 
     /// A signed-in session that passed an email challenge just now.
@@ -734,7 +725,7 @@ async fn creating_a_challenge_never_leaves_a_usable_one_whose_code_was_not_sent(
         let outcome = w.judge("POST /v1/account/mfa/challenges", &rule, &log, &r, 201, &[]);
         let at = || format!("under {}: {}", describe(&rule), sequence(&log));
 
-        let sent: Vec<Message> = w.sender.0.lock().unwrap()[sent_before..].to_vec();
+        let sent: Vec<Message> = w.sender.messages()[sent_before..].to_vec();
         assert!(sent.len() <= 1, "{} messages for one challenge: {}", sent.len(), at());
         let stored = w.stored_email_challenge().await.filter(|id| Some(id) != before.as_ref());
         if outcome == Outcome::Success {
@@ -751,7 +742,7 @@ async fn creating_a_challenge_never_leaves_a_usable_one_whose_code_was_not_sent(
             ));
             let next = w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
             assert_eq!(next.status, 201, "a new challenge replaces it: {}", at());
-            let code = World::code_in(w.sender.0.lock().unwrap().last().unwrap());
+            let code = World::code_in(w.sender.messages().last().unwrap());
             let id = next.body["$id"].as_str().unwrap().to_string();
             let done = w.complete(&s, &id, &code).await;
             assert_eq!(done.status, 200, "{} {}", done.body, at());

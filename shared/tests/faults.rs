@@ -1,7 +1,7 @@
 //! Dependencies failing: DynamoDB unreachable. Every step answers a clear 5xx with an
 //! Appwrite body, quickly, sends nothing and panics nowhere.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,22 +10,13 @@ use lambda_http::http::Request;
 use lambda_http::Body;
 use mfa_core::clock::ManualClock;
 use mfa_core::config::Config;
-use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::http::Credentials as SessionCredentials;
 use mfa_core::store::dynamo::DynamoStore;
 use mfa_core::App;
 use serde_json::{json, Value};
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Message>>);
-
-#[async_trait]
-impl Sender for Recorder {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        self.0.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
+mod common;
+use common::Recorder;
 
 /// A DynamoDB client for a port nothing listens on, with the production timeouts.
 async fn unreachable_dynamodb() -> aws_sdk_dynamodb::Client {
@@ -84,7 +75,7 @@ async fn with_dynamodb_unreachable_every_step_answers_a_clear_503() {
         assert!(!body["message"].as_str().unwrap().contains("127.0.0.1"), "no internals in the body");
         assert!(took < Duration::from_secs(12), "{method} {path} took {took:?}: timeouts bound it");
     }
-    assert!(sender.0.lock().unwrap().is_empty(), "nothing is sent when nothing can be stored");
+    assert!(sender.messages().is_empty(), "nothing is sent when nothing can be stored");
 }
 
 // ---- a store failing at every step of a handler ------------------------------------------
@@ -234,7 +225,7 @@ impl FlakyWorld {
         let s = s.unwrap();
         self.call("POST", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
         self.call("POST", "/v1/account/verifications/email", Some(&s), json!({"url": "https://a.example/v"})).await;
-        let text = self.sender.0.lock().unwrap().last().unwrap().text.clone();
+        let text = self.sender.last_text();
         let secret = text.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
         let (st, _, _) =
             self.call("PUT", "/v1/account/verifications/email", None, json!({"userId": "u1", "secret": secret})).await;
@@ -245,7 +236,7 @@ impl FlakyWorld {
     }
 
     fn last_code(&self) -> String {
-        let text = self.sender.0.lock().unwrap().last().unwrap().text.clone();
+        let text = self.sender.last_text();
         text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_string()
     }
 }
@@ -265,12 +256,12 @@ async fn each_failure_point(step: &str, mut run: impl AsyncFnMut(&FlakyWorld, us
 async fn a_store_failure_while_sending_a_challenge_leaves_no_challenge_without_its_message() {
     each_failure_point("create challenge", async |w, fail_at| {
         let s = w.partial_session().await;
-        let sent_before = w.sender.0.lock().unwrap().len();
+        let sent_before = w.sender.messages().len();
         w.store.arm(fail_at);
         let (status, body, _) =
             w.call("POST", "/v1/account/mfa/challenges", Some(&s), json!({"factor": "email"})).await;
         w.store.disarm();
-        let sent = w.sender.0.lock().unwrap().len() - sent_before;
+        let sent = w.sender.messages().len() - sent_before;
         let stored = w.store.inner.dump().unwrap().iter().any(|(k, _)| k.contains("CHALLENGE#"));
         assert!(!stored || sent == 1, "a stored challenge always had its message sent");
         if status == 201 {

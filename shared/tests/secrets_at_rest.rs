@@ -14,37 +14,25 @@
 //! millisecond time inside a counter key is one run of 13 digits, so a code that happens to
 //! appear inside such a run is not a false alarm; a code stored as such would be.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use lambda_http::http::Request;
 use lambda_http::Body;
 use mfa_core::clock::{Clock, ManualClock, Millis};
 use mfa_core::config::Config;
-use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::domain::{recovery, totp};
 use mfa_core::store::embedded::EmbeddedStore;
 use mfa_core::store::Store;
 use mfa_core::App;
 use serde_json::{json, Value};
 
+mod common;
+use common::Recorder;
+
 const PASSWORD: &str = "correct horse battery staple";
 const START: Millis = 1_800_000_000_000;
 const EMAIL: &str = "at-rest@example.com";
 const PHONE: &str = "+12065550142";
-
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<Message>>,
-}
-
-#[async_trait]
-impl Sender for Recorder {
-    async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        self.sent.lock().unwrap().push(message.clone());
-        Ok(())
-    }
-}
 
 struct Flow {
     app: App,
@@ -72,7 +60,7 @@ impl Flow {
     }
 
     fn last_text(&self, to: &str) -> String {
-        let sent = self.sender.sent.lock().unwrap();
+        let sent = self.sender.messages();
         sent.iter().rev().find(|m| m.to == to).unwrap_or_else(|| panic!("no message to {to}")).text.clone()
     }
 

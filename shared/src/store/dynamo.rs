@@ -1109,6 +1109,16 @@ impl DynamoStore {
     }
 }
 
+/// Applies only to the challenge or token `id` while it has attempts left and is unexpired.
+fn usable(id: &str, now: Millis) -> Expr {
+    let mut e = Expr::default();
+    e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
+        .bind(":id", s(id))
+        .bind(":zero", n(0))
+        .bind(":now", n(now));
+    e
+}
+
 /// The part of completing a challenge that uses up a TOTP step or a recovery code.
 fn spend_expr(spend: &Spend, now: Millis) -> Expr {
     let mut e = Expr::default();
@@ -1253,26 +1263,15 @@ impl Store for DynamoStore {
         counts: &[Count],
     ) -> StoreResult<Decided> {
         let Some(factor) = Challenge::factor_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
-        let mut e = Expr::default();
-        e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
-            .set("#attemptsLeft = #attemptsLeft - :one")
-            .bind(":id", s(challenge_id))
-            .bind(":zero", n(0))
-            .bind(":one", n(1))
-            .bind(":now", n(now));
+        let mut e = usable(challenge_id, now);
+        e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
         let miss = Write::Update { key: challenge_key(user_id, factor), expr: e };
         Ok(refused(self.commit(vec![miss], counts).await?))
     }
 
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
-        let mut challenge = Expr::default();
-        challenge
-            .when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
-            .bind(":id", s(&win.challenge_id))
-            .bind(":zero", n(0))
-            .bind(":now", n(win.now));
         let writes = vec![
-            Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: challenge },
+            Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: usable(&win.challenge_id, win.now) },
             Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now) },
             upgrade_write(&win.user_id, &win.upgrade(), win.now),
         ];
@@ -1298,24 +1297,14 @@ impl Store for DynamoStore {
         now: Millis,
         counts: &[Count],
     ) -> StoreResult<Decided> {
-        let mut e = Expr::default();
-        e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
-            .set("#attemptsLeft = #attemptsLeft - :one")
-            .bind(":id", s(token_id))
-            .bind(":zero", n(0))
-            .bind(":one", n(1))
-            .bind(":now", n(now));
+        let mut e = usable(token_id, now);
+        e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
         let miss = Write::Update { key: token_key(user_id, channel), expr: e };
         Ok(refused(self.commit(vec![miss], counts).await?))
     }
 
     async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
-        let mut delete = Expr::default();
-        delete
-            .when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
-            .bind(":id", s(&token.id))
-            .bind(":zero", n(0))
-            .bind(":now", n(now));
+        let delete = usable(&token.id, now);
         let (attribute, verified) = Target::from(token.channel).attributes();
         let mut verify = Expr::default();
         verify
