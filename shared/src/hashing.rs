@@ -1,8 +1,8 @@
 //! Password hashing off the async executor, on a fixed set of threads. Each Argon2id hash
-//! takes 19 MiB while it runs; on Tokio's blocking pool every burst of sign-ins could start
-//! new threads, and the allocator keeps the freed memory per thread (resident memory grew
-//! past 1 GB under load). A few long-lived threads bound both the memory and the CPU that
-//! hashing takes; further requests wait their turn in the queue.
+//! works in 19 MiB, which each thread keeps and reuses (`domain::password`): a few
+//! long-lived threads bound both that memory and the CPU hashing takes, where Tokio's
+//! blocking pool would start a thread (and an area) per concurrent sign-in. Further
+//! requests wait their turn in the queue.
 
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
