@@ -3,7 +3,8 @@
 # emulator (moto) on free ports, runs every test, and stops them again:
 #   1. Rust tests: unit, rules with an injected clock, store conformance on the embedded
 #      store AND DynamoDB Local, SES/SNS delivery against moto, end-to-end over HTTP against
-#      mfa-local on the embedded store + outbox;
+#      mfa-local on the embedded store + outbox; then the DynamoDB calls of every request
+#      of the seed flow, held to their targets (shared/examples/dynamo_calls.rs);
 #   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
 #   3. the official appwrite SDK client test against mfa-local, on both backends;
 #   4. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
@@ -38,6 +39,10 @@ export MFA_TEST_MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT" MFA_REQUIRE_MOTO=1
 
 step "Rust tests (embedded store + outbox for the end-to-end run)"
 cargo test --workspace --locked
+
+step "DynamoDB calls per request (<= 2; <= 3 to complete a challenge), counted on DynamoDB Local"
+# Built above with the workspace's feature set; the example exits non-zero over target.
+target/debug/examples/dynamo_calls
 
 # mfa-local on DynamoDB Local + moto, through the AWS SDK's own endpoint variables.
 aws_env=(
