@@ -66,6 +66,8 @@ pub enum ApiError {
         "The current user already generated recovery codes; regenerate them with PATCH /v1/account/mfa/recovery-codes."
     )]
     RecoveryCodesAlreadyExist,
+    #[error("The account was changed by another request at the same time. Nothing was changed; please try again.")]
+    UpdateConflict,
     #[error("The current user does not have recovery codes.")]
     RecoveryCodesNotFound,
     #[error("Recovery codes are stored hashed and are shown only once, when created. Generate a new set with PATCH /v1/account/mfa/recovery-codes.")]
@@ -74,7 +76,7 @@ pub enum ApiError {
     AuthMethodUnsupported,
     #[error("The service could not reach its data store; please try again.")]
     StoreUnavailable(#[source] StoreError),
-    #[error("The message could not be sent. No code was issued; please try again.")]
+    #[error("The message could not be sent; please request a new code.")]
     DeliveryFailed(String),
     #[error("The server failed to process the request.")]
     Internal(String),
@@ -101,7 +103,8 @@ impl ApiError {
             | EmailAlreadyVerified
             | PhoneAlreadyVerified
             | AuthenticatorAlreadyVerified
-            | RecoveryCodesAlreadyExist => 409,
+            | RecoveryCodesAlreadyExist
+            | UpdateConflict => 409,
             UnknownOrigin => 403,
             RecoveryCodesNotReadable => 410,
             BodyTooLarge(_) => 413,
@@ -142,6 +145,7 @@ impl ApiError {
             AuthenticatorAlreadyVerified => "user_authenticator_already_verified",
             ChallengeRequired => "user_challenge_required",
             RecoveryCodesAlreadyExist => "user_recovery_codes_already_exists",
+            UpdateConflict => "document_update_conflict",
             RecoveryCodesNotFound => "user_recovery_codes_not_found",
             RecoveryCodesNotReadable => "user_recovery_codes_not_readable",
             AuthMethodUnsupported => "user_auth_method_unsupported",

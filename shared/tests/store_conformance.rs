@@ -121,6 +121,7 @@ conformance!(
     a_session_is_found_by_its_secret_until_it_expires,
     deleting_one_session_leaves_the_others,
     ending_every_session_ends_the_users_sessions_only,
+    a_session_ended_meanwhile_can_neither_act_nor_undo_the_end,
     a_new_challenge_replaces_the_previous_one_of_its_factor,
     challenge_attempts_count_down_and_stop_at_zero,
     an_expired_challenge_can_be_neither_attempted_nor_completed,
@@ -223,6 +224,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
         user_id: challenge.user_id.clone(),
         challenge_id: challenge.id.clone(),
         session_id: session.id.clone(),
+        confirmed_at: session.confirmed_at,
         factor: challenge.factor,
         spend,
         now,
@@ -257,8 +259,23 @@ async fn done(store: &Arc<dyn Store>, user: &User, updated: Updated) -> User {
     reload(store, user).await
 }
 
+/// The user an email signs in as, through its claim (which carries the password hash).
+async fn user_by_email(store: &Arc<dyn Store>, email: &str) -> Option<User> {
+    let lookup = Lookup { login: Some(email.to_string()), ..Lookup::default() };
+    let login = store.load(&lookup, now()).await.unwrap().login?;
+    let user = store.user(&login.user_id).await.unwrap().expect("a claimed email's user exists");
+    assert_eq!(login.password_hash, user.password_hash, "the claim carries the password hash");
+    Some(user)
+}
+
+/// The live session `id` of `user_id`, if its secret hashes to `hash`.
+async fn session_at(store: &Arc<dyn Store>, user_id: &str, id: &str, hash: &str, now: Millis) -> Option<Session> {
+    let lookup = Lookup { session: Some((user_id.to_string(), id.to_string(), hash.to_string())), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().session
+}
+
 async fn session_of(store: &Arc<dyn Store>, session: &Session, now: Millis) -> Option<Session> {
-    store.session(&session.user_id, &session.id, &session.secret_hash, now).await.unwrap()
+    session_at(store, &session.user_id, &session.id, &session.secret_hash, now).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -269,9 +286,9 @@ async fn a_created_user_is_found_by_id_and_email(store: Arc<dyn Store>) {
     let user = created(&store, new_user(t)).await;
     assert_eq!(store.user(&user.id).await.unwrap(), Some(user.clone()));
     let email = user.email.clone().unwrap();
-    assert_eq!(store.user_by_email(&email).await.unwrap(), Some(user));
+    assert_eq!(user_by_email(&store, &email).await, Some(user));
     assert_eq!(store.user(&new_id()).await.unwrap(), None);
-    assert_eq!(store.user_by_email(&format!("{}@example.com", new_id())).await.unwrap(), None);
+    assert_eq!(user_by_email(&store, &format!("{}@example.com", new_id())).await, None);
 }
 
 async fn a_taken_id_or_email_cannot_be_created_again(store: Arc<dyn Store>) {
@@ -281,12 +298,12 @@ async fn a_taken_id_or_email_cannot_be_created_again(store: Arc<dyn Store>) {
     let same_id = User { id: first.id.clone(), ..new_user(t) };
     assert!(!store.create_user(&same_id).await.unwrap(), "the id is taken");
     let unclaimed = same_id.email.clone().unwrap();
-    assert_eq!(store.user_by_email(&unclaimed).await.unwrap(), None, "a refused user claims no email");
+    assert_eq!(user_by_email(&store, &unclaimed).await, None, "a refused user claims no email");
 
     let same_email = User { email: first.email.clone(), ..new_user(t) };
     assert!(!store.create_user(&same_email).await.unwrap(), "the email is taken");
     assert_eq!(store.user(&same_email.id).await.unwrap(), None, "a refused user is not stored");
-    assert_eq!(store.user_by_email(first.email.as_deref().unwrap()).await.unwrap(), Some(first));
+    assert_eq!(user_by_email(&store, first.email.as_deref().unwrap()).await, Some(first));
 }
 
 async fn a_created_users_phone_is_claimed(store: Arc<dyn Store>) {
@@ -322,11 +339,11 @@ async fn changing_email_moves_the_index_and_unverifies_it(store: Arc<dyn Store>)
     assert!(!changed.email_verified);
     assert_eq!(changed.updated_at, t + 5);
     assert_eq!(reload(&store, &user).await, changed);
-    assert_eq!(store.user_by_email(&new).await.unwrap(), Some(changed));
-    assert_eq!(store.user_by_email(&old).await.unwrap(), None, "the old email is released");
+    assert_eq!(user_by_email(&store, &new).await, Some(changed));
+    assert_eq!(user_by_email(&store, &old).await, None, "the old email is released");
 
     let next = created(&store, User { email: Some(old.clone()), ..new_user(t) }).await;
-    assert_eq!(store.user_by_email(&old).await.unwrap(), Some(next));
+    assert_eq!(user_by_email(&store, &old).await, Some(next));
 }
 
 async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
@@ -340,7 +357,7 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
         Updated::Taken
     );
     assert_eq!(reload(&store, &a).await, a, "a refused change changes nothing");
-    assert_eq!(store.user_by_email(&b_email).await.unwrap(), Some(b.clone()));
+    assert_eq!(user_by_email(&store, &b_email).await, Some(b.clone()));
 
     let phone = new_phone();
     done(
@@ -365,7 +382,7 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
     .await;
     assert_eq!(again.email, Some(own.clone()));
     assert!(!again.email_verified);
-    assert_eq!(store.user_by_email(&own).await.unwrap(), Some(again));
+    assert_eq!(user_by_email(&store, &own).await, Some(again));
 }
 
 async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {
@@ -455,11 +472,11 @@ async fn a_session_is_found_by_its_secret_until_it_expires(store: Arc<dyn Store>
     assert_eq!(session_of(&store, &session, t).await, Some(session.clone()));
     assert_eq!(session_of(&store, &session, session.expire - 1).await, Some(session.clone()));
     assert_eq!(session_of(&store, &session, session.expire).await, None, "expiry is exclusive");
-    let wrong_secret = store.session(&user.id, &session.id, &sha256_hex(&random_secret()), t).await.unwrap();
+    let wrong_secret = session_at(&store, &user.id, &session.id, &sha256_hex(&random_secret()), t).await;
     assert_eq!(wrong_secret, None, "its id with another secret");
-    let other_id = store.session(&user.id, &new_id(), &session.secret_hash, t).await.unwrap();
+    let other_id = session_at(&store, &user.id, &new_id(), &session.secret_hash, t).await;
     assert_eq!(other_id, None, "its secret with another id");
-    let other_user = store.session(&new_id(), &session.id, &session.secret_hash, t).await.unwrap();
+    let other_user = session_at(&store, &new_id(), &session.id, &session.secret_hash, t).await;
     assert_eq!(other_user, None, "another user's id");
 }
 
@@ -493,6 +510,35 @@ async fn ending_every_session_ends_the_users_sessions_only(store: Arc<dyn Store>
     assert!(theirs.survives(&reload(&store, &other).await), "other users keep theirs");
     let later = signed_in(&store, &user, t + 2).await;
     assert!(later.survives(&ended), "a later sign-in is not");
+}
+
+async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { recovery_codes: recovery_hashes(8), ..new_user(t) }).await;
+    let stolen = signed_in(&store, &user, t).await;
+    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let cut = t + 10 * SECOND;
+    let ended = store.update_user(&user, UserChange::EndSessions(cut), None, t, &[]).await.unwrap();
+    assert_eq!(ended, Updated::Done);
+
+    // Requests the stolen session started before the end land after it.
+    let ending = SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&stolen) };
+    let replace = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
+    let late = store.update_user(&user, replace, Some(ending), cut + 1, &[]).await.unwrap();
+    assert_eq!(late, Updated::SessionEnded, "an ended session cannot end the others");
+    let attempt = win(&challenge, &stolen, Spend::Nothing, cut + 1);
+    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), REJECTED, "nor complete a challenge");
+    let earlier = store.update_user(&user, UserChange::EndSessions(t + SECOND), None, cut + 1, &[]).await.unwrap();
+    assert_eq!(earlier, Updated::Rejected, "an older end does not move the cut back");
+
+    let after = reload(&store, &user).await;
+    assert_eq!(after.sessions_valid_from, cut, "the end holds");
+    assert_eq!(after.recovery_codes, user.recovery_codes, "nothing changed");
+    assert!(!stolen.survives(&after));
+    let fresh = signed_in(&store, &user, cut + 2).await;
+    let ending = SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&fresh) };
+    let replace = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
+    assert_eq!(store.update_user(&after, replace, Some(ending), cut + 3, &[]).await.unwrap(), Updated::Done);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1032,6 +1078,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
 
     let upgrade = SessionUpgrade {
         session_id: session.id.clone(),
+        confirmed_at: session.confirmed_at,
         add: vec![Factor::Password, Factor::Totp, Factor::Email],
         mfa_updated_at: None,
         end_other_sessions: false,
@@ -1063,6 +1110,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     .await;
     let proof = SessionUpgrade {
         session_id: session.id.clone(),
+        confirmed_at: session.confirmed_at,
         add: vec![Factor::Totp],
         mfa_updated_at: Some(t + 2),
         end_other_sessions: false,
@@ -1087,6 +1135,7 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     let session = signed_in(&store, &user, t).await;
     let upgrade = |id: &str| SessionUpgrade {
         session_id: id.to_string(),
+        confirmed_at: session.confirmed_at,
         add: vec![Factor::Email],
         mfa_updated_at: Some(t),
         end_other_sessions: false,
@@ -1097,19 +1146,19 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
         .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade(&unknown)), t, &[])
         .await
         .unwrap();
-    assert_eq!(refused, Updated::Rejected, "an unknown session");
+    assert_eq!(refused, Updated::SessionEnded, "an unknown session");
     let refused =
         store.update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.id)), session.expire, &[]).await.unwrap();
-    assert_eq!(refused, Updated::Rejected, "an expired session");
+    assert_eq!(refused, Updated::SessionEnded, "an expired session");
     let old = user.email.clone().unwrap();
     let moved = UserChange::Email(format!("{}@example.net", new_id()));
     assert_eq!(
         store.update_user(&reload(&store, &user).await, moved, Some(upgrade(&unknown)), t, &[]).await.unwrap(),
-        Updated::Rejected
+        Updated::SessionEnded
     );
 
     assert_eq!(reload(&store, &user).await, user, "the user is unchanged");
-    assert_eq!(store.user_by_email(&old).await.unwrap(), Some(user), "the email index is unchanged");
+    assert_eq!(user_by_email(&store, &old).await, Some(user), "the email index is unchanged");
     assert_eq!(session_of(&store, &session, t).await, Some(session), "the session is unchanged");
 }
 
@@ -1119,8 +1168,7 @@ async fn a_change_that_ends_other_sessions_keeps_only_the_current_one(store: Arc
     let current = signed_in(&store, &user, t).await;
     let other = signed_in(&store, &user, t).await;
     let at = t + SECOND;
-    let ending =
-        SessionUpgrade { session_id: current.id.clone(), add: vec![], mfa_updated_at: None, end_other_sessions: true };
+    let ending = SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&current) };
     let change = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
     let changed = done(
         &store,

@@ -397,6 +397,35 @@ async fn signing_out_another_session_or_everywhere_ends_exactly_those() {
 }
 
 #[tokio::test]
+async fn a_session_cannot_guess_the_password_through_an_email_change() {
+    let server = Server::start().await;
+    server.sign_up("guarded@example.com").await;
+    let session = server.log_in("guarded@example.com").await;
+    let change = |password: &str| json!({"email": "moved@example.com", "password": password});
+    for attempt in 1..=10 {
+        let r = server.call("PATCH", "/v1/account/email", Some(&session), change("wrong password")).await;
+        assert_eq!((r.status, r.kind()), (401, "user_invalid_credentials"), "wrong password {attempt}");
+    }
+    // The eleventh guess is not checked, whatever it is: even the right password waits.
+    let r = server.call("PATCH", "/v1/account/email", Some(&session), change(support::PASSWORD)).await;
+    assert_eq!((r.status, r.kind()), (429, "general_rate_limit_exceeded"), "{:?}", r.body);
+    let r = server.call("GET", "/v1/account", Some(&session), json!({})).await;
+    assert_eq!(r.body["email"], "guarded@example.com", "nothing changed");
+}
+
+#[tokio::test]
+async fn a_malformed_session_id_is_not_found() {
+    let server = Server::start().await;
+    server.sign_up("ids@example.com").await;
+    let session = server.log_in("ids@example.com").await;
+    for id in ["x".repeat(2000), "not%20an%20id".to_string()] {
+        let r = server.call("DELETE", &format!("/v1/account/sessions/{id}"), Some(&session), json!({})).await;
+        assert_eq!((r.status, r.kind()), (404, "user_session_not_found"), "{:?}", r.body);
+    }
+    assert_eq!(server.call("GET", "/v1/account", Some(&session), json!({})).await.status, 200);
+}
+
+#[tokio::test]
 async fn wrong_password_and_unknown_email_look_the_same() {
     let server = Server::start().await;
     server.sign_up("known@example.com").await;

@@ -2,14 +2,14 @@
 
 use super::budget::Budget;
 use super::{models, App};
-use crate::domain::limits::ACCOUNT_CREATE_PER_IP;
+use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
 use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
 use crate::domain::User;
 use crate::error::ApiError;
 use crate::hashing;
 use crate::http::{Ctx, Reply};
-use crate::store::{updated_user, StoreError, Updated, UserChange};
+use crate::store::{updated_user, Lookup, Updated, UserChange};
 
 /// Argon2id is CPU-bound: it runs on the hashing threads, off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
@@ -78,9 +78,19 @@ pub async fn update_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     change_target(app, ctx, UserChange::Phone(phone), ApiError::PhoneTaken).await
 }
 
+fn password_budget(ctx: &Ctx) -> Budget {
+    Budget::default().failures(PASSWORD_CHECKS_PER_USER, ctx.caller_id())
+}
+
+pub fn change_lookup(ctx: &Ctx) -> Lookup {
+    Lookup { counters: password_budget(ctx).counters(ctx.now), ..Lookup::default() }
+}
+
 /// Changing where codes go needs the password, and leaves the new address unverified.
 async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
     let plain = ctx.string("password")?;
+    let budget = password_budget(ctx);
+    budget.check(ctx)?;
     let authed = ctx.authed()?;
     let user = &authed.user;
     // Replacing a verified address takes a factor away, which can end MFA enforcement:
@@ -94,13 +104,17 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
         return Err(ApiError::ChallengeRequired);
     }
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
+        // A session is no licence to guess the password: wrong ones are counted.
+        let counted = app.store.count(&budget.failure(ctx.now)).await?;
+        budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
         return Err(ApiError::InvalidCredentials);
     }
-    match app.store.update_user(user, change.clone(), None, ctx.now, &[]).await? {
+    match app.store.update_user(user, change.clone(), None, ctx.now, &budget.success(ctx.now)).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, None, ctx.now)))),
         Updated::Taken => Err(taken),
-        // Changed by another request since it was read: nothing changed, try again.
-        Updated::Rejected => Err(StoreError::Unavailable("the user changed during the request".into()).into()),
-        Updated::NotFound | Updated::Limited(_) => Err(ApiError::UserNotFound),
+        Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
+        // The address changed since this request read it.
+        Updated::Rejected => Err(ApiError::UpdateConflict),
+        Updated::NotFound | Updated::SessionEnded => Err(ApiError::UserNotFound),
     }
 }

@@ -41,7 +41,7 @@ impl Budget {
         self
     }
 
-    /// The user's consecutive wrong codes across challenges, tokens and TOTP checks.
+    /// The user's consecutive wrong codes across challenges and authenticator verification.
     pub fn wrong_codes(mut self, user_id: &str) -> Self {
         self.entries.push(Entry {
             limit: CODE_FAILURES_PER_USER,

@@ -124,6 +124,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         user_id: user.id.clone(),
         challenge_id: challenge.id.clone(),
         session_id: authed.session.id.clone(),
+        confirmed_at: authed.session.confirmed_at,
         factor: challenge.factor,
         spend,
         now: ctx.now,

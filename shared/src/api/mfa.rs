@@ -18,17 +18,14 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     }
     // The session that switches MFA on counts the factors already verified, so it never
     // locks itself out.
-    let upgrade = enable.then(|| SessionUpgrade {
-        session_id: authed.session.id.clone(),
-        add: authed.user.verified_factors(),
-        mfa_updated_at: None,
-        end_other_sessions: false,
-    });
+    let upgrade =
+        enable.then(|| SessionUpgrade { add: authed.user.verified_factors(), ..SessionUpgrade::of(&authed.session) });
     let change = UserChange::Mfa(enable);
     match app.store.update_user(&authed.user, change.clone(), upgrade.clone(), ctx.now, &[]).await? {
         Updated::Done => {
             Ok(Reply::json(200, models::account(&updated_user(&authed.user, &change, upgrade.as_ref(), ctx.now))))
         }
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
         _ => Err(ApiError::UserNotFound),
     }
 }
@@ -97,16 +94,12 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     };
     // Enrolling proves possession of the new authenticator only, not of the factors the
     // account already had: it adds `totp` but does not count as a recent challenge.
-    let upgrade = SessionUpgrade {
-        session_id: authed.session.id.clone(),
-        add: vec![Factor::Totp],
-        mfa_updated_at: None,
-        end_other_sessions: false,
-    };
+    let upgrade = SessionUpgrade { add: vec![Factor::Totp], ..SessionUpgrade::of(&authed.session) };
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
         // Another request verified it, or used this step, first.
         _ => Err(ApiError::InvalidToken),
     }
@@ -121,6 +114,8 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let change = UserChange::RemoveAuthenticator;
     match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::no_content()),
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
+        Updated::NotFound => Err(ApiError::UserNotFound),
         _ => Err(ApiError::AuthenticatorNotFound),
     }
 }
@@ -128,12 +123,7 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 /// Removing or replacing a factor ends the user's other sessions (OWASP ASVS 7.4.3): whoever
 /// held one with the old factor is out; the session that made the change stays.
 fn ending_other_sessions(ctx: &Ctx) -> Result<SessionUpgrade, ApiError> {
-    Ok(SessionUpgrade {
-        session_id: ctx.authed()?.session.id.clone(),
-        add: vec![],
-        mfa_updated_at: None,
-        end_other_sessions: true,
-    })
+    Ok(SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&ctx.authed()?.session) })
 }
 
 fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
@@ -146,6 +136,7 @@ pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, Ap
     let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
     match app.store.update_user(user, change, None, ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
+        Updated::NotFound => Err(ApiError::UserNotFound),
         _ => Err(ApiError::RecoveryCodesAlreadyExist),
     }
 }
@@ -170,6 +161,8 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
     let change = UserChange::ReplaceRecoveryCodes(hashed(app, &authed.user.id, &codes));
     match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
+        Updated::NotFound => Err(ApiError::UserNotFound),
         _ => Err(ApiError::RecoveryCodesNotFound),
     }
 }

@@ -72,8 +72,8 @@ pub fn routes() -> Vec<Route> {
     vec![
         route!(POST "/v1/account" => "create-account", Public, account::create),
         route!(GET "/v1/account" => "get-account", Full, account::get),
-        route!(PATCH "/v1/account/email" => "update-email", Full, account::update_email),
-        route!(PATCH "/v1/account/phone" => "update-phone", Full, account::update_phone),
+        route!(PATCH "/v1/account/email" => "update-email", Full, account::update_email, account::change_lookup),
+        route!(PATCH "/v1/account/phone" => "update-phone", Full, account::update_phone, account::change_lookup),
         route!(POST "/v1/account/sessions/email" => "create-email-session", Public, sessions::create),
         route!(POST "/v1/account/sessions" => "create-email-session", Public, sessions::create),
         route!(DELETE "/v1/account/sessions/:sessionId" => "delete-session", Session, sessions::delete_one),

@@ -6,7 +6,7 @@ use super::budget::Budget;
 use super::{models, App};
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
-use crate::domain::values::parse_email;
+use crate::domain::values::{parse_email, parse_id};
 use crate::domain::{session, Factor, Session};
 use crate::error::ApiError;
 use crate::http::response::session_cookies;
@@ -70,7 +70,7 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let current = authed.session.id.clone();
     let target = match ctx.path_param("sessionId") {
         "current" => current.clone(),
-        id => id.to_string(),
+        id => parse_id(id).ok_or(ApiError::SessionNotFound)?,
     };
     if !app.store.delete_session(&authed.user.id, &target).await? {
         return Err(ApiError::SessionNotFound);
@@ -83,7 +83,8 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 pub async fn delete_all(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let change = UserChange::EndSessions(ctx.now + 1);
     match app.store.update_user(&ctx.authed()?.user, change, None, ctx.now, &[]).await? {
-        Updated::Done => Ok(signed_out(app, ctx)),
+        // Refused only when a later end already holds: these sessions are over either way.
+        Updated::Done | Updated::Rejected => Ok(signed_out(app, ctx)),
         _ => Err(ApiError::UserNotFound),
     }
 }

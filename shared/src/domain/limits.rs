@@ -20,9 +20,12 @@ pub const PHONE_VERIFICATION_PER_IP: Limit = Limit { scope: "verify-phone-ip", m
 pub const CHALLENGE_PER_USER: Limit = Limit { scope: "challenge-user", max: 10, window: HOUR };
 /// SMS to one number, whoever asks: keeps SMS pumping to a number bounded.
 pub const SMS_PER_PHONE: Limit = Limit { scope: "sms-phone", max: 10, window: HOUR };
-/// Consecutive wrong codes per user across all challenges, tokens and TOTP checks;
-/// a success clears it. NIST SP 800-63B allows at most 100.
+/// Consecutive wrong codes per user across challenges and authenticator verification; a
+/// success clears it. NIST SP 800-63B allows at most 100.
 pub const CODE_FAILURES_PER_USER: Limit = Limit { scope: "code-failures-user", max: 10, window: HOUR };
+/// Consecutive wrong passwords given, while signed in, to confirm an email or phone change;
+/// a success clears it.
+pub const PASSWORD_CHECKS_PER_USER: Limit = Limit { scope: "password-checks-user", max: 10, window: HOUR };
 /// Code checks from one address, whoever the user: bounds guessing spread over many users.
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
 

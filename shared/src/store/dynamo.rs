@@ -921,15 +921,6 @@ impl DynamoStore {
     }
 }
 
-/// The outcome of a write without conditions, which DynamoDB has no reason to reject.
-fn unconditional<T>(result: Result<T, WriteError>) -> StoreResult<T> {
-    match result {
-        Ok(value) => Ok(value),
-        Err(WriteError::Store(e)) => Err(e),
-        Err(WriteError::Rejected(_)) => Err(StoreError::Unavailable("a write without conditions was rejected".into())),
-    }
-}
-
 /// A domain outcome from a write: `Ok(None)` when a condition did not hold.
 fn decided<T>(result: Result<T, WriteError>) -> StoreResult<Option<T>> {
     match result {
@@ -1031,12 +1022,38 @@ fn recovery_codes_expr(codes: &[String], create: bool) -> Expr {
 /// What every applied change also records: when, and the proof of a factor if any.
 fn stamp(e: &mut Expr, upgrade: Option<&SessionUpgrade>, now: Millis) {
     e.when("attribute_exists(#pk)").set("#updatedAt = :now").bind(":now", n(now));
+    if let Some(up) = upgrade {
+        still_valid(e, up.confirmed_at);
+    }
     if let Some(at) = upgrade.and_then(|up| up.mfa_updated_at) {
         e.set("#mfaUpdatedAt = :mfaAt").bind(":mfaAt", n(at));
     }
     if upgrade.is_some_and(|up| up.end_other_sessions) {
         e.set("#sessionsValidFrom = :now");
     }
+}
+
+/// Applies only while sessions confirmed at `confirmed_at` are still valid: the acting
+/// session was not ended meanwhile (and so cannot undo a later end either).
+fn still_valid(e: &mut Expr, confirmed_at: Millis) {
+    e.when("attribute_not_exists(#sessionsValidFrom) OR #sessionsValidFrom <= :confirmedAt")
+        .bind(":confirmedAt", n(confirmed_at));
+}
+
+/// Whether a rejected write of the user (at `index`) failed because the acting session had
+/// been ended, as the user item it failed on shows.
+fn ended(r: &Rejection, index: usize, up: Option<&SessionUpgrade>) -> bool {
+    let Some(up) = up else { return false };
+    r.0.iter().any(|(i, old)| {
+        *i == index
+            && old.as_ref().is_some_and(|item| {
+                Reader(item)
+                    .opt_n::<Millis>("sessionsValidFrom")
+                    .ok()
+                    .flatten()
+                    .is_some_and(|cut| cut > up.confirmed_at)
+            })
+    })
 }
 
 /// Adds factors to a live session, once each, keeping the order they were proven in.
@@ -1095,15 +1112,19 @@ impl DynamoStore {
         if let Some(old) = old.filter(|old| *old != value) {
             writes.push(Write::Delete { key: target.index_key(old), expr: claim });
         }
-        if let Some(up) = upgrade {
+        let session_write = upgrade.map(|up| {
             writes.push(upgrade_write(&user.id, up, now));
-        }
+            writes.len() - 1
+        });
         Ok(match self.commit(writes, counts).await? {
             Ok(()) => Updated::Done,
             Err(Veto::Limited(i)) => Updated::Limited(i),
             Err(Veto::Rejected(r)) if r.failed(1) => Updated::Taken,
             Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
-            // The session is gone, or the user's value changed since it was read.
+            Err(Veto::Rejected(r)) if ended(&r, 0, upgrade) || session_write.is_some_and(|i| r.failed(i)) => {
+                Updated::SessionEnded
+            }
+            // The user's value changed since it was read.
             Err(Veto::Rejected(_)) => Updated::Rejected,
         })
     }
@@ -1120,9 +1141,10 @@ fn usable(id: &str, now: Millis) -> Expr {
 }
 
 /// The part of completing a challenge that uses up a TOTP step or a recovery code.
-fn spend_expr(spend: &Spend, now: Millis) -> Expr {
+fn spend_expr(spend: &Spend, now: Millis, confirmed_at: Millis) -> Expr {
     let mut e = Expr::default();
     e.when("attribute_exists(#pk)").set("#mfaUpdatedAt = :now").bind(":now", n(now));
+    still_valid(&mut e, confirmed_at);
     match spend {
         Spend::Nothing => {}
         Spend::TotpStep(step) => {
@@ -1165,7 +1187,16 @@ impl Store for DynamoStore {
         };
         if let Some(item) = at(&login) {
             let r = Reader(item);
-            found.login = Some(Login { user_id: r.s("userId")?, password_hash: r.s("passwordHash")? });
+            let user_id = r.s("userId")?;
+            let password_hash = match r.opt_s("passwordHash")? {
+                Some(hash) => hash,
+                // A claim stored before claims kept the hash: the user item has it.
+                None => match self.batch_get(vec![user_key(&user_id)]).await?.into_values().next() {
+                    Some(user) => Reader(&user).s("passwordHash")?,
+                    None => return Err(StoreError::Corrupt(format!("email claim of missing user {user_id}"))),
+                },
+            };
+            found.login = Some(Login { user_id, password_hash });
         }
         if let (Some(item), Some((_, id))) = (at(&challenge), &lookup.challenge) {
             found.challenge = Some(challenge_from(item)?).filter(|c| c.id == *id && c.expire > now);
@@ -1211,8 +1242,11 @@ impl Store for DynamoStore {
             }
             UserChange::Mfa(on) => mfa_expr(*on),
             UserChange::EndSessions(at) => {
+                // The cut only moves forward: a late request cannot revive ended sessions.
                 let mut e = Expr::default();
-                e.set("#sessionsValidFrom = :from").bind(":from", n(at));
+                e.when("attribute_not_exists(#sessionsValidFrom) OR #sessionsValidFrom <= :from")
+                    .set("#sessionsValidFrom = :from")
+                    .bind(":from", n(at));
                 e
             }
             UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
@@ -1228,6 +1262,7 @@ impl Store for DynamoStore {
             Ok(()) => Updated::Done,
             Err(Veto::Limited(i)) => Updated::Limited(i),
             Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
+            Err(Veto::Rejected(r)) if ended(&r, 0, upgrade) || r.failed(1) => Updated::SessionEnded,
             Err(Veto::Rejected(_)) => Updated::Rejected,
         })
     }
@@ -1238,8 +1273,12 @@ impl Store for DynamoStore {
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
-        let deleted = unconditional(self.delete(session_key(user_id, session_id), &Expr::default()).await)?;
-        Ok(deleted.is_some())
+        // A transaction like every write, so that a retry after a lost answer still tells
+        // that the session was there.
+        let mut e = Expr::default();
+        e.when("attribute_exists(#pk)");
+        let delete = Write::Delete { key: session_key(user_id, session_id), expr: e };
+        Ok(self.commit(vec![delete], &[]).await?.is_ok())
     }
 
     async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
@@ -1272,7 +1311,7 @@ impl Store for DynamoStore {
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         let writes = vec![
             Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: usable(&win.challenge_id, win.now) },
-            Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now) },
+            Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now, win.confirmed_at) },
             upgrade_write(&win.user_id, &win.upgrade(), win.now),
         ];
         Ok(refused(self.commit(writes, counts).await?))

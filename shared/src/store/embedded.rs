@@ -340,6 +340,9 @@ impl Store for EmbeddedStore {
                     return Ok(Updated::Limited(i));
                 }
                 let Some(mut user) = get::<User>(&t, &user_key(&id))? else { return Ok(Updated::NotFound) };
+                if upgrade.as_ref().is_some_and(|up| up.confirmed_at < user.sessions_valid_from) {
+                    return Ok(Updated::SessionEnded);
+                }
                 let outcome = apply_change(&mut t, &mut user, &change)?;
                 if outcome != Updated::Done {
                     // Dropping the transaction discards any partial change.
@@ -348,7 +351,7 @@ impl Store for EmbeddedStore {
                 user.updated_at = now;
                 if let Some(up) = &upgrade {
                     if !upgrade_session(&mut t, &id, up, now)? {
-                        return Ok(Updated::Rejected);
+                        return Ok(Updated::SessionEnded);
                     }
                     up.apply_to_user(&mut user, now);
                 }
@@ -431,6 +434,10 @@ impl Store for EmbeddedStore {
             }
             let uk = user_key(&win.user_id);
             let Some(mut user) = get::<User>(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            if win.confirmed_at < user.sessions_valid_from {
+                // The session was ended while its code was being checked.
+                return Ok(Err(Refused::Rejected));
+            }
             match &win.spend {
                 Spend::Nothing => {}
                 Spend::TotpStep(step) => match user.totp.as_mut() {

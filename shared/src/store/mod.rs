@@ -32,7 +32,8 @@ pub enum UserChange {
     Phone(String),
     Mfa(bool),
     /// Ends every session of the user confirmed before this instant (signing out
-    /// everywhere); they are refused at once and deleted by their expiry.
+    /// everywhere); they are refused at once and deleted by their expiry. Applies only
+    /// while no later end holds.
     EndSessions(Millis),
     /// Applies only while the user has no verified authenticator.
     PutAuthenticator(Authenticator),
@@ -54,6 +55,10 @@ pub enum UserChange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionUpgrade {
     pub session_id: String,
+    /// When that session was confirmed (its `confirmed_at`): the write applies only while
+    /// the user's sessions confirmed then are still valid, so a session ended meanwhile
+    /// (signed out everywhere, or ASVS 7.4.3) cannot act, nor undo that end.
+    pub confirmed_at: Millis,
     pub add: Vec<Factor>,
     /// Set when the change proves possession of a factor ("recent challenge").
     pub mfa_updated_at: Option<Millis>,
@@ -65,6 +70,8 @@ pub struct SessionUpgrade {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Updated {
     Done,
+    /// The session of the upgrade is gone, expired or ended; nothing changed.
+    SessionEnded,
     /// The change's condition did not hold (already verified, none left, changed since
     /// it was read, ...).
     Rejected,
@@ -138,7 +145,13 @@ impl UserChange {
                 user.phone_verified = false;
             }
             UserChange::Mfa(on) => user.mfa = on,
-            UserChange::EndSessions(at) => user.sessions_valid_from = at,
+            // The cut only moves forward: a late request cannot revive ended sessions.
+            UserChange::EndSessions(at) => {
+                if at < user.sessions_valid_from {
+                    return false;
+                }
+                user.sessions_valid_from = at;
+            }
             UserChange::PutAuthenticator(auth) => {
                 if user.totp_verified() {
                     return false;
@@ -179,6 +192,17 @@ impl UserChange {
 }
 
 impl SessionUpgrade {
+    /// An upgrade of `session` that adds nothing yet.
+    pub fn of(session: &Session) -> SessionUpgrade {
+        SessionUpgrade {
+            session_id: session.id.clone(),
+            confirmed_at: session.confirmed_at,
+            add: vec![],
+            mfa_updated_at: None,
+            end_other_sessions: false,
+        }
+    }
+
     /// The user as the upgrade's write leaves it.
     pub fn apply_to_user(&self, user: &mut User, now: Millis) {
         if self.mfa_updated_at.is_some() {
@@ -218,6 +242,8 @@ pub struct ChallengeWin {
     pub user_id: String,
     pub challenge_id: String,
     pub session_id: String,
+    /// The session's `confirmed_at` (see [`SessionUpgrade::confirmed_at`]).
+    pub confirmed_at: Millis,
     pub factor: Factor,
     pub spend: Spend,
     pub now: Millis,
@@ -228,6 +254,7 @@ impl ChallengeWin {
     pub fn upgrade(&self) -> SessionUpgrade {
         SessionUpgrade {
             session_id: self.session_id.clone(),
+            confirmed_at: self.confirmed_at,
             add: vec![self.factor],
             mfa_updated_at: Some(self.now),
             end_other_sessions: false,
@@ -303,32 +330,12 @@ pub trait Store: Send + Sync + 'static {
     /// target verified if the target is still the user's; `Rejected` otherwise.
     async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided>;
 
-    /// Counts a request that changes nothing else (a wrong password or code).
+    /// Counts a request that changes nothing else (a wrong password or code, an account
+    /// about to be created).
     async fn count(&self, counts: &[Count]) -> StoreResult<Decided>;
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         let lookup = Lookup { user: Some(id.to_string()), ..Lookup::default() };
         Ok(self.load(&lookup, 0).await?.user)
-    }
-
-    /// The live session `session_id` of `user_id`, if its secret hashes to `secret_hash`.
-    async fn session(
-        &self,
-        user_id: &str,
-        session_id: &str,
-        secret_hash: &str,
-        now: Millis,
-    ) -> StoreResult<Option<Session>> {
-        let session = Some((user_id.to_string(), session_id.to_string(), secret_hash.to_string()));
-        let lookup = Lookup { session, ..Lookup::default() };
-        Ok(self.load(&lookup, now).await?.session)
-    }
-
-    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let lookup = Lookup { login: Some(email.to_string()), ..Lookup::default() };
-        match self.load(&lookup, 0).await?.login {
-            Some(login) => self.user(&login.user_id).await,
-            None => Ok(None),
-        }
     }
 }
