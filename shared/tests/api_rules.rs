@@ -17,7 +17,7 @@ use mfa_core::App;
 use serde_json::{json, Value};
 
 mod common;
-use common::Recorder;
+use common::{Answer, Recorder};
 
 const PASSWORD: &str = "correct horse battery";
 const START: Millis = 1_800_000_000_000;
@@ -28,12 +28,6 @@ struct World {
     sender: Arc<Recorder>,
     store: Arc<EmbeddedStore>,
     _dir: tempfile::TempDir,
-}
-
-struct Answer {
-    status: u16,
-    body: Value,
-    fallback: Option<String>,
 }
 
 impl World {
@@ -52,15 +46,7 @@ impl World {
     }
 
     async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
-        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
-        if let Some(s) = session {
-            req = req.header("x-fallback-cookies", s);
-        }
-        let res = self.app.handle(req.body(Body::Text(body.to_string())).unwrap(), None).await;
-        let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
-        let status = res.status().as_u16();
-        let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
-        Answer { status, body, fallback }
+        common::call(&self.app, method, path, session, body).await
     }
 
     fn sent_messages(&self) -> Vec<Message> {
