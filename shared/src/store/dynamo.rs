@@ -653,46 +653,39 @@ enum Write {
     Delete { key: Item, expr: Expr },
 }
 
+/// What every write of a transaction sets besides its item or key. The SDK's Put, Update
+/// and Delete builders are distinct types with these same setters.
+macro_rules! conditional {
+    ($builder:expr, $table:expr, $expr:expr) => {
+        $builder
+            .table_name($table)
+            .set_condition_expression($expr.condition())
+            .set_expression_attribute_names($expr.names())
+            .set_expression_attribute_values($expr.values())
+            // The item as it was comes back with a failed condition: it tells "missing"
+            // from "not in the required state" without another read.
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(unavailable)?
+    };
+}
+
 impl Write {
     fn transact_item(&self, table: &str) -> StoreResult<TransactWriteItem> {
-        // The item as it was comes back with a failed condition: it tells "missing" from
-        // "not in the required state" without another read.
-        let old = ReturnValuesOnConditionCheckFailure::AllOld;
         let item = match self {
-            Write::Put { item, expr } => TransactWriteItem::builder().put(
-                Put::builder()
-                    .table_name(table)
-                    .set_item(Some(item.clone()))
-                    .set_condition_expression(expr.condition())
-                    .set_expression_attribute_names(expr.names())
-                    .set_expression_attribute_values(expr.values())
-                    .return_values_on_condition_check_failure(old)
-                    .build()
-                    .map_err(unavailable)?,
-            ),
-            Write::Update { key, expr } => TransactWriteItem::builder().update(
-                Update::builder()
-                    .table_name(table)
-                    .set_key(Some(key.clone()))
-                    .set_update_expression(expr.update())
-                    .set_condition_expression(expr.condition())
-                    .set_expression_attribute_names(expr.names())
-                    .set_expression_attribute_values(expr.values())
-                    .return_values_on_condition_check_failure(old)
-                    .build()
-                    .map_err(unavailable)?,
-            ),
-            Write::Delete { key, expr } => TransactWriteItem::builder().delete(
-                Delete::builder()
-                    .table_name(table)
-                    .set_key(Some(key.clone()))
-                    .set_condition_expression(expr.condition())
-                    .set_expression_attribute_names(expr.names())
-                    .set_expression_attribute_values(expr.values())
-                    .return_values_on_condition_check_failure(old)
-                    .build()
-                    .map_err(unavailable)?,
-            ),
+            Write::Put { item, expr } => {
+                TransactWriteItem::builder().put(conditional!(Put::builder().set_item(Some(item.clone())), table, expr))
+            }
+            Write::Update { key, expr } => TransactWriteItem::builder().update(conditional!(
+                Update::builder().set_key(Some(key.clone())).set_update_expression(expr.update()),
+                table,
+                expr
+            )),
+            Write::Delete { key, expr } => TransactWriteItem::builder().delete(conditional!(
+                Delete::builder().set_key(Some(key.clone())),
+                table,
+                expr
+            )),
         };
         Ok(item.build())
     }
