@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lambda_http::http::Request;
 use lambda_http::Body;
-use mfa_core::clock::{ManualClock, Millis, MINUTE};
+use mfa_core::clock::{ManualClock, Millis, HOUR, MINUTE};
 use mfa_core::config::Config;
 use mfa_core::delivery::Message;
 use mfa_core::domain::limits::Count;
@@ -76,6 +76,17 @@ impl World {
         let r = self.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": true})).await;
         assert_eq!(r.status, 200);
         (email, secret)
+    }
+
+    async fn totp_challenge(&self, session: &str) -> String {
+        let r = self.call("POST", "/v1/account/mfa/challenges", Some(session), json!({"factor": "totp"})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["$id"].as_str().unwrap().to_string()
+    }
+
+    async fn wrong_code(&self, session: &str, challenge_id: &str) -> Answer {
+        let body = json!({"challengeId": challenge_id, "otp": "000000"});
+        self.call("PUT", "/v1/account/mfa/challenges", Some(session), body).await
     }
 
     fn clock_now(&self) -> Millis {
@@ -365,4 +376,28 @@ async fn requests_from_an_unknown_origin_are_refused_before_anything_runs() {
     assert_eq!(res.headers()["access-control-allow-credentials"], "true");
     // Apps without an Origin (mobile, server) are not browsers.
     assert_eq!(app.handle(signup(None), None).await.status().as_u16(), 201);
+}
+
+#[tokio::test]
+async fn wrong_codes_at_the_end_of_an_hour_leave_none_for_the_start_of_the_next() {
+    let w = World::new();
+    let (email, _) = w.enrolled().await;
+    let s = w.log_in(&email).await;
+    let now = w.clock_now();
+    w.clock.advance(HOUR - now.rem_euclid(HOUR) - 15_000);
+    // Ten wrong codes in the last seconds of one hour (five burn a challenge)...
+    for _ in 0..2 {
+        let id = w.totp_challenge(&s).await;
+        for _ in 0..5 {
+            assert_eq!(w.wrong_code(&s, &id).await.status, 401);
+        }
+    }
+    // ...leave none for the first seconds of the next.
+    w.clock.advance(15_000);
+    let id = w.totp_challenge(&s).await;
+    let r = w.wrong_code(&s, &id).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (429, "general_rate_limit_exceeded"), "{}", r.body);
+    // Half an hour on, the earlier hour weighs half: guesses are counted again.
+    w.clock.advance(30 * MINUTE);
+    assert_eq!(w.wrong_code(&s, &id).await.status, 401);
 }

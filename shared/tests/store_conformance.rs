@@ -135,12 +135,14 @@ conformance!(
     a_token_for_a_changed_address_verifies_nothing,
     a_withdrawn_challenge_or_token_is_gone_unless_replaced,
     counts_hold_until_their_limit_and_reset,
+    the_previous_window_carries_into_the_next_and_a_reset_clears_both,
     a_count_at_its_limit_refuses_the_whole_write,
     an_authenticator_is_replaceable_only_until_verified,
     verifying_an_authenticator_refuses_a_used_step,
     recovery_codes_are_created_once_and_replaced_only_when_present,
     a_session_upgrade_applies_with_its_change,
     a_session_upgrade_for_a_dead_session_applies_nothing,
+    a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_session,
     a_change_that_ends_other_sessions_keeps_only_the_current_one,
     twenty_parallel_completions_of_one_challenge_let_one_win,
     twenty_parallel_spends_of_one_recovery_code_let_one_win,
@@ -172,6 +174,7 @@ fn new_user(now: Millis) -> User {
         totp: None,
         recovery_codes: vec![],
         sessions_valid_from: 0,
+        added_by: Default::default(),
     }
 }
 
@@ -228,6 +231,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
         factor: challenge.factor,
         spend,
         now,
+        recent: true,
     }
 }
 
@@ -827,34 +831,62 @@ async fn counts_of(store: &Arc<dyn Store>, counts: &[Count], now: Millis) -> Vec
 async fn counts_hold_until_their_limit_and_reset(store: Arc<dyn Store>) {
     let t = now();
     let (limit, other) = (test_limit(3), test_limit(3));
-    let hit = [limit.hit("k", t)];
+    let hit = [limit.hit("k", t, 0)];
     for _ in 0..3 {
         assert_eq!(store.count(&hit).await.unwrap(), Ok(()));
     }
     assert_eq!(counts_of(&store, &hit, t).await, vec![3]);
     assert_eq!(store.count(&hit).await.unwrap(), Err(Refused::Limited(0)), "the fourth is refused");
     assert_eq!(counts_of(&store, &hit, t).await, vec![3], "a refused count is not counted");
-    assert_eq!(store.count(&[limit.reset("k", t)]).await.unwrap(), Err(Refused::Limited(0)), "no reset past it");
+    assert_eq!(store.count(&[limit.reset("k", t, 0)]).await.unwrap(), Err(Refused::Limited(0)), "no reset past it");
 
     // Counts of one write apply together or not at all.
-    let both = [other.hit("k", t), limit.hit("k", t)];
+    let both = [other.hit("k", t, 0), limit.hit("k", t, 0)];
     assert_eq!(store.count(&both).await.unwrap(), Err(Refused::Limited(1)));
     assert_eq!(counts_of(&store, &both, t).await, vec![0, 3]);
 
     let (fresh, fresh_two) = (test_limit(3), test_limit(3));
-    let pair = [fresh.hit("k", t), fresh_two.hit("k", t)];
+    let pair = [fresh.hit("k", t, 0), fresh_two.hit("k", t, 0)];
     assert_eq!(store.count(&pair).await.unwrap(), Ok(()));
-    assert_eq!(store.count(&[fresh.reset("k", t)]).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&[fresh.reset("k", t, 0)]).await.unwrap(), Ok(()));
     assert_eq!(counts_of(&store, &pair, t).await, vec![0, 1], "a reset starts over");
-    assert_eq!(counts_of(&store, &pair, t + HOUR).await, vec![0, 0], "a window's count ends with it");
+    assert_eq!(counts_of(&store, &pair, t + HOUR).await, vec![0, 1], "kept as the next window's previous");
+    assert_eq!(counts_of(&store, &pair, t + 2 * HOUR).await, vec![0, 0], "then it ends");
     assert_eq!(store.count(&[]).await.unwrap(), Ok(()));
+}
+
+async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store: Arc<dyn Store>) {
+    let limit = test_limit(3);
+    // The last moment of one window, then the first of the next.
+    let end = limit.window_start(now()) + HOUR - 1;
+    let next = end + 1;
+    for _ in 0..3 {
+        assert_eq!(store.count(&[limit.hit("k", end, 0)]).await.unwrap(), Ok(()));
+    }
+    let read = |at: Millis| Lookup {
+        counters: vec![limit.counter_key("k", at), limit.previous_key("k", at)],
+        ..Lookup::default()
+    };
+    let counts = store.load(&read(next), next).await.unwrap().counts;
+    assert_eq!(counts, vec![0, 3]);
+    assert_eq!(
+        store.count(&[limit.hit("k", next, counts[1])]).await.unwrap(),
+        Err(Refused::Limited(0)),
+        "no second burst"
+    );
+    let later = next + HOUR / 3;
+    assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Ok(()), "a third of the window later");
+    assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Err(Refused::Limited(0)));
+
+    assert_eq!(store.count(&[limit.reset("k", later, 0)]).await.unwrap(), Ok(()));
+    assert_eq!(store.load(&read(later), later).await.unwrap().counts, vec![0, 0], "both windows start over");
 }
 
 async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let limit = test_limit(1);
-    let spent = [limit.hit("k", t)];
+    let spent = [limit.hit("k", t, 0)];
     store.count(&spent).await.unwrap().unwrap();
 
     let session = new_session(&user, t);
@@ -880,7 +912,7 @@ async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
 
     // Within the limit, the counts apply with the write.
     let open = test_limit(5);
-    let counted = [open.hit("k", t)];
+    let counted = [open.hit("k", t, 0)];
     assert_eq!(store.finish_challenge(&attempt, &counted).await.unwrap(), Ok(()));
     assert_eq!(counts_of(&store, &counted, t).await, vec![1]);
 }
@@ -1127,6 +1159,42 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     let proven = session_of(&store, &session, t + 2).await.unwrap();
     assert_eq!(proven.mfa_updated_at, Some(t + 2));
     assert_eq!(proven.factors, vec![Factor::Password, Factor::Totp, Factor::Email]);
+}
+
+async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_session(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { email_verified: true, ..new_user(t) }).await;
+    let session = signed_in(&store, &user, t).await;
+    let codes = recovery_hashes(3);
+    let by_session = Some(SessionUpgrade::of(&session));
+    let change = UserChange::CreateRecoveryCodes(codes.clone());
+    let user = done(&store, &user, store.update_user(&user, change, by_session.clone(), t, &[]).await.unwrap()).await;
+    assert_eq!(user.added_by.get(&Factor::RecoveryCode), Some(&session.id));
+    let change = UserChange::PutAuthenticator(authenticator(false, None, t));
+    let user = done(&store, &user, store.update_user(&user, change, by_session, t, &[]).await.unwrap()).await;
+    assert_eq!(user.added_by.get(&Factor::Totp), Some(&session.id));
+    assert_eq!(reload(&store, &user).await.added_by, user.added_by, "read back as written");
+
+    // Completing a challenge with a factor the session added adds the factor but is no
+    // recent challenge, whether it spends something or not.
+    for (factor, spend) in
+        [(Factor::RecoveryCode, Spend::RecoveryCode(codes[0].clone())), (Factor::Email, Spend::Nothing)]
+    {
+        let challenge = challenged(&store, &user, factor, t).await;
+        let w = ChallengeWin { recent: false, ..win(&challenge, &session, spend, t + 1) };
+        assert_eq!(store.finish_challenge(&w, &[]).await.unwrap(), Ok(()));
+        let after = session_of(&store, &session, t + 1).await.unwrap();
+        assert!(after.factors.contains(&factor));
+        assert_eq!(after.mfa_updated_at, None);
+        assert_eq!(reload(&store, &user).await.mfa_updated_at, None);
+    }
+    assert_eq!(reload(&store, &user).await.recovery_codes, codes[1..].to_vec(), "the code was spent");
+
+    // Removing the authenticator forgets who added it.
+    let removed = store.update_user(&user, UserChange::RemoveAuthenticator, None, t + 2, &[]).await.unwrap();
+    let user = done(&store, &user, removed).await;
+    assert_eq!(user.added_by.get(&Factor::Totp), None);
+    assert_eq!(reload(&store, &user).await.added_by.get(&Factor::Totp), None);
 }
 
 async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Store>) {

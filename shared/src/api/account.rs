@@ -9,7 +9,7 @@ use crate::domain::User;
 use crate::error::ApiError;
 use crate::hashing;
 use crate::http::{Ctx, Reply};
-use crate::store::{updated_user, Lookup, Updated, UserChange};
+use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
 
 /// Argon2id is CPU-bound: it runs on the hashing threads, off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
@@ -57,6 +57,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         totp: None,
         recovery_codes: vec![],
         sessions_valid_from: 0,
+        added_by: Default::default(),
     };
     if !app.store.create_user(&user).await? {
         return Err(ApiError::UserAlreadyExists);
@@ -89,18 +90,13 @@ pub fn change_lookup(ctx: &Ctx) -> Lookup {
 /// Changing where codes go needs the password, and leaves the new address unverified.
 async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
     let plain = ctx.string("password")?;
-    let budget = password_budget(ctx);
+    let mut budget = password_budget(ctx);
     budget.check(ctx)?;
     let authed = ctx.authed()?;
     let user = &authed.user;
-    // Replacing a verified address takes a factor away, which can end MFA enforcement:
-    // as with switching MFA off, that needs fresh proof.
-    let replaces_factor = match &change {
-        UserChange::Email(_) => user.factors().email,
-        UserChange::Phone(_) => user.factors().phone,
-        _ => false,
-    };
-    if replaces_factor && user.mfa_enforced() && !authed.session.has_recent_challenge(ctx.now) {
+    // A new address becomes a factor once verified, and replacing a verified one takes a
+    // factor away: under enforced MFA either needs fresh proof.
+    if !authed.session.may_add_factor(user, ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
@@ -109,12 +105,14 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
         budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
         return Err(ApiError::InvalidCredentials);
     }
-    match app.store.update_user(user, change.clone(), None, ctx.now, &budget.success(ctx.now)).await? {
-        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, None, ctx.now)))),
+    let upgrade = SessionUpgrade::of(&authed.session);
+    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
+        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Taken => Err(taken),
         Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
         // The address changed since this request read it.
         Updated::Rejected => Err(ApiError::UpdateConflict),
-        Updated::NotFound | Updated::SessionEnded => Err(ApiError::UserNotFound),
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
+        Updated::NotFound => Err(ApiError::UserNotFound),
     }
 }

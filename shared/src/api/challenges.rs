@@ -84,7 +84,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let otp = ctx.parsed("otp", parse_otp)?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
-    let budget = Budget::code_checks(ctx);
+    let mut budget = Budget::code_checks(ctx);
     budget.check(ctx)?;
     let challenge = ctx
         .found
@@ -128,6 +128,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         factor: challenge.factor,
         spend,
         now: ctx.now,
+        recent: authed.session.proves_with(user, challenge.factor),
     };
     let finished = app.store.finish_challenge(&win, &budget.success(ctx.now)).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;

@@ -44,9 +44,13 @@ fn authenticator_type(ctx: &Ctx) -> Result<(), ApiError> {
 
 pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     authenticator_type(ctx)?;
-    let user = &ctx.authed()?.user;
+    let authed = ctx.authed()?;
+    let user = &authed.user;
     if user.totp_verified() {
         return Err(ApiError::AuthenticatorAlreadyVerified);
+    }
+    if !authed.session.may_add_factor(user, ctx.now) {
+        return Err(ApiError::ChallengeRequired);
     }
     let secret = totp::new_secret();
     let authenticator = Authenticator {
@@ -56,9 +60,10 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         created_at: ctx.now,
     };
     let change = UserChange::PutAuthenticator(authenticator);
-    match app.store.update_user(user, change, None, ctx.now, &[]).await? {
+    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
         Updated::Done => {}
         Updated::Rejected => return Err(ApiError::AuthenticatorAlreadyVerified),
+        Updated::SessionEnded => return Err(ApiError::Unauthorized),
         _ => return Err(ApiError::UserNotFound),
     }
     let account = user.email.clone().unwrap_or_else(|| user.id.clone());
@@ -84,8 +89,11 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     if authenticator.verified {
         return Err(ApiError::AuthenticatorAlreadyVerified);
     }
+    if !authed.session.may_add_factor(user, ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
     let secret = app.totp_secret(user, authenticator)?;
-    let budget = Budget::code_checks(ctx);
+    let mut budget = Budget::code_checks(ctx);
     budget.check(ctx)?;
     let Some(step) = totp::accept(&secret, &otp, ctx.now, authenticator.last_step) else {
         let counted = app.store.count(&budget.failure(ctx.now)).await?;
@@ -131,12 +139,20 @@ fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
 }
 
 pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let user = &ctx.authed()?.user;
+    let authed = ctx.authed()?;
+    let user = &authed.user;
+    if !user.recovery_codes.is_empty() {
+        return Err(ApiError::RecoveryCodesAlreadyExist);
+    }
+    if !authed.session.may_add_factor(user, ctx.now) {
+        return Err(ApiError::ChallengeRequired);
+    }
     let codes = recovery::generate();
     let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
-    match app.store.update_user(user, change, None, ctx.now, &[]).await? {
+    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
         Updated::NotFound => Err(ApiError::UserNotFound),
+        Updated::SessionEnded => Err(ApiError::Unauthorized),
         _ => Err(ApiError::RecoveryCodesAlreadyExist),
     }
 }

@@ -16,7 +16,7 @@ use crate::store::{Lookup, Updated, UserChange};
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let email = ctx.parsed("email", parse_email)?;
     let plain = ctx.string("password")?;
-    let budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).failures(LOGIN_PER_EMAIL, &email);
+    let mut budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).failures(LOGIN_PER_EMAIL, &email);
     let lookup = Lookup { login: Some(email), counters: budget.counters(ctx.now), ..Lookup::default() };
     app.load(ctx, lookup, true).await?;
     if ctx.auth.is_some() {

@@ -30,7 +30,7 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if user.email_verified {
         return Err(ApiError::EmailAlreadyVerified);
     }
-    let budget = email_budget(ctx);
+    let mut budget = email_budget(ctx);
     budget.check(ctx)?;
 
     let secret = random_secret();
@@ -55,7 +55,7 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
 pub async fn confirm_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let (user_id, secret) = user_and_secret(ctx)?;
-    let token = user_token(app, ctx, &user_id, Channel::Email, Budget::default()).await?;
+    let token = user_token(app, ctx, &user_id, Channel::Email, &mut Budget::default()).await?;
     // The secret carries 256 bits: no attempt counting needed, so no one can burn it.
     if !constant_time_eq(&token.secret_hash, &sha256_hex(&secret)) {
         return Err(ApiError::InvalidToken);
@@ -71,7 +71,7 @@ async fn user_token(
     ctx: &mut Ctx,
     user_id: &str,
     channel: Channel,
-    budget: Budget,
+    budget: &mut Budget,
 ) -> Result<VerificationToken, ApiError> {
     let lookup = Lookup {
         user: Some(user_id.to_string()),
@@ -101,7 +101,7 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if user.phone_verified {
         return Err(ApiError::PhoneAlreadyVerified);
     }
-    let budget = phone_budget(ctx);
+    let mut budget = phone_budget(ctx);
     budget.check(ctx)?;
     let budget = budget.every(SMS_PER_PHONE, &phone);
 
@@ -127,8 +127,8 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     // Anyone may call this with a user id: guesses are bounded by the token's own five
     // attempts and a per-IP budget, never by the user's MFA wrong-code count, which a
     // stranger could otherwise exhaust to keep the user from signing in.
-    let budget = Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip);
-    let token = user_token(app, ctx, &user_id, Channel::Phone, budget.clone()).await?;
+    let mut budget = Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip);
+    let token = user_token(app, ctx, &user_id, Channel::Phone, &mut budget).await?;
     let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
     if !constant_time_eq(&token.secret_hash, &hash) {
         let missed =

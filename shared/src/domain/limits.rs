@@ -1,4 +1,5 @@
-//! Rate limits: fixed windows counted per scope and key.
+//! Rate limits: sliding windows per scope and key, counted in fixed windows and weighted
+//! with the window before.
 
 use crate::clock::{Millis, HOUR, MINUTE};
 
@@ -39,56 +40,78 @@ impl Limit {
         format!("{}#{}#{}", self.scope, key, self.window_start(now))
     }
 
-    /// One more request against this limit for `key`.
-    pub fn hit(&self, key: &str, now: Millis) -> Count {
-        self.count(key, now, false)
+    /// The counter of the window before the one holding `now`.
+    pub fn previous_key(&self, key: &str, now: Millis) -> String {
+        self.counter_key(key, now - self.window)
     }
 
-    /// A success that starts a consecutive-failure count over; refused, like a hit, once
-    /// the count has reached the limit.
-    pub fn reset(&self, key: &str, now: Millis) -> Count {
-        self.count(key, now, true)
+    /// The part of the previous window's count that still falls in the sliding window
+    /// ending at `now`, taking that window's requests as spread evenly over it (rounded
+    /// up). Counting it makes the limit hold over any `window`-long span, so a burst at
+    /// the end of one window cannot be followed by a full burst at the start of the next.
+    pub fn carried(&self, previous: u32, now: Millis) -> u32 {
+        let left = (self.window_start(now) + self.window - now) as u128;
+        (previous as u128 * left).div_ceil(self.window as u128) as u32
     }
 
-    fn count(&self, key: &str, now: Millis, reset: bool) -> Count {
+    /// One more request against this limit for `key`, given the previous window's count.
+    pub fn hit(&self, key: &str, now: Millis, previous: u32) -> Count {
+        self.count(key, now, previous, false)
+    }
+
+    /// A success that starts a consecutive-failure count over (in both windows); refused,
+    /// like a hit, once the limit is reached.
+    pub fn reset(&self, key: &str, now: Millis, previous: u32) -> Count {
+        self.count(key, now, previous, true)
+    }
+
+    fn count(&self, key: &str, now: Millis, previous: u32, reset: bool) -> Count {
         Count {
             counter: self.counter_key(key, now),
-            max: self.max,
-            expire: self.window_start(now) + self.window,
+            max: self.max.saturating_sub(self.carried(previous, now)),
+            // The counter is read as the previous window during the next one.
+            expire: self.window_start(now) + 2 * self.window,
             reset,
+            previous: reset.then(|| self.previous_key(key, now)),
         }
     }
 
-    pub fn verdict(&self, count: u32, now: Millis) -> RateVerdict {
+    /// The verdict on the `count`th request of the current window, given the previous
+    /// window's count.
+    pub fn verdict(&self, count: u32, previous: u32, now: Millis) -> RateVerdict {
+        let used = count.saturating_add(self.carried(previous, now));
         RateVerdict {
             limit: self.max,
-            remaining: self.max.saturating_sub(count),
+            remaining: self.max.saturating_sub(used),
             reset_at: self.window_start(now) + self.window,
-            exceeded: count > self.max,
+            exceeded: used > self.max,
         }
     }
 }
 
 /// One request counted on a counter, checked and stored in the same atomic write as the
-/// request's effect: of parallel requests, no more than `max` get through in a window,
-/// and a request refused by its limit changes nothing.
+/// request's effect: of parallel requests, no more than `max` get through, and a request
+/// refused by its limit changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Count {
     /// The counter's store key, naming its window.
     pub counter: String,
-    /// Applies only while the counter holds fewer than this.
+    /// Applies only while the counter holds fewer than this: the limit less what the
+    /// previous window carries into the sliding one.
     pub max: u32,
-    /// When the window ends.
+    /// When the counter is no longer needed (the end of the window after its own).
     pub expire: Millis,
     /// Deletes the counter instead of adding one (a success ends a run of failures).
     pub reset: bool,
+    /// With `reset`, the previous window's counter, deleted too.
+    pub previous: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateVerdict {
     pub limit: u32,
     pub remaining: u32,
-    /// When the window ends (epoch millis).
+    /// When the current window ends (epoch millis).
     pub reset_at: Millis,
     pub exceeded: bool,
 }
@@ -100,18 +123,44 @@ mod tests {
     #[test]
     fn the_eleventh_hit_in_a_window_is_refused() {
         let l = CHALLENGE_PER_USER;
-        assert!(!l.verdict(10, 0).exceeded);
-        assert_eq!(l.verdict(10, 0).remaining, 0);
-        assert!(l.verdict(11, 0).exceeded);
+        assert!(!l.verdict(10, 0, 0).exceeded);
+        assert_eq!(l.verdict(10, 0, 0).remaining, 0);
+        assert!(l.verdict(11, 0, 0).exceeded);
     }
 
     #[test]
-    fn windows_are_fixed_and_keys_change_with_them() {
+    fn counters_are_kept_per_window() {
         let l = CHALLENGE_PER_USER;
         let now = 5 * HOUR + 123;
         assert_eq!(l.window_start(now), 5 * HOUR);
-        assert_eq!(l.verdict(1, now).reset_at, 6 * HOUR);
+        assert_eq!(l.verdict(1, 0, now).reset_at, 6 * HOUR);
         assert_ne!(l.counter_key("u", now), l.counter_key("u", now + HOUR));
         assert_eq!(l.counter_key("u", now), l.counter_key("u", now + 1000));
+        assert_eq!(l.previous_key("u", now + HOUR), l.counter_key("u", now));
+        assert_eq!(l.hit("u", now, 0).expire, 7 * HOUR, "kept while it is the previous window");
+    }
+
+    #[test]
+    fn a_full_window_leaves_nothing_for_a_burst_right_after_it() {
+        let l = CODE_FAILURES_PER_USER;
+        let boundary = 10 * HOUR;
+        // Ten wrong codes at 00:59:45, then the window turns.
+        assert_eq!(l.carried(10, boundary), 10);
+        assert!(l.verdict(1, 10, boundary).exceeded);
+        assert_eq!(l.hit("u", boundary, 10).max, 0, "the write refuses any count");
+        // The previous window's weight drains as the sliding window moves on.
+        assert_eq!(l.carried(10, boundary + 30 * MINUTE), 5);
+        assert_eq!(l.hit("u", boundary + 30 * MINUTE, 10).max, 5);
+        assert_eq!(l.carried(10, boundary + 59 * MINUTE), 1);
+        assert_eq!(l.carried(0, boundary), 0);
+    }
+
+    #[test]
+    fn a_reset_clears_both_windows() {
+        let l = CODE_FAILURES_PER_USER;
+        let c = l.reset("u", 3 * HOUR, 4);
+        assert!(c.reset);
+        assert_eq!(c.previous, Some(l.counter_key("u", 2 * HOUR)));
+        assert_eq!(l.hit("u", 3 * HOUR, 4).previous, None);
     }
 }

@@ -50,6 +50,20 @@ impl Session {
         self.mfa_updated_at.is_some_and(|at| now - at <= RECENT_CHALLENGE)
     }
 
+    /// Whether this session may add a second factor to its user (recovery codes where none
+    /// exist, an authenticator, a new email or phone). While MFA is enforced that needs a
+    /// recent challenge: a stolen session must not give itself a factor to pass challenges
+    /// with, here or, with the password, in a session of its own.
+    pub fn may_add_factor(&self, user: &User, now: Millis) -> bool {
+        !user.mfa_enforced() || self.has_recent_challenge(now)
+    }
+
+    /// Whether completing a challenge of `factor` makes this session's challenge recent:
+    /// only with a factor the user had before this session added or changed it.
+    pub fn proves_with(&self, user: &User, factor: Factor) -> bool {
+        !user.factor_added_by(factor, &self.id)
+    }
+
     pub fn is_live(&self, now: Millis) -> bool {
         self.expire > now
     }
@@ -132,6 +146,31 @@ mod tests {
         s.mfa_updated_at = Some(1_000);
         assert!(s.has_recent_challenge(1_000 + RECENT_CHALLENGE));
         assert!(!s.has_recent_challenge(1_001 + RECENT_CHALLENGE));
+    }
+
+    #[test]
+    fn adding_a_factor_under_enforced_mfa_needs_a_recent_challenge() {
+        let mut user = sample_user("u");
+        let mut s = session(vec![Factor::Password, Factor::Email]);
+        assert!(s.may_add_factor(&user, 1_000), "MFA off: setting up needs no proof");
+        user.mfa = true;
+        user.email_verified = true;
+        assert!(!s.may_add_factor(&user, 1_000));
+        s.mfa_updated_at = Some(1_000);
+        assert!(s.may_add_factor(&user, 1_000 + RECENT_CHALLENGE));
+        assert!(!s.may_add_factor(&user, 1_001 + RECENT_CHALLENGE));
+    }
+
+    #[test]
+    fn a_factor_the_session_added_itself_proves_nothing() {
+        let mut user = sample_user("u");
+        let s = session(vec![Factor::Password]);
+        assert!(s.proves_with(&user, Factor::Totp));
+        user.added_by.insert(Factor::Totp, s.id.clone());
+        assert!(!s.proves_with(&user, Factor::Totp));
+        assert!(s.proves_with(&user, Factor::Email));
+        user.added_by.insert(Factor::Email, "another session".into());
+        assert!(s.proves_with(&user, Factor::Email));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Users and the factors they have verified.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::values::Factor;
@@ -26,6 +28,11 @@ pub struct User {
     /// Sessions confirmed before this moment are over (a factor was removed or replaced).
     #[serde(default)]
     pub sessions_valid_from: Millis,
+    /// The session that last added or changed each second factor. A challenge that session
+    /// completes with that factor proves nothing the account had before it: it is not a
+    /// recent challenge.
+    #[serde(default)]
+    pub added_by: BTreeMap<Factor, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +81,11 @@ impl User {
     pub fn mfa_enforced(&self) -> bool {
         self.mfa && !self.verified_factors().is_empty()
     }
+
+    /// Whether `factor` was added or changed by the session `session_id`.
+    pub fn factor_added_by(&self, factor: Factor, session_id: &str) -> bool {
+        self.added_by.get(&factor).is_some_and(|by| by == session_id)
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +106,7 @@ pub(crate) fn sample_user(id: &str) -> User {
         totp: None,
         recovery_codes: vec![],
         sessions_valid_from: 0,
+        added_by: BTreeMap::new(),
     }
 }
 

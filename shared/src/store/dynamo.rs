@@ -36,8 +36,8 @@ use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConsumedCapacity, Delete, KeySchemaElement, KeyType,
-    KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity, Delete, KeySchemaElement,
+    KeyType, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
     ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
@@ -261,6 +261,13 @@ impl Target {
         }
         item
     }
+    fn factor(self) -> Factor {
+        match self {
+            Target::Email => Factor::Email,
+            Target::Phone => Factor::Phone,
+        }
+    }
+
     fn of(self, user: &User) -> Option<&str> {
         match self {
             Target::Email => user.email.as_deref(),
@@ -415,7 +422,34 @@ fn user_item(user: &User) -> Item {
     }
     put("recoveryCodes", recovery_codes(&user.recovery_codes));
     put("sessionsValidFrom", n(user.sessions_valid_from));
+    for (factor, by) in &user.added_by {
+        put(&added_by_attribute(*factor), s(by));
+    }
     item
+}
+
+/// The attribute naming the session that added or changed a factor (`totpAddedBy`, ...).
+fn added_by_attribute(factor: Factor) -> String {
+    format!("{}AddedBy", factor.as_str())
+}
+
+/// Records which session added or changed `factor` (`by`), or forgets it (`None`: a change
+/// made without a session, or the factor removed).
+fn record_source(e: &mut Expr, factor: Factor, by: Option<&str>) {
+    let attribute = format!("#{}", added_by_attribute(factor));
+    match by {
+        Some(by) => e.set(format!("{attribute} = :addedBy")).bind(":addedBy", s(by)),
+        None => e.remove(attribute),
+    };
+}
+
+/// [`record_source`] for a user change made with `upgrade` (the acting session), if any.
+fn record_change_source(e: &mut Expr, change: &UserChange, upgrade: Option<&SessionUpgrade>) {
+    if *change == UserChange::RemoveAuthenticator {
+        record_source(e, Factor::Totp, None);
+    } else if let Some(factor) = change.adds_factor() {
+        record_source(e, factor, upgrade.map(|up| up.session_id.as_str()));
+    }
 }
 
 /// Recovery code hashes as a map to their place in the set, so that one code can be
@@ -451,6 +485,10 @@ fn user_from(item: &Item) -> StoreResult<User> {
         totp,
         recovery_codes: r.ranked("recoveryCodes")?.into_iter().map(|(hash, _)| hash).collect(),
         sessions_valid_from: r.opt_n("sessionsValidFrom")?.unwrap_or(0),
+        added_by: [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode]
+            .into_iter()
+            .filter_map(|f| r.opt_s(&added_by_attribute(f)).map(|by| by.map(|by| (f, by))).transpose())
+            .collect::<StoreResult<_>>()?,
     })
 }
 
@@ -648,9 +686,23 @@ impl Expr {
 
 /// One write of a transaction.
 enum Write {
-    Put { item: Item, expr: Expr },
-    Update { key: Item, expr: Expr },
-    Delete { key: Item, expr: Expr },
+    Put {
+        item: Item,
+        expr: Expr,
+    },
+    Update {
+        key: Item,
+        expr: Expr,
+    },
+    Delete {
+        key: Item,
+        expr: Expr,
+    },
+    /// Changes nothing; the transaction applies only if its condition holds.
+    Check {
+        key: Item,
+        expr: Expr,
+    },
 }
 
 /// What every write of a transaction sets besides its item or key. The SDK's Put, Update
@@ -683,6 +735,11 @@ impl Write {
             )),
             Write::Delete { key, expr } => TransactWriteItem::builder().delete(conditional!(
                 Delete::builder().set_key(Some(key.clone())),
+                table,
+                expr
+            )),
+            Write::Check { key, expr } => TransactWriteItem::builder().condition_check(conditional!(
+                ConditionCheck::builder().set_key(Some(key.clone())),
                 table,
                 expr
             )),
@@ -858,14 +915,21 @@ impl DynamoStore {
     /// UpdateItem would fail its own condition and report the change as refused.
     async fn commit(&self, mut writes: Vec<Write>, counts: &[Count]) -> StoreResult<Result<(), Veto>> {
         let own = writes.len();
-        writes.extend(counts.iter().map(count_write));
+        // The count each write past the request's own belongs to.
+        let mut owners = Vec::new();
+        for (i, count) in counts.iter().enumerate() {
+            for write in count_writes(count) {
+                writes.push(write);
+                owners.push(i);
+            }
+        }
         let result = if writes.is_empty() { Ok(()) } else { self.transact(&writes).await };
         match result {
             Ok(()) => Ok(Ok(())),
             Err(WriteError::Store(e)) => Err(e),
             // A count at its limit is reported first: the request is refused as such.
             Err(WriteError::Rejected(r)) => Ok(Err(match r.0.iter().map(|(i, _)| *i).filter(|i| *i >= own).min() {
-                Some(i) => Veto::Limited(i - own),
+                Some(i) => Veto::Limited(owners[i - own]),
                 None => Veto::Rejected(r),
             })),
         }
@@ -939,19 +1003,24 @@ fn refused(veto: Result<(), Veto>) -> Decided {
     })
 }
 
-/// A count's write: one more, or a reset, only while the counter is below its limit.
-fn count_write(count: &Count) -> Write {
+/// A count's writes: one more, or a reset (of its window and the one before), only while
+/// the counter is below its limit.
+fn count_writes(count: &Count) -> Vec<Write> {
     let mut e = Expr::default();
-    e.when("attribute_not_exists(#count) OR #count < :max").bind(":max", n(count.max));
+    // With nothing left (the previous window carries the whole limit), even a first count
+    // in this window is refused.
+    let first = if count.max == 0 { "attribute_exists(#count)" } else { "attribute_not_exists(#count)" };
+    e.when(format!("{first} OR #count < :max")).bind(":max", n(count.max));
     if count.reset {
-        return Write::Delete { key: rate_key(&count.counter), expr: e };
+        let previous = count.previous.iter().map(|p| Write::Delete { key: rate_key(p), expr: Expr::default() });
+        return std::iter::once(Write::Delete { key: rate_key(&count.counter), expr: e }).chain(previous).collect();
     }
     e.add("#count :one")
         .set("#expire = :expire, #expiresAt = :ttl")
         .bind(":one", n(1))
         .bind(":expire", n(count.expire))
         .bind(":ttl", ttl_seconds(count.expire));
-    Write::Update { key: rate_key(&count.counter), expr: e }
+    vec![Write::Update { key: rate_key(&count.counter), expr: e }]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1095,6 +1164,7 @@ impl DynamoStore {
             None => user_expr.when(format!("attribute_not_exists({attribute})")),
         };
         stamp(&mut user_expr, upgrade, now);
+        record_source(&mut user_expr, target.factor(), upgrade.map(|up| up.session_id.as_str()));
 
         let mut claim = Expr::default();
         claim.when("attribute_not_exists(#pk) OR #userId = :me").bind(":me", s(&user.id));
@@ -1133,11 +1203,24 @@ fn usable(id: &str, now: Millis) -> Expr {
     e
 }
 
-/// The part of completing a challenge that uses up a TOTP step or a recovery code.
-fn spend_expr(spend: &Spend, now: Millis, confirmed_at: Millis) -> Expr {
+/// The part of completing a challenge that uses up a TOTP step or a recovery code and
+/// marks the challenge recent; with neither, only its conditions on the user remain.
+fn user_spend(win: &ChallengeWin) -> Write {
+    let (key, expr) = (user_key(&win.user_id), spend_expr(win));
+    match expr.update() {
+        Some(_) => Write::Update { key, expr },
+        None => Write::Check { key, expr },
+    }
+}
+
+fn spend_expr(win: &ChallengeWin) -> Expr {
+    let (spend, now) = (&win.spend, win.now);
     let mut e = Expr::default();
-    e.when("attribute_exists(#pk)").set("#mfaUpdatedAt = :now").bind(":now", n(now));
-    still_valid(&mut e, confirmed_at);
+    e.when("attribute_exists(#pk)");
+    if win.recent {
+        e.set("#mfaUpdatedAt = :now").bind(":now", n(now));
+    }
+    still_valid(&mut e, win.confirmed_at);
     match spend {
         Spend::Nothing => {}
         Spend::TotpStep(step) => {
@@ -1249,6 +1332,7 @@ impl Store for DynamoStore {
             UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),
         };
         stamp(&mut e, upgrade, now);
+        record_change_source(&mut e, &change, upgrade);
         let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e }];
         writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
         Ok(match self.commit(writes, counts).await? {
@@ -1304,7 +1388,7 @@ impl Store for DynamoStore {
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         let writes = vec![
             Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: usable(&win.challenge_id, win.now) },
-            Write::Update { key: user_key(&win.user_id), expr: spend_expr(&win.spend, win.now, win.confirmed_at) },
+            user_spend(win),
             upgrade_write(&win.user_id, &win.upgrade(), win.now),
         ];
         Ok(refused(self.commit(writes, counts).await?))
@@ -1447,6 +1531,7 @@ mod tests {
             totp: Some(Authenticator { secret_sealed: "s".into(), verified: true, last_step: Some(9), created_at: 5 }),
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
             sessions_valid_from: 6,
+            added_by: [(Factor::Totp, "s1".to_string()), (Factor::Phone, "s2".to_string())].into(),
         };
         assert_eq!(user_from(&user_item(&user)).unwrap(), user);
         let session = Session {

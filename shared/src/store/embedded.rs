@@ -3,6 +3,7 @@
 //! transactions one at a time, so every conditional change is atomic.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,16 +15,25 @@ use super::{
     ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
     Updated, UserChange,
 };
-use crate::clock::Millis;
+use crate::clock::{Millis, MINUTE};
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::{Challenge, Channel, Factor, Session, User, VerificationToken};
 
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 
+#[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// The latest time a request was served at, and when expired counters were last
+    /// pruned: counters expire all the time while the store runs, and each failed
+    /// attempt leaves one behind.
+    latest: Arc<AtomicI64>,
+    pruned_at: Arc<AtomicI64>,
 }
+
+/// How often writes also drop the rate counters whose time has passed.
+const PRUNE_EVERY: Millis = MINUTE;
 
 fn key(pk: &str, sk: &str) -> String {
     format!("{pk}\u{1}{sk}")
@@ -108,7 +118,11 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
         let db = Database::create(path).map_err(unavailable)?;
-        let store = EmbeddedStore { db: Arc::new(db) };
+        let store = EmbeddedStore {
+            db: Arc::new(db),
+            latest: Arc::new(AtomicI64::new(now)),
+            pruned_at: Arc::new(AtomicI64::new(now)),
+        };
         store.write(|t| {
             t.retain(|_, v| {
                 #[derive(Deserialize)]
@@ -154,7 +168,7 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&EmbeddedStore) -> StoreResult<R> + Send + 'static,
     ) -> StoreResult<R> {
-        let store = EmbeddedStore { db: self.db.clone() };
+        let store = self.clone();
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(unavailable)?
     }
 
@@ -193,7 +207,7 @@ fn apply_change(t: &mut Items<'_>, user: &mut User, change: &UserChange) -> Stor
 /// The index of the first count at its limit.
 fn over_limit(t: &Items<'_>, counts: &[Count]) -> StoreResult<Option<usize>> {
     for (i, count) in counts.iter().enumerate() {
-        if get::<Counter>(t, &rate_key(&count.counter))?.is_some_and(|c| c.count >= count.max) {
+        if get::<Counter>(t, &rate_key(&count.counter))?.map_or(0, |c| c.count) >= count.max {
             return Ok(Some(i));
         }
     }
@@ -205,6 +219,9 @@ fn apply_counts(t: &mut Items<'_>, counts: &[Count]) -> StoreResult<()> {
         let k = rate_key(&count.counter);
         if count.reset {
             remove(t, &k)?;
+            if let Some(previous) = &count.previous {
+                remove(t, &rate_key(previous))?;
+            }
         } else {
             let n = get::<Counter>(t, &k)?.map_or(0, |c| c.count) + 1;
             put(t, &k, &Counter { count: n, expire: count.expire })?;
@@ -213,7 +230,33 @@ fn apply_counts(t: &mut Items<'_>, counts: &[Count]) -> StoreResult<()> {
     Ok(())
 }
 
+/// Rate counter keys run from here (`RATE#...`) up to, not including, the end.
+const RATE_KEYS: std::ops::Range<&str> = "RATE#".."RATE$";
+
 impl EmbeddedStore {
+    /// Within a write transaction, at most every [`PRUNE_EVERY`] of request time: drops the
+    /// rate counters whose time has passed.
+    fn prune_if_due(&self, t: &mut Items<'_>) -> StoreResult<()> {
+        let now = self.latest.load(Ordering::Relaxed);
+        let last = self.pruned_at.load(Ordering::Relaxed);
+        if now - last < PRUNE_EVERY
+            || self.pruned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return Ok(());
+        }
+        let mut expired = Vec::new();
+        for entry in t.range(RATE_KEYS).map_err(unavailable)? {
+            let (k, v) = entry.map_err(unavailable)?;
+            if serde_json::from_slice::<Counter>(v.value()).is_ok_and(|c| c.expire <= now) {
+                expired.push(k.value().to_string());
+            }
+        }
+        for k in expired {
+            remove(t, &k)?;
+        }
+        Ok(())
+    }
+
     /// Runs `change` and the counts in one write transaction, off the async executor;
     /// commits only when the counts are within their limits and `change` was not refused.
     async fn decide<R: Send + 'static>(
@@ -229,6 +272,7 @@ impl EmbeddedStore {
                 if let Some(i) = over_limit(&t, &counts)? {
                     return Ok(Err(Refused::Limited(i)));
                 }
+                s.prune_if_due(&mut t)?;
                 let outcome = change(&mut t)?;
                 if outcome.is_ok() {
                     apply_counts(&mut t, &counts)?;
@@ -248,6 +292,7 @@ impl EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found> {
+        self.latest.fetch_max(now, Ordering::Relaxed);
         let lookup = lookup.clone();
         self.run(move |s| {
             s.read(|t| {
@@ -348,6 +393,7 @@ impl Store for EmbeddedStore {
                     // Dropping the transaction discards any partial change.
                     return Ok(outcome);
                 }
+                change.record_source(&mut user, upgrade.as_ref().map(|up| up.session_id.as_str()));
                 user.updated_at = now;
                 if let Some(up) = &upgrade {
                     if !upgrade_session(&mut t, &id, up, now)? {
@@ -452,7 +498,9 @@ impl Store for EmbeddedStore {
                     }
                 }
             }
-            user.mfa_updated_at = Some(win.now);
+            if win.recent {
+                user.mfa_updated_at = Some(win.now);
+            }
             put(t, &uk, &user)?;
             if !upgrade_session(t, &win.user_id, &win.upgrade(), win.now)? {
                 return Ok(Err(Refused::Rejected));
@@ -532,5 +580,35 @@ impl Store for EmbeddedStore {
 
     async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
         self.decide(counts, |_| Ok(Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{HOUR, SECOND};
+    use crate::domain::limits::Limit;
+
+    fn counter_keys(store: &EmbeddedStore) -> Vec<String> {
+        store.dump().unwrap().into_iter().map(|(k, _)| k).filter(|k| k.starts_with("RATE#")).collect()
+    }
+
+    #[tokio::test]
+    async fn expired_rate_counters_are_dropped_while_the_store_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_800_000_000_000;
+        let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), t).unwrap();
+        let short = Limit { scope: "short", max: 10, window: SECOND };
+        let long = Limit { scope: "long", max: 10, window: HOUR };
+        store.count(&[short.hit("a", t, 0), long.hit("a", t, 0)]).await.unwrap().unwrap();
+        assert_eq!(counter_keys(&store).len(), 2);
+
+        // Requests go on; a minute later the next write drops the counter that expired.
+        let later = t + PRUNE_EVERY;
+        store.load(&Lookup::default(), later).await.unwrap();
+        store.count(&[long.hit("b", later, 0)]).await.unwrap().unwrap();
+        let left = counter_keys(&store);
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(left.iter().all(|k| k.starts_with("RATE#long#")), "{left:?}");
     }
 }

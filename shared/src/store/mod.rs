@@ -191,6 +191,37 @@ impl UserChange {
     }
 }
 
+impl UserChange {
+    /// The second factor this change adds or replaces, if any.
+    pub fn adds_factor(&self) -> Option<Factor> {
+        match self {
+            UserChange::Email(_) => Some(Factor::Email),
+            UserChange::Phone(_) => Some(Factor::Phone),
+            UserChange::PutAuthenticator(_) | UserChange::VerifyAuthenticator { .. } => Some(Factor::Totp),
+            UserChange::CreateRecoveryCodes(_) | UserChange::ReplaceRecoveryCodes(_) => Some(Factor::RecoveryCode),
+            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticator => None,
+        }
+    }
+
+    /// Records which session added or changed a factor (`by`, when a session made the
+    /// change), and forgets it with the factor.
+    pub fn record_source(&self, user: &mut User, by: Option<&str>) {
+        match (self.adds_factor(), by) {
+            (Some(factor), Some(by)) => {
+                user.added_by.insert(factor, by.to_string());
+            }
+            (Some(factor), None) => {
+                user.added_by.remove(&factor);
+            }
+            (None, _) => {
+                if *self == UserChange::RemoveAuthenticator {
+                    user.added_by.remove(&Factor::Totp);
+                }
+            }
+        }
+    }
+}
+
 impl SessionUpgrade {
     /// An upgrade of `session` that adds nothing yet.
     pub fn of(session: &Session) -> SessionUpgrade {
@@ -247,6 +278,9 @@ pub struct ChallengeWin {
     pub factor: Factor,
     pub spend: Spend,
     pub now: Millis,
+    /// Whether the factor proves something the user had before this session added or
+    /// changed it; only then is the challenge recent (`Session::proves_with`).
+    pub recent: bool,
 }
 
 impl ChallengeWin {
@@ -256,7 +290,7 @@ impl ChallengeWin {
             session_id: self.session_id.clone(),
             confirmed_at: self.confirmed_at,
             add: vec![self.factor],
-            mfa_updated_at: Some(self.now),
+            mfa_updated_at: self.recent.then_some(self.now),
             end_other_sessions: false,
         }
     }
@@ -266,6 +300,7 @@ impl ChallengeWin {
 pub fn updated_user(user: &User, change: &UserChange, upgrade: Option<&SessionUpgrade>, now: Millis) -> User {
     let mut user = user.clone();
     change.apply(&mut user);
+    change.record_source(&mut user, upgrade.map(|up| up.session_id.as_str()));
     user.updated_at = now;
     if let Some(up) = upgrade {
         up.apply_to_user(&mut user, now);

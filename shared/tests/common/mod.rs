@@ -65,3 +65,30 @@ pub async fn call(app: &App, method: &str, path: &str, session: Option<&str>, bo
     let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
     Answer { status, body, fallback }
 }
+
+/// A DynamoDB store on a fresh table at `MFA_TEST_DYNAMODB_ENDPOINT` (e.g. DynamoDB Local),
+/// or `None` (skip) when no endpoint is set and `MFA_REQUIRE_DYNAMODB=1` does not ask for one.
+pub async fn dynamodb_store(purpose: &str) -> Option<std::sync::Arc<mfa_core::store::dynamo::DynamoStore>> {
+    use aws_sdk_dynamodb::config::{Credentials, Region};
+    let required = std::env::var("MFA_REQUIRE_DYNAMODB").is_ok_and(|v| v == "1");
+    let endpoint = match std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint,
+        _ if required => panic!("MFA_REQUIRE_DYNAMODB=1 but MFA_TEST_DYNAMODB_ENDPOINT is not set"),
+        _ => {
+            eprintln!("skipped: set MFA_TEST_DYNAMODB_ENDPOINT to run the DynamoDB half");
+            return None;
+        }
+    };
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let table = format!("mfa-{purpose}-{}", mfa_core::domain::crypto::new_id());
+    if let Err(e) = mfa_core::store::dynamo::create_table(&client, &table).await {
+        panic!("cannot create a DynamoDB table at {endpoint}: {e}");
+    }
+    Some(std::sync::Arc::new(mfa_core::store::dynamo::DynamoStore::new(client, table)))
+}
