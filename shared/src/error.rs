@@ -80,6 +80,8 @@ pub enum ApiError {
     DeliveryFailed(String),
     #[error("The server failed to process the request.")]
     Internal(String),
+    #[error("The server is busy checking other passwords; please try again in a moment.")]
+    Busy,
 }
 
 impl ApiError {
@@ -112,7 +114,7 @@ impl ApiError {
             Internal(_) => 500,
             AuthMethodUnsupported => 501,
             DeliveryFailed(_) => 502,
-            StoreUnavailable(_) => 503,
+            StoreUnavailable(_) | Busy => 503,
         }
     }
 
@@ -149,7 +151,7 @@ impl ApiError {
             RecoveryCodesNotFound => "user_recovery_codes_not_found",
             RecoveryCodesNotReadable => "user_recovery_codes_not_readable",
             AuthMethodUnsupported => "user_auth_method_unsupported",
-            StoreUnavailable(_) | Internal(_) => "general_server_error",
+            StoreUnavailable(_) | Internal(_) | Busy => "general_server_error",
             DeliveryFailed(_) => "general_provider_failure",
         }
     }
@@ -167,6 +169,15 @@ impl ApiError {
 
     pub fn invalid(param: &str, rule: &str) -> Self {
         ApiError::InvalidArgument(format!("Invalid `{param}` param: {rule}"))
+    }
+}
+
+impl From<crate::hashing::HashingError> for ApiError {
+    fn from(e: crate::hashing::HashingError) -> Self {
+        match e {
+            crate::hashing::HashingError::Busy => ApiError::Busy,
+            crate::hashing::HashingError::Failed => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -684,8 +684,12 @@ async fn fifty_concurrent_logins_from_one_address_are_capped() {
     }))
     .await;
     let evaluated = answers.iter().filter(|a| a.status == 401).count();
+    // Within the budget, a sign-in that finds the password-hashing queue full is turned
+    // away at once rather than waiting.
+    let busy = answers.iter().filter(|a| a.status == 503).count();
     let refused = answers.iter().filter(|a| a.status == 429).count();
-    assert_eq!(evaluated, 60, "60 logins per 10 minutes per address");
+    assert_eq!(evaluated + busy, 60, "60 logins per 10 minutes per address");
+    assert!(evaluated > 0);
     assert_eq!(refused, 10);
     assert!(answers.iter().filter(|a| a.status == 429).all(|a| a.kind() == "general_rate_limit_exceeded"));
 }

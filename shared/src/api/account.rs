@@ -2,7 +2,7 @@
 
 use super::budget::Budget;
 use super::{models, App};
-use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, PASSWORD_CHECKS_PER_USER};
+use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
 use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
 use crate::domain::User;
@@ -13,9 +13,7 @@ use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
 
 /// Argon2id is CPU-bound: it runs on the hashing threads, off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
-    hashing::run(move || password::hash(&plain))
-        .await
-        .ok_or_else(|| ApiError::Internal("password hashing failed".into()))
+    Ok(hashing::run(move || password::hash(&plain)).await?)
 }
 
 pub(super) async fn password_matches(plain: String, stored: Option<String>) -> Result<bool, ApiError> {
@@ -27,7 +25,7 @@ pub(super) async fn password_matches(plain: String, stored: Option<String>) -> R
         }
     })
     .await
-    .ok_or_else(|| ApiError::Internal("password check failed".into()))
+    .map_err(ApiError::from)
 }
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -80,7 +78,7 @@ pub async fn update_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 }
 
 fn password_budget(ctx: &Ctx) -> Budget {
-    Budget::default().failures(PASSWORD_CHECKS_PER_USER, ctx.caller_id())
+    Budget::default().every(PASSWORD_CHECKS_PER_USER, ctx.caller_id()).every(ADDRESS_CHANGES_PER_IP, &ctx.ip)
 }
 
 pub fn change_lookup(ctx: &Ctx) -> Lookup {
@@ -99,14 +97,15 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
     if !authed.session.may_add_factor(user, ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
+    // Every check is counted before its hash runs: a session is no licence to run Argon2
+    // (or to probe which addresses have accounts) without limit.
+    let counted = app.store.count(&budget.failure(ctx.now)).await?;
+    budget.counted(counted, ctx.now)?;
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
-        // A session is no licence to guess the password: wrong ones are counted.
-        let counted = app.store.count(&budget.failure(ctx.now)).await?;
-        budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
         return Err(ApiError::InvalidCredentials);
     }
     let upgrade = SessionUpgrade::of(&authed.session);
-    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
+    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Taken => Err(taken),
         Updated::Limited(i) => Err(budget.refused(i, ctx.now)),

@@ -111,6 +111,12 @@ impl Budget {
             .collect()
     }
 
+    /// The counts of a request that succeeded after [`Self::failure`]'s counts were
+    /// written up front (before a password hash): a run of failures starts over.
+    pub fn settled(&self, now: Millis) -> Vec<Count> {
+        self.entries.iter().filter(|e| e.failures_only).map(|e| e.limit.clear(&e.key, now)).collect()
+    }
+
     /// The counts of a request that failed.
     pub fn failure(&self, now: Millis) -> Vec<Count> {
         self.entries.iter().map(|e| e.limit.hit(&e.key, now, e.previous)).collect()

@@ -23,14 +23,15 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::SessionAlreadyExists);
     }
     budget.check(ctx)?;
+    // Counted as a failure before the hash runs, so that parallel sign-ins cannot hash past
+    // their budgets: within them the answer is 401 or success, past them 429, whatever the
+    // password. A success then starts the email's failures over.
+    let counted = app.store.count(&budget.failure(ctx.now)).await?;
+    budget.counted(counted, ctx.now)?;
 
     let login = ctx.found.login.take();
     let stored = login.as_ref().map(|l| l.password_hash.clone());
     if !super::account::password_matches(plain, stored).await? {
-        // Counted by the write that decides the answer: within the budget the answer is
-        // 401, past it 429, whatever the password.
-        let counted = app.store.count(&budget.failure(ctx.now)).await?;
-        budget.decided(counted, ctx.now, ApiError::InvalidCredentials)?;
         return Err(ApiError::InvalidCredentials);
     }
     let login = login.ok_or(ApiError::InvalidCredentials)?;
@@ -50,7 +51,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
         confirmed_at: ctx.now,
     };
-    let created = app.store.create_session(&session, &budget.success(ctx.now)).await?;
+    let created = app.store.create_session(&session, &budget.settled(ctx.now)).await?;
     budget.counted(created, ctx.now)?;
 
     let value = Credentials { user_id: login.user_id, secret }.encode();

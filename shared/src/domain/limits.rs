@@ -24,9 +24,12 @@ pub const SMS_PER_PHONE: Limit = Limit { scope: "sms-phone", max: 10, window: HO
 /// Consecutive wrong codes per user across challenges and authenticator verification; a
 /// success clears it. NIST SP 800-63B allows at most 100.
 pub const CODE_FAILURES_PER_USER: Limit = Limit { scope: "code-failures-user", max: 10, window: HOUR };
-/// Consecutive wrong passwords given, while signed in, to confirm an email or phone change;
-/// a success clears it.
+/// Passwords given, while signed in, to confirm an email or phone change, right or wrong:
+/// each costs a hash.
 pub const PASSWORD_CHECKS_PER_USER: Limit = Limit { scope: "password-checks-user", max: 10, window: HOUR };
+/// Email and phone changes from one address, whoever the user: a taken address answers
+/// 409, so each change also tells whether an address has an account.
+pub const ADDRESS_CHANGES_PER_IP: Limit = Limit { scope: "address-changes-ip", max: 20, window: HOUR };
 /// Code checks from one address, whoever the user: bounds guessing spread over many users.
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
 
@@ -63,6 +66,12 @@ impl Limit {
     /// like a hit, once the limit is reached.
     pub fn reset(&self, key: &str, now: Millis, previous: u32) -> Count {
         self.count(key, now, previous, true)
+    }
+
+    /// Starts a consecutive-failure count over, whatever it holds: for a request that was
+    /// counted already, before its outcome was known.
+    pub fn clear(&self, key: &str, now: Millis) -> Count {
+        Count { max: u32::MAX, ..self.count(key, now, 0, true) }
     }
 
     fn count(&self, key: &str, now: Millis, previous: u32, reset: bool) -> Count {
