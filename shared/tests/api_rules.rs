@@ -401,3 +401,22 @@ async fn wrong_codes_at_the_end_of_an_hour_leave_none_for_the_start_of_the_next(
     w.clock.advance(30 * MINUTE);
     assert_eq!(w.wrong_code(&s, &id).await.status, 401);
 }
+
+#[tokio::test]
+async fn qr_codes_are_budgeted_per_address_with_rate_headers() {
+    let w = World::new();
+    let path = "/v1/avatars/qr?text=otpauth%3A%2F%2Ftotp%2Fx&size=20";
+    for i in 1..=60u32 {
+        let r = w.call("GET", path, None, json!({})).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.headers["x-ratelimit-limit"], "60");
+        assert_eq!(r.headers["x-ratelimit-remaining"], (60 - i).to_string().as_str());
+    }
+    let r = w.call("GET", path, None, json!({})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (429, "general_rate_limit_exceeded"));
+    assert_eq!(r.headers["x-ratelimit-remaining"], "0");
+    // Text longer than 1 KiB (here 512 four-byte characters) costs too much to render.
+    let emoji = "%F0%9F%98%80".repeat(512);
+    let r = w.call("GET", &format!("/v1/avatars/qr?text={emoji}"), None, json!({})).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (400, "general_argument_invalid"));
+}

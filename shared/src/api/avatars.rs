@@ -3,8 +3,11 @@
 use image::{GrayImage, ImageEncoder, Luma};
 use qrcode::{Color, QrCode};
 
+use super::budget::Budget;
 use super::App;
+use crate::domain::limits::QR_PER_IP;
 use crate::error::ApiError;
+use crate::store::Lookup;
 use crate::http::{Ctx, Reply};
 
 fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
@@ -24,18 +27,36 @@ fn loose_bool(ctx: &Ctx, name: &str) -> Result<bool, ApiError> {
     Ok(matches!(ctx.opt_string(name)?.as_deref(), Some("true" | "1" | "yes" | "on")))
 }
 
-pub async fn qr(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+/// One QR code renders at a time, on a blocking thread: the async threads stay free for
+/// every other request.
+static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Longest text, in bytes: Appwrite's 512 characters, of which a QR code's cost depends on
+/// the bytes (512 emoji are 2 KiB).
+const MAX_TEXT_BYTES: usize = 1024;
+
+pub async fn qr(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let text = ctx.string("text")?;
-    if text.is_empty() || text.chars().count() > 512 {
+    if text.is_empty() || text.chars().count() > 512 || text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::invalid(
             "text",
-            "Value must be a valid string and at least 1 chars and no longer than 512 chars",
+            "Value must be a valid string and at least 1 chars and no longer than 512 chars (1024 bytes)",
         ));
     }
     let size = int(ctx, "size", 400, 1..=1000)?;
     let margin = int(ctx, "margin", 1, 0..=10)?;
     let download = loose_bool(ctx, "download")?;
-    let png = render(&text, size, margin)?;
+    let mut budget = Budget::default().every(QR_PER_IP, &ctx.ip);
+    app.load(ctx, Lookup { counters: budget.counters(ctx.now), ..Lookup::default() }, false).await?;
+    budget.check(ctx)?;
+    let counted = app.store.count(&budget.success(ctx.now)).await?;
+    budget.counted(counted, ctx.now)?;
+    let png = {
+        let _turn = RENDERING.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || render(&text, size, margin))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
     let reply = Reply::bytes("image/png", png).header("Cache-Control", "private, max-age=3888000");
     Ok(if download { reply.header("Content-Disposition", "attachment; filename=\"qr.png\"") } else { reply })
 }

@@ -32,6 +32,9 @@ pub const PASSWORD_CHECKS_PER_USER: Limit = Limit { scope: "password-checks-user
 pub const ADDRESS_CHANGES_PER_IP: Limit = Limit { scope: "address-changes-ip", max: 20, window: HOUR };
 /// Code checks from one address, whoever the user: bounds guessing spread over many users.
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
+/// QR codes rendered for one address: each costs up to tens of milliseconds of CPU and
+/// needs no session.
+pub const QR_PER_IP: Limit = Limit { scope: "qr-ip", max: 60, window: 10 * MINUTE };
 
 impl Limit {
     pub fn window_start(&self, now: Millis) -> Millis {

@@ -51,6 +51,7 @@ pub struct Answer {
     pub body: Value,
     /// The `X-Fallback-Cookies` header: the session as SDKs without cookies keep it.
     pub fallback: Option<String>,
+    pub headers: lambda_http::http::HeaderMap,
 }
 
 /// One JSON request through the app, with `session` as SDKs send it without cookies.
@@ -63,7 +64,7 @@ pub async fn call(app: &App, method: &str, path: &str, session: Option<&str>, bo
     let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
     let status = res.status().as_u16();
     let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
-    Answer { status, body, fallback }
+    Answer { status, body, fallback, headers: res.headers().clone() }
 }
 
 /// A DynamoDB store on a fresh table at `MFA_TEST_DYNAMODB_ENDPOINT` (e.g. DynamoDB Local),
