@@ -116,6 +116,7 @@ conformance!(
     changing_email_moves_the_index_and_unverifies_it,
     an_email_or_phone_of_another_user_is_taken,
     changing_phone_frees_the_old_number,
+    an_address_change_applies_only_to_the_address_it_was_read_with,
     changes_to_an_unknown_user_are_not_found,
     mfa_can_be_switched_on_and_off,
     a_session_is_found_by_its_secret_until_it_expires,
@@ -387,6 +388,25 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
     assert_eq!(again.email, Some(own.clone()));
     assert!(!again.email_verified);
     assert_eq!(user_by_email(&store, &own).await, Some(again));
+}
+
+async fn an_address_change_applies_only_to_the_address_it_was_read_with(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let first = format!("{}@example.com", new_id().to_lowercase());
+    let second = format!("{}@example.com", new_id().to_lowercase());
+    assert_eq!(store.update_user(&user, UserChange::Email(first.clone()), None, t, &[]).await.unwrap(), Updated::Done);
+    // A second change from the same read: the address changed meanwhile.
+    let late = store.update_user(&user, UserChange::Email(second.clone()), None, t, &[]).await.unwrap();
+    assert_eq!(late, Updated::Rejected);
+    assert_eq!(reload(&store, &user).await.email, Some(first));
+    assert!(user_by_email(&store, &second).await.is_none(), "the later address is not claimed");
+
+    let phone = new_phone();
+    assert_eq!(store.update_user(&user, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(), Updated::Done);
+    let late = store.update_user(&user, UserChange::Phone(new_phone()), None, t, &[]).await.unwrap();
+    assert_eq!(late, Updated::Rejected);
+    assert_eq!(reload(&store, &user).await.phone, Some(phone));
 }
 
 async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {

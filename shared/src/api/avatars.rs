@@ -7,8 +7,8 @@ use super::budget::Budget;
 use super::App;
 use crate::domain::limits::QR_PER_IP;
 use crate::error::ApiError;
-use crate::store::Lookup;
 use crate::http::{Ctx, Reply};
+use crate::store::Lookup;
 
 fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
     match ctx.opt_string(name)? {

@@ -185,13 +185,22 @@ impl EmbeddedStore {
     }
 }
 
-/// Applies `change` to `user`, moving its email or phone claim when that changes.
-fn apply_change(t: &mut Items<'_>, user: &mut User, change: &UserChange) -> StoreResult<Updated> {
+/// Applies `change` to `user` (as stored), moving its email or phone claim when that
+/// changes; a new email or phone applies only while the user still has the one `read` had.
+fn apply_change(t: &mut Items<'_>, user: &mut User, read: &User, change: &UserChange) -> StoreResult<Updated> {
     let claim = match change {
         UserChange::Email(email) => Some((email_key(email), user.email.as_deref().map(email_key))),
         UserChange::Phone(phone) => Some((phone_key(phone), user.phone.as_deref().map(phone_key))),
         _ => None,
     };
+    let unchanged = match change {
+        UserChange::Email(_) => user.email == read.email,
+        UserChange::Phone(_) => user.phone == read.phone,
+        _ => true,
+    };
+    if !unchanged {
+        return Ok(Updated::Rejected);
+    }
     if let Some((new, old)) = claim {
         if get::<Index>(t, &new)?.is_some_and(|owner| owner.user_id != user.id) {
             return Ok(Updated::Taken);
@@ -376,7 +385,8 @@ impl Store for EmbeddedStore {
         now: Millis,
         counts: &[Count],
     ) -> StoreResult<Updated> {
-        let (id, counts) = (user.id.clone(), counts.to_vec());
+        let (read, counts) = (user.clone(), counts.to_vec());
+        let id = read.id.clone();
         self.run(move |s| {
             let txn = s.db.begin_write().map_err(unavailable)?;
             {
@@ -388,7 +398,7 @@ impl Store for EmbeddedStore {
                 if upgrade.as_ref().is_some_and(|up| up.confirmed_at < user.sessions_valid_from) {
                     return Ok(Updated::SessionEnded);
                 }
-                let outcome = apply_change(&mut t, &mut user, &change)?;
+                let outcome = apply_change(&mut t, &mut user, &read, &change)?;
                 if outcome != Updated::Done {
                     // Dropping the transaction discards any partial change.
                     return Ok(outcome);
