@@ -123,10 +123,15 @@ impl Backends {
 async fn aws_config() -> SdkConfig {
     use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
     let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-    let timeouts = TimeoutConfig::builder()
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https).timeout_config(aws_timeouts()).load().await
+}
+
+/// How long an AWS call may take: a stalled dependency answers 503 within
+/// `operation_timeout`, never holds a request (or a Lambda invocation) open.
+pub fn aws_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
         .operation_attempt_timeout(Duration::from_secs(3))
         .operation_timeout(Duration::from_secs(8))
-        .build();
-    aws_config::defaults(BehaviorVersion::latest()).http_client(https).timeout_config(timeouts).load().await
+        .build()
 }

@@ -16,6 +16,7 @@ use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::store::embedded::EmbeddedStore;
 use mfa_core::App;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
 
 struct Discard;
@@ -172,7 +173,12 @@ fn method() -> impl Strategy<Value = &'static str> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+    // A failing case is kept in `request_fuzz.proptest-regressions` (commit it) and tried
+    // first on every later run.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn any_request_gets_a_clear_answer_never_a_5xx(
