@@ -1,7 +1,8 @@
 //! The one error type of the API. `http::response` turns it into Appwrite's error body.
 
+use crate::delivery::DeliveryError;
 use crate::domain::limits::RateVerdict;
-use crate::store::StoreError;
+use crate::store::{Cause, StoreError};
 
 /// The Appwrite API version whose wire format this service speaks.
 pub const API_VERSION: &str = "1.9.0";
@@ -77,9 +78,10 @@ pub enum ApiError {
     #[error("The service could not reach its data store; please try again.")]
     StoreUnavailable(#[source] StoreError),
     #[error("The message could not be sent; please request a new code.")]
-    DeliveryFailed(String),
+    DeliveryFailed(#[source] DeliveryError),
+    /// A bug or a misconfiguration, never an outage: its cause goes to the log.
     #[error("The server failed to process the request.")]
-    Internal(String),
+    Internal(#[source] Cause),
     #[error("The server is busy checking other passwords; please try again in a moment.")]
     Busy,
 }
@@ -151,7 +153,8 @@ impl ApiError {
             RecoveryCodesNotFound => "user_recovery_codes_not_found",
             RecoveryCodesNotReadable => "user_recovery_codes_not_readable",
             AuthMethodUnsupported => "user_auth_method_unsupported",
-            StoreUnavailable(_) | Internal(_) | Busy => "general_server_error",
+            StoreUnavailable(_) | Busy => "general_server_error",
+            Internal(_) => "general_unknown",
             DeliveryFailed(_) => "general_provider_failure",
         }
     }
@@ -176,15 +179,32 @@ impl From<crate::hashing::HashingError> for ApiError {
     fn from(e: crate::hashing::HashingError) -> Self {
         match e {
             crate::hashing::HashingError::Busy => ApiError::Busy,
-            crate::hashing::HashingError::Failed => ApiError::Internal(e.to_string()),
+            crate::hashing::HashingError::Failed => ApiError::Internal(Box::new(e)),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
+    /// An outage is a 503 worth trying again; a store that refused a request or holds an
+    /// item that does not decode is a bug (500).
     fn from(e: StoreError) -> Self {
-        ApiError::StoreUnavailable(e)
+        match e {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable(e),
+            StoreError::Refused(_) | StoreError::Corrupt(_) => ApiError::Internal(Box::new(e)),
+        }
     }
+}
+
+/// An error and its causes, outermost first, as one line for the log.
+pub fn cause_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 #[cfg(test)]
@@ -204,9 +224,19 @@ mod tests {
 
     #[test]
     fn server_side_failures_are_5xx_and_do_not_leak_details() {
-        let e = ApiError::StoreUnavailable(StoreError::Unavailable("secret detail".into()));
-        assert_eq!(e.status(), 503);
+        let e = ApiError::from(StoreError::Unavailable("secret detail".into()));
+        assert_eq!((e.status(), e.kind()), (503, "general_server_error"));
         assert!(!e.to_string().contains("secret detail"));
-        assert_eq!(ApiError::DeliveryFailed("smtp said x".into()).status(), 502);
+        assert!(cause_chain(&e).ends_with(": the store is unavailable: secret detail"), "{}", cause_chain(&e));
+        assert_eq!(ApiError::DeliveryFailed(DeliveryError("smtp said x".into())).status(), 502);
+    }
+
+    #[test]
+    fn bugs_are_500_not_outages() {
+        for e in [StoreError::Refused("ValidationException".into()), StoreError::Corrupt("USER#u: id".into())] {
+            let e = ApiError::from(e);
+            assert_eq!((e.status(), e.kind()), (500, "general_unknown"));
+            assert!(!e.to_string().contains("USER#") && !e.to_string().contains("Validation"));
+        }
     }
 }

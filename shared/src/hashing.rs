@@ -122,18 +122,22 @@ mod tests {
         let pool = Arc::new(Pool::new(1, 2));
         let (release, gate) = std::sync::mpsc::channel::<()>();
         let gate = Arc::new(Mutex::new(gate));
-        // One job holds the thread, two fill the queue.
-        let held: Vec<_> = (0..3)
-            .map(|_| {
-                let (pool, gate) = (pool.clone(), gate.clone());
-                tokio::spawn(async move {
-                    pool.run(move || {
-                        let _ = gate.lock().unwrap().recv();
-                    })
-                    .await
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let hold = |pool: Arc<Pool>, gate: Arc<Mutex<std::sync::mpsc::Receiver<()>>>, started: Option<_>| {
+            tokio::spawn(async move {
+                pool.run(move || {
+                    if let Some(started) = started {
+                        let _ = std::sync::mpsc::Sender::send(&started, ());
+                    }
+                    let _ = gate.lock().unwrap().recv();
                 })
+                .await
             })
-            .collect();
+        };
+        // One job holds the thread, then two fill the queue.
+        let mut held = vec![hold(pool.clone(), gate.clone(), Some(started))];
+        tokio::task::spawn_blocking(move || running.recv().unwrap()).await.unwrap();
+        held.extend((0..2).map(|_| hold(pool.clone(), gate.clone(), None)));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert_eq!(pool.run(|| 1).await, Err(HashingError::Busy));
         for _ in 0..3 {

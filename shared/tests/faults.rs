@@ -322,3 +322,32 @@ async fn a_store_failure_while_replacing_recovery_codes_replaces_all_or_none() {
     })
     .await;
 }
+
+/// A misconfiguration (here a table that does not exist) is a bug to fix, not an outage to
+/// wait out: 500 `general_unknown`, whatever the request.
+#[tokio::test]
+async fn a_store_that_refuses_requests_answers_500_not_503() {
+    let Some(client) = common::dynamodb_client().await else { return };
+    let app = App::new(
+        Config::for_project("p", b"a test server key of sufficient length"),
+        Arc::new(DynamoStore::new(client, "no-such-table")),
+        Arc::new(Recorder::default()),
+        Arc::new(mfa_core::clock::SystemClock),
+    );
+    let session = "eyJpZCI6InUiLCJzZWNyZXQiOiJzLngifQ==";
+    let signed_up = json!({"userId": "unique()", "email": "a@example.com", "password": "a long password"});
+    for (method, path, session, body) in [
+        ("POST", "/v1/account", None, signed_up),
+        ("GET", "/v1/account", Some(session), json!({})),
+        ("GET", "/v1/avatars/qr?text=x", None, json!({})),
+    ] {
+        let session = session.map(|s| format!("{{\"a_session_p\":\"{s}\"}}"));
+        let r = common::call(&app, method, path, session.as_deref(), body).await;
+        assert_eq!(
+            (r.status, r.body["type"].as_str().unwrap_or_default()),
+            (500, "general_unknown"),
+            "{method} {path}"
+        );
+        assert!(!r.body["message"].as_str().unwrap().contains("no-such-table"), "no internals in the body");
+    }
+}

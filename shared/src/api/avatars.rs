@@ -52,10 +52,10 @@ pub async fn qr(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let counted = app.store.count(&budget.success(ctx.now)).await?;
     budget.counted(counted, ctx.now)?;
     let png = {
-        let _turn = RENDERING.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let _turn = RENDERING.acquire().await.map_err(|e| ApiError::Internal(Box::new(e)))?;
         tokio::task::spawn_blocking(move || render(&text, size, margin))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
+            .map_err(|e| ApiError::Internal(Box::new(e)))??
     };
     let reply = Reply::bytes("image/png", png).header("Cache-Control", "private, max-age=3888000");
     Ok(if download { reply.header("Content-Disposition", "attachment; filename=\"qr.png\"") } else { reply })
@@ -79,7 +79,7 @@ pub fn render(text: &str, size: u32, margin: u32) -> Result<Vec<u8>, ApiError> {
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(image.as_raw(), size, size, image::ExtendedColorType::L8)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(png)
 }
 

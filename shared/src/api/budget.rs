@@ -141,7 +141,7 @@ impl Budget {
     pub fn refused(&self, index: usize, now: Millis) -> ApiError {
         match self.entries.get(index) {
             Some(e) => (e.error)(e.limit.verdict(e.limit.max + 1, 0, now)),
-            None => ApiError::Internal(format!("the store refused an unknown count {index}")),
+            None => ApiError::Internal(format!("the store refused an unknown count {index}").into()),
         }
     }
 }

@@ -61,7 +61,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             if let Err(withdraw) = app.store.withdraw_challenge(&challenge).await {
                 tracing::warn!(error = %withdraw, "could not withdraw a challenge whose message failed");
             }
-            return Err(ApiError::DeliveryFailed(e.to_string()));
+            return Err(ApiError::DeliveryFailed(e));
         }
     }
     Ok(Reply::json(201, models::challenge(&challenge)))

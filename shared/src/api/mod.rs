@@ -138,7 +138,7 @@ impl App {
                 Ok(reply) => reply,
                 Err(e) => {
                     if e.status() >= 500 {
-                        tracing::error!(error = ?e, "request failed");
+                        tracing::error!(error = %crate::error::cause_chain(&e), "request failed");
                     }
                     Reply::error(&e)
                 }

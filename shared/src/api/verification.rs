@@ -157,7 +157,7 @@ async fn issue(
         if let Err(withdraw) = app.store.withdraw_token(token).await {
             tracing::warn!(error = %withdraw, "could not withdraw a token whose message failed");
         }
-        return Err(ApiError::DeliveryFailed(e.to_string()));
+        return Err(ApiError::DeliveryFailed(e));
     }
     Ok(())
 }

@@ -25,9 +25,10 @@ pub struct Message {
     pub html: Option<String>,
 }
 
+/// The provider refused or did not take the message; its cause goes to the log.
 #[derive(Debug, thiserror::Error)]
-#[error("message could not be delivered: {0}")]
-pub struct DeliveryError(pub String);
+#[error("the message could not be delivered")]
+pub struct DeliveryError(#[source] pub crate::store::Cause);
 
 #[async_trait]
 pub trait Sender: Send + Sync + 'static {

@@ -22,14 +22,14 @@ impl Outbox {
 #[async_trait]
 impl Sender for Outbox {
     async fn send(&self, message: &Message) -> Result<(), DeliveryError> {
-        let line = serde_json::to_string(message).map_err(|e| DeliveryError(e.to_string()))?;
+        let line = serde_json::to_string(message).map_err(|e| DeliveryError(Box::new(e)))?;
         let _guard = self.lock.lock().await;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| DeliveryError(format!("{}: {e}", self.path.display())))?;
-        writeln!(file, "{line}").map_err(|e| DeliveryError(e.to_string()))?;
+            .map_err(|e| DeliveryError(format!("{}: {e}", self.path.display()).into()))?;
+        writeln!(file, "{line}").map_err(|e| DeliveryError(Box::new(e)))?;
         let heading = match message.channel {
             super::Channel::Email => format!("email to {} — {}", message.to, message.subject),
             super::Channel::Sms => format!("sms to {}", message.to),

@@ -35,7 +35,7 @@ impl SesSender {
             .content(EmailContent::builder().simple(simple).build())
             .send()
             .await
-            .map_err(|e| DeliveryError(format!("SES SendEmail: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| DeliveryError(format!("SES SendEmail: {}", DisplayErrorContext(&e)).into()))?;
         Ok(())
     }
 }
@@ -45,18 +45,19 @@ fn content(data: &str) -> Result<Content, DeliveryError> {
         .data(data)
         .charset(CHARSET)
         .build()
-        .map_err(|e| DeliveryError(format!("SES content: {}", DisplayErrorContext(&e))))
+        .map_err(|e| DeliveryError(format!("SES content: {}", DisplayErrorContext(&e)).into()))
 }
 
 /// Registers the sender's domain as an SES identity; an existing identity counts as done.
 /// Only for local emulators (moto refuses mail from unknown identities): in AWS the identity
 /// is verified through DNS, outside this program.
 pub async fn ensure_email_identity(config: &SdkConfig, from: &str) -> Result<(), DeliveryError> {
-    let domain = sender_domain(from).ok_or_else(|| DeliveryError(format!("sender address has no domain: {from:?}")))?;
+    let domain =
+        sender_domain(from).ok_or_else(|| DeliveryError(format!("sender address has no domain: {from:?}").into()))?;
     match Client::new(config).create_email_identity().email_identity(domain).send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => Ok(()),
-        Err(e) => Err(DeliveryError(format!("SES CreateEmailIdentity {domain}: {}", DisplayErrorContext(&e)))),
+        Err(e) => Err(DeliveryError(format!("SES CreateEmailIdentity {domain}: {}", DisplayErrorContext(&e)).into())),
     }
 }
 

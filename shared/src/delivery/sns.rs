@@ -23,7 +23,7 @@ impl SnsSender {
             .data_type("String")
             .string_value("Transactional")
             .build()
-            .map_err(|e| DeliveryError(format!("SNS attribute: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| DeliveryError(format!("SNS attribute: {}", DisplayErrorContext(&e)).into()))?;
         self.client
             .publish()
             .phone_number(&message.to)
@@ -31,7 +31,7 @@ impl SnsSender {
             .message_attributes("AWS.SNS.SMS.SMSType", sms_type)
             .send()
             .await
-            .map_err(|e| DeliveryError(format!("SNS Publish: {}", DisplayErrorContext(&e))))?;
+            .map_err(|e| DeliveryError(format!("SNS Publish: {}", DisplayErrorContext(&e)).into()))?;
         Ok(())
     }
 }

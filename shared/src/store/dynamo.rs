@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -166,32 +166,28 @@ pub async fn create_table(client: &Client, table_name: &str) -> StoreResult<()> 
     match created {
         Ok(_) => {}
         Err(SdkError::ServiceError(e)) if matches!(e.err(), CreateTableError::ResourceInUseException(_)) => {}
-        Err(e) => return Err(unavailable(e)),
+        Err(e) => return Err(sdk_error(e)),
     }
     client
         .wait_until_table_exists()
         .table_name(table_name)
         .wait(Duration::from_secs(300))
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
     enable_ttl(client, table_name).await
 }
 
 fn attribute_definition(name: &str) -> StoreResult<AttributeDefinition> {
-    AttributeDefinition::builder()
-        .attribute_name(name)
-        .attribute_type(ScalarAttributeType::S)
-        .build()
-        .map_err(unavailable)
+    AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().map_err(bug)
 }
 
 fn key_schema(name: &str, key_type: KeyType) -> StoreResult<KeySchemaElement> {
-    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(unavailable)
+    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(bug)
 }
 
 /// UpdateTimeToLive fails when TTL is already on, so look first.
 async fn enable_ttl(client: &Client, table_name: &str) -> StoreResult<()> {
-    let described = client.describe_time_to_live().table_name(table_name).send().await.map_err(unavailable)?;
+    let described = client.describe_time_to_live().table_name(table_name).send().await.map_err(sdk_error)?;
     let on = described.time_to_live_description().is_some_and(|d| {
         d.attribute_name() == Some(TTL_ATTRIBUTE)
             && matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling))
@@ -199,15 +195,14 @@ async fn enable_ttl(client: &Client, table_name: &str) -> StoreResult<()> {
     if on {
         return Ok(());
     }
-    let spec =
-        TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL_ATTRIBUTE).build().map_err(unavailable)?;
+    let spec = TimeToLiveSpecification::builder().enabled(true).attribute_name(TTL_ATTRIBUTE).build().map_err(bug)?;
     client
         .update_time_to_live()
         .table_name(table_name)
         .time_to_live_specification(spec)
         .send()
         .await
-        .map_err(unavailable)?;
+        .map_err(sdk_error)?;
     Ok(())
 }
 
@@ -319,7 +314,7 @@ struct Reader<'a>(&'a Item);
 impl<'a> Reader<'a> {
     fn corrupt(&self, attribute: &str, expected: &str) -> StoreError {
         let id = |a: &str| self.0.get(a).and_then(|v| v.as_s().ok()).map_or("?", String::as_str);
-        StoreError::Corrupt(format!("{}/{}: {attribute} is not {expected}", id(PK), id(SK)))
+        StoreError::Corrupt(format!("{}/{}: {attribute} is not {expected}", id(PK), id(SK)).into())
     }
     fn opt_s(&self, attribute: &str) -> StoreResult<Option<String>> {
         match self.0.get(attribute) {
@@ -718,7 +713,7 @@ macro_rules! conditional {
             // from "not in the required state" without another read.
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
-            .map_err(unavailable)?
+            .map_err(bug)?
     };
 }
 
@@ -784,20 +779,54 @@ enum Failure {
     Rejected(Rejection),
     /// Another transaction held one of the items; trying again can succeed.
     Conflict,
-    Unavailable(String),
+    Error(StoreError),
 }
 
-fn unavailable(e: impl std::error::Error) -> StoreError {
-    StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+/// A request this module built wrongly: a bug.
+fn bug(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Refused(Box::new(e))
+}
+
+/// Service error codes that say "not now": throttling and DynamoDB's own failures.
+const TRANSIENT: [&str; 7] = [
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    "TransactionInProgressException",
+];
+
+/// Sorts a call's failure by kind: no answer, a timeout, throttling or DynamoDB's own
+/// failure is an outage; a service error otherwise (validation, a missing table, access
+/// denied) or a request that could not be built is a bug or misconfiguration.
+fn sdk_error<E, R>(e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::ServiceError(service) => service.err().code().is_some_and(|code| TRANSIENT.contains(&code)),
+        SdkError::ConstructionFailure(_) => false,
+        _ => true,
+    };
+    if transient {
+        StoreError::Unavailable(Box::new(e))
+    } else {
+        StoreError::Refused(Box::new(e))
+    }
 }
 
 /// Sorts an operation's service error into a [`Failure`].
-trait Classify: std::error::Error + Sized + 'static {
+trait Classify: ProvideErrorMetadata + std::error::Error + Send + Sync + Sized + 'static {
     fn classify(self) -> Failure;
 }
 
-fn other(e: impl std::error::Error) -> Failure {
-    Failure::Unavailable(DisplayErrorContext(&e).to_string())
+/// A service error that is neither a failed condition nor a conflict.
+fn other<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(e: E) -> Failure {
+    let transient = e.code().is_some_and(|code| TRANSIENT.contains(&code));
+    Failure::Error(if transient { StoreError::Unavailable(Box::new(e)) } else { StoreError::Refused(Box::new(e)) })
 }
 
 impl Classify for DeleteItemError {
@@ -812,7 +841,8 @@ impl Classify for DeleteItemError {
 
 impl Classify for TransactWriteItemsError {
     /// A cancelled transaction lists one reason per write, in order: a failed condition
-    /// anywhere decides the outcome; a conflict alone is worth another try.
+    /// anywhere decides the outcome; a conflict alone is worth another try; a throttled
+    /// write is an outage; any other reason (a validation error) is a bug.
     fn classify(self) -> Failure {
         let TransactWriteItemsError::TransactionCanceledException(cancelled) = self else {
             return other(self);
@@ -824,20 +854,24 @@ impl Classify for TransactWriteItemsError {
             .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
             .map(|(i, r)| (i, r.item().cloned()))
             .collect();
+        let throttled =
+            reasons.iter().any(|r| matches!(r.code(), Some("ThrottlingError" | "ProvisionedThroughputExceeded")));
         if !failed.is_empty() {
             Failure::Rejected(Rejection(failed))
         } else if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
             Failure::Conflict
+        } else if throttled {
+            Failure::Error(StoreError::Unavailable(Box::new(cancelled)))
         } else {
-            other(cancelled)
+            Failure::Error(StoreError::Refused(Box::new(cancelled)))
         }
     }
 }
 
-fn classify<E: Classify, R: std::fmt::Debug + 'static>(e: SdkError<E, R>) -> Failure {
+fn classify<E: Classify, R: std::fmt::Debug + Send + Sync + 'static>(e: SdkError<E, R>) -> Failure {
     match e {
         SdkError::ServiceError(service) => service.into_err().classify(),
-        e => Failure::Unavailable(DisplayErrorContext(&e).to_string()),
+        e => Failure::Error(sdk_error(e)),
     }
 }
 
@@ -851,11 +885,11 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(Failure::Rejected(rejection)) => return Err(WriteError::Rejected(rejection)),
-            Err(Failure::Unavailable(message)) => return Err(StoreError::Unavailable(message).into()),
+            Err(Failure::Error(e)) => return Err(e.into()),
             Err(Failure::Conflict) => tokio::time::sleep(backoff(tries)).await,
         }
     }
-    Err(StoreError::Unavailable(format!("transaction conflicts persisted over {CONFLICT_TRIES} tries")).into())
+    Err(StoreError::Unavailable(format!("transaction conflicts persisted over {CONFLICT_TRIES} tries").into()).into())
 }
 
 fn backoff(tries: u32) -> Duration {
@@ -950,7 +984,7 @@ impl DynamoStore {
             return Ok(found);
         }
         let mut request =
-            KeysAndAttributes::builder().set_keys(Some(unique)).consistent_read(true).build().map_err(unavailable)?;
+            KeysAndAttributes::builder().set_keys(Some(unique)).consistent_read(true).build().map_err(bug)?;
         for tries in 1..=BATCH_TRIES {
             let out = self
                 .client
@@ -960,7 +994,7 @@ impl DynamoStore {
                 .send()
                 .await;
             self.metrics.record(Capacity::Read, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
-            let out = out.map_err(unavailable)?;
+            let out = out.map_err(sdk_error)?;
             for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                 let r = Reader(&item);
                 found.insert((r.s(PK)?, r.s(SK)?), item);
@@ -1269,7 +1303,7 @@ impl Store for DynamoStore {
                 // A claim stored before claims kept the hash: the user item has it.
                 None => match self.batch_get(vec![user_key(&user_id)]).await?.into_values().next() {
                     Some(user) => Reader(&user).s("passwordHash")?,
-                    None => return Err(StoreError::Corrupt(format!("email claim of missing user {user_id}"))),
+                    None => return Err(StoreError::Corrupt(format!("email claim of missing user {user_id}").into())),
                 },
             };
             found.login = Some(Login { user_id, password_hash });
@@ -1490,7 +1524,8 @@ mod tests {
             Failure::Rejected(r) if r.failed(1) && !r.failed(0) && !r.failed(2)
         ));
         assert!(matches!(cancelled(&["TransactionConflict", "None"]), Failure::Conflict));
-        assert!(matches!(cancelled(&["ValidationError"]), Failure::Unavailable(_)));
+        assert!(matches!(cancelled(&["ValidationError"]), Failure::Error(StoreError::Refused(_))));
+        assert!(matches!(cancelled(&["ThrottlingError"]), Failure::Error(StoreError::Unavailable(_))));
     }
 
     #[tokio::test(start_paused = true)]

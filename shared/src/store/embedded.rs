@@ -71,8 +71,9 @@ struct Index {
     user_id: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A failure of the database file (I/O, a lock): the request may succeed later.
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(Box::new(e))
 }
 
 type Items<'t> = Table<'t, &'static str, &'static [u8]>;
@@ -83,12 +84,14 @@ fn get<T: DeserializeOwned>(
 ) -> StoreResult<Option<T>> {
     match table.get(k).map_err(unavailable)? {
         None => Ok(None),
-        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{k}: {e}"))),
+        Some(v) => {
+            serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{k}: {e}").into()))
+        }
     }
 }
 
 fn put<T: Serialize>(table: &mut Items<'_>, k: &str, value: &T) -> StoreResult<()> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Refused(Box::new(e)))?;
     table.insert(k, bytes.as_slice()).map_err(unavailable)?;
     Ok(())
 }

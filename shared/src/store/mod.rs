@@ -10,15 +10,25 @@ use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, Ve
 pub mod dynamo;
 pub mod embedded;
 
+/// What caused a store or delivery failure, kept for the log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the store could not serve a request. Only `Unavailable` is worth trying again
+/// later (503); the others are bugs or misconfiguration (500), and must not look like
+/// outages.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached, refused the request or did not answer. A write is
-    /// atomic, but one whose answer was lost may have applied.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The store could not be reached, throttled the request or did not answer in time. A
+    /// write is atomic, but one whose answer was lost may have applied.
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Cause),
+    /// The store refused the request as malformed or not allowed (a validation error, a
+    /// missing table, missing permissions).
+    #[error("the store refused the request")]
+    Refused(#[source] Cause),
     /// A stored item could not be read back.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
+    #[error("stored data is corrupt")]
+    Corrupt(#[source] Cause),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

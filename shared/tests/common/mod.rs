@@ -67,9 +67,9 @@ pub async fn call(app: &App, method: &str, path: &str, session: Option<&str>, bo
     Answer { status, body, fallback, headers: res.headers().clone() }
 }
 
-/// A DynamoDB store on a fresh table at `MFA_TEST_DYNAMODB_ENDPOINT` (e.g. DynamoDB Local),
-/// or `None` (skip) when no endpoint is set and `MFA_REQUIRE_DYNAMODB=1` does not ask for one.
-pub async fn dynamodb_store(purpose: &str) -> Option<std::sync::Arc<mfa_core::store::dynamo::DynamoStore>> {
+/// A DynamoDB client for `MFA_TEST_DYNAMODB_ENDPOINT` (e.g. DynamoDB Local), or `None`
+/// (skip) when no endpoint is set and `MFA_REQUIRE_DYNAMODB=1` does not ask for one.
+pub async fn dynamodb_client() -> Option<aws_sdk_dynamodb::Client> {
     use aws_sdk_dynamodb::config::{Credentials, Region};
     let required = std::env::var("MFA_REQUIRE_DYNAMODB").is_ok_and(|v| v == "1");
     let endpoint = match std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") {
@@ -86,10 +86,15 @@ pub async fn dynamodb_store(purpose: &str) -> Option<std::sync::Arc<mfa_core::st
         .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
         .load()
         .await;
-    let client = aws_sdk_dynamodb::Client::new(&config);
+    Some(aws_sdk_dynamodb::Client::new(&config))
+}
+
+/// A DynamoDB store on a fresh table, or `None` as for [`dynamodb_client`].
+pub async fn dynamodb_store(purpose: &str) -> Option<std::sync::Arc<mfa_core::store::dynamo::DynamoStore>> {
+    let client = dynamodb_client().await?;
     let table = format!("mfa-{purpose}-{}", mfa_core::domain::crypto::new_id());
     if let Err(e) = mfa_core::store::dynamo::create_table(&client, &table).await {
-        panic!("cannot create a DynamoDB table at {endpoint}: {e}");
+        panic!("cannot create a DynamoDB table: {e}");
     }
     Some(std::sync::Arc::new(mfa_core::store::dynamo::DynamoStore::new(client, table)))
 }
