@@ -1,6 +1,6 @@
 //! `POST/GET /account`, `PATCH /account/email`, `PATCH /account/phone`.
 
-use super::budget::Budget;
+use super::budget::{Budget, Charged};
 use super::{models, App};
 use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
@@ -89,7 +89,7 @@ pub fn change_lookup(ctx: &Ctx) -> Lookup {
 async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
     let plain = ctx.string("password")?;
     let mut budget = password_budget(ctx);
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     let authed = ctx.authed()?;
     let user = &authed.user;
     // A new address becomes a factor once verified, and replacing a verified one takes a
@@ -108,7 +108,7 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Taken => Err(taken),
-        Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
+        Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
         // The address changed since this request read it.
         Updated::Rejected => Err(ApiError::UpdateConflict),
         Updated::SessionEnded => Err(ApiError::Unauthorized),

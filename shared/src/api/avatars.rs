@@ -3,7 +3,7 @@
 use image::{GrayImage, ImageEncoder, Luma};
 use qrcode::{Color, QrCode};
 
-use super::budget::Budget;
+use super::budget::{Budget, Charged};
 use super::App;
 use crate::domain::limits::QR_PER_IP;
 use crate::error::ApiError;
@@ -48,7 +48,7 @@ pub async fn qr(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let download = loose_bool(ctx, "download")?;
     let mut budget = Budget::default().every(QR_PER_IP, &ctx.ip);
     app.load(ctx, Lookup { counters: budget.counters(ctx.now), ..Lookup::default() }, false).await?;
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     let counted = app.store.count(&budget.success(ctx.now)).await?;
     budget.counted(counted, ctx.now)?;
     let png = {

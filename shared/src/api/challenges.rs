@@ -1,6 +1,6 @@
 //! `POST/PUT /account/mfa/challenges`: send or prepare a challenge, then complete it.
 
-use super::budget::Budget;
+use super::budget::{self, Budget, Charged};
 use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
@@ -45,7 +45,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         Factor::Totp | Factor::RecoveryCode => None,
         Factor::Password => return Err(ApiError::AuthMethodUnsupported),
     };
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     let code = message.is_some().then(|| random_digits(CODE_DIGITS));
     if let Some(code) = &code {
         challenge.code_hash = Some(app.keys.code_hash(&challenge.code_context(), code));
@@ -74,7 +74,7 @@ fn challenge_id(ctx: &Ctx) -> Result<String, ApiError> {
 pub fn complete_lookup(ctx: &Ctx) -> Lookup {
     Lookup {
         challenge: challenge_id(ctx).ok().map(|id| (ctx.caller_id().to_string(), id)),
-        counters: Budget::code_checks(ctx).counters(ctx.now),
+        counters: budget::code_checks(ctx).counters(ctx.now),
         ..Lookup::default()
     }
 }
@@ -84,8 +84,8 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let otp = ctx.parsed("otp", parse_otp)?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
-    let mut budget = Budget::code_checks(ctx);
-    budget.check(ctx)?;
+    let mut budget = budget::code_checks(ctx);
+    budget.check_in(ctx)?;
     let challenge = ctx
         .found
         .challenge

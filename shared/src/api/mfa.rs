@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::budget::Budget;
+use super::budget::{self, Charged};
 use super::{models, App};
 use crate::domain::{recovery, totp, Authenticator, Factor};
 use crate::error::ApiError;
@@ -31,7 +31,7 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 }
 
 pub async fn factors(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    Ok(Reply::json(200, models::factors(ctx.authed()?.user.factors())))
+    Ok(Reply::json(200, models::factors(&ctx.authed()?.user)))
 }
 
 fn authenticator_type(ctx: &Ctx) -> Result<(), ApiError> {
@@ -77,7 +77,7 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 }
 
 pub fn verify_lookup(ctx: &Ctx) -> Lookup {
-    Lookup { counters: Budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() }
+    Lookup { counters: budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() }
 }
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -93,8 +93,8 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         return Err(ApiError::ChallengeRequired);
     }
     let secret = app.totp_secret(user, authenticator)?;
-    let mut budget = Budget::code_checks(ctx);
-    budget.check(ctx)?;
+    let mut budget = budget::code_checks(ctx);
+    budget.check_in(ctx)?;
     let Some(step) = totp::accept(&secret, &otp, ctx.now, authenticator.last_step) else {
         let counted = app.store.count(&budget.failure(ctx.now)).await?;
         budget.decided(counted, ctx.now, ApiError::InvalidToken)?;
@@ -106,7 +106,7 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
-        Updated::Limited(i) => Err(budget.refused(i, ctx.now)),
+        Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         // Another request verified it, or used this step, first.
         _ => Err(ApiError::InvalidToken),

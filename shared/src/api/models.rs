@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::clock::iso;
-use crate::domain::{Challenge, Factors, Session, User, VerificationToken};
+use crate::domain::{Challenge, Factor, Session, User, VerificationToken};
 
 pub fn account(user: &User) -> Value {
     json!({
@@ -72,13 +72,11 @@ pub fn challenge(c: &Challenge) -> Value {
     })
 }
 
-pub fn factors(f: Factors) -> Value {
-    json!({
-        "totp": f.totp,
-        "phone": f.phone,
-        "email": f.email,
-        "recoveryCode": f.recovery_code,
-        // Appwrite's model has it; this service offers no custom factors.
-        "custom": false,
-    })
+/// `MfaFactors`: whether each second factor is ready, by its name (`recoveryCode`, ...).
+pub fn factors(user: &User) -> Value {
+    let mut factors: serde_json::Map<String, Value> =
+        Factor::second().map(|f| (f.as_str().to_string(), Value::Bool(user.has_factor(f)))).collect();
+    // Appwrite's model has it; this service offers no custom factors.
+    factors.insert("custom".into(), Value::Bool(false));
+    Value::Object(factors)
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::budget::Budget;
+use super::budget::{Budget, Charged};
 use super::{models, App};
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
@@ -22,7 +22,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if ctx.auth.is_some() {
         return Err(ApiError::SessionAlreadyExists);
     }
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     // Counted as a failure before the hash runs, so that parallel sign-ins cannot hash past
     // their budgets: within them the answer is 401 or success, past them 429, whatever the
     // password. A success then starts the email's failures over.

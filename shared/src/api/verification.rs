@@ -1,6 +1,6 @@
 //! Email and phone verification.
 
-use super::budget::Budget;
+use super::budget::{Budget, Charged};
 use super::{models, App};
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, new_id, random_digits, random_secret, sha256_hex};
@@ -31,7 +31,7 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::EmailAlreadyVerified);
     }
     let mut budget = email_budget(ctx);
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
 
     let secret = random_secret();
     let token = VerificationToken {
@@ -83,7 +83,7 @@ async fn user_token(
     if ctx.found.user.is_none() {
         return Err(ApiError::UserNotFound);
     }
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     ctx.found.token.take().filter(|t| t.is_usable(ctx.now)).ok_or(ApiError::InvalidToken)
 }
 
@@ -102,7 +102,7 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::PhoneAlreadyVerified);
     }
     let mut budget = phone_budget(ctx);
-    budget.check(ctx)?;
+    budget.check_in(ctx)?;
     let budget = budget.every(SMS_PER_PHONE, &phone);
 
     let code = random_digits(6);

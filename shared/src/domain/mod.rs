@@ -1,7 +1,10 @@
 //! The rules of the product: pure values and functions of plain inputs and a `now`.
 
+pub mod budget;
 pub mod challenge;
+pub mod change;
 pub mod crypto;
+pub mod factor;
 pub mod limits;
 pub mod password;
 pub mod recovery;
@@ -12,7 +15,7 @@ pub mod values;
 pub mod verification;
 
 pub use challenge::Challenge;
+pub use factor::Factor;
 pub use session::{Session, Standing};
-pub use user::{Authenticator, Factors, User};
-pub use values::Factor;
+pub use user::{Authenticator, User};
 pub use verification::{Channel, VerificationToken};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::Factor;
+use super::factor::Factor;
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,36 +45,25 @@ pub struct Authenticator {
     pub created_at: Millis,
 }
 
-/// The second factors a user can be challenged with, as `GET /account/mfa/factors` lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Factors {
-    pub totp: bool,
-    pub email: bool,
-    pub phone: bool,
-    pub recovery_code: bool,
-}
-
 impl User {
     pub fn totp_verified(&self) -> bool {
         self.totp.as_ref().is_some_and(|a| a.verified)
     }
 
-    pub fn factors(&self) -> Factors {
-        Factors {
-            totp: self.totp_verified(),
-            email: self.email.is_some() && self.email_verified,
-            phone: self.phone.is_some() && self.phone_verified,
-            recovery_code: !self.recovery_codes.is_empty(),
+    /// Whether the user has `factor` ready to prove: verified, or (recovery codes) unused.
+    pub fn has_factor(&self, factor: Factor) -> bool {
+        match factor {
+            Factor::Password => !self.password_hash.is_empty(),
+            Factor::Totp => self.totp_verified(),
+            Factor::Email => self.email.is_some() && self.email_verified,
+            Factor::Phone => self.phone.is_some() && self.phone_verified,
+            Factor::RecoveryCode => !self.recovery_codes.is_empty(),
         }
     }
 
-    /// The verified second factors, in canonical order.
+    /// The verified second factors that enforce MFA, in canonical order.
     pub fn verified_factors(&self) -> Vec<Factor> {
-        let f = self.factors();
-        [(f.totp, Factor::Totp), (f.email, Factor::Email), (f.phone, Factor::Phone)]
-            .into_iter()
-            .filter_map(|(on, factor)| on.then_some(factor))
-            .collect()
+        Factor::second().filter(|f| f.enforces_mfa() && self.has_factor(*f)).collect()
     }
 
     /// MFA is enforced when switched on and at least one second factor is verified.
@@ -131,7 +120,7 @@ mod tests {
     fn an_unverified_authenticator_is_not_a_factor() {
         let mut user = sample_user("u");
         user.totp = Some(Authenticator { secret_sealed: "s".into(), verified: false, last_step: None, created_at: 1 });
-        assert!(!user.factors().totp);
+        assert!(!user.has_factor(Factor::Totp));
         user.totp.as_mut().unwrap().verified = true;
         assert_eq!(user.verified_factors(), vec![Factor::Totp]);
     }

@@ -1,8 +1,6 @@
 //! Inputs parsed at the edge into values that are valid by construction.
 //! Each `parse` returns the rule that failed, which the API layer names with its parameter.
 
-use serde::{Deserialize, Serialize};
-
 pub type Rule = &'static str;
 
 /// `unique()` or up to 36 of `[a-zA-Z0-9._-]`, not starting with a special character.
@@ -96,49 +94,7 @@ pub fn parse_redirect_url(raw: &str, allowed_hosts: &[String]) -> Result<url::Ur
     }
 }
 
-/// What a session has proven. Names are Appwrite's canonical ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-pub enum Factor {
-    #[serde(rename = "password")]
-    Password,
-    #[serde(rename = "totp")]
-    Totp,
-    #[serde(rename = "email")]
-    Email,
-    #[serde(rename = "phone")]
-    Phone,
-    #[serde(rename = "recoveryCode")]
-    RecoveryCode,
-}
-
-impl Factor {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Factor::Password => "password",
-            Factor::Totp => "totp",
-            Factor::Email => "email",
-            Factor::Phone => "phone",
-            Factor::RecoveryCode => "recoveryCode",
-        }
-    }
-
-    /// A second factor a challenge can prove (case-insensitive: SDK 28 sends `recoverycode`).
-    pub fn parse_challenge(raw: &str) -> Result<Factor, Rule> {
-        match raw.to_ascii_lowercase().as_str() {
-            "totp" => Ok(Factor::Totp),
-            "email" => Ok(Factor::Email),
-            "phone" => Ok(Factor::Phone),
-            "recoverycode" => Ok(Factor::RecoveryCode),
-            _ => Err("Value must be one of (email, phone, totp, recoverycode)"),
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Factor> {
-        [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode]
-            .into_iter()
-            .find(|f| f.as_str() == name)
-    }
-}
+pub use super::factor::Factor;
 
 #[cfg(test)]
 mod tests {
@@ -176,15 +132,6 @@ mod tests {
         assert!(parse_password("12345678").is_ok());
         assert!(parse_password(&"x".repeat(256)).is_ok());
         assert!(parse_password(&"x".repeat(257)).is_err());
-    }
-
-    #[test]
-    fn challenge_factors_are_case_insensitive() {
-        assert_eq!(Factor::parse_challenge("recoverycode"), Ok(Factor::RecoveryCode));
-        assert_eq!(Factor::parse_challenge("recoveryCode"), Ok(Factor::RecoveryCode));
-        assert_eq!(Factor::parse_challenge("TOTP"), Ok(Factor::Totp));
-        assert!(Factor::parse_challenge("password").is_err());
-        assert!(Factor::parse_challenge("sms").is_err());
     }
 
     #[test]

@@ -58,10 +58,6 @@ const PK: &str = "pk";
 const SK: &str = "sk";
 const TTL_ATTRIBUTE: &str = "expiresAt";
 
-/// Every factor, in the canonical order that breaks ties between factors proven in the
-/// same millisecond.
-const FACTORS: [Factor; 5] = [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
-
 /// Tries of a write that met another transaction on one of its items: DynamoDB cancels
 /// such a write rather than queueing it, and the next try sees the other one's outcome.
 const CONFLICT_TRIES: u32 = 10;
@@ -305,7 +301,7 @@ fn ttl_seconds(expire: Millis) -> AttributeValue {
 }
 /// Order of a factor in a session: when it was added, then its place in that addition.
 fn factor_rank(at: Millis, place: usize) -> i64 {
-    at * FACTORS.len() as i64 + place as i64
+    at * Factor::ALL.len() as i64 + place as i64
 }
 
 /// Typed access to an item's attributes; a missing or mistyped attribute is corruption.
@@ -378,7 +374,7 @@ impl<'a> Reader<'a> {
 }
 
 fn canonical_place(factor: Factor) -> usize {
-    FACTORS.iter().position(|f| *f == factor).unwrap_or(FACTORS.len())
+    Factor::ALL.iter().position(|f| *f == factor).unwrap_or(Factor::ALL.len())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,8 +476,7 @@ fn user_from(item: &Item) -> StoreResult<User> {
         totp,
         recovery_codes: r.ranked("recoveryCodes")?.into_iter().map(|(hash, _)| hash).collect(),
         sessions_valid_from: r.opt_n("sessionsValidFrom")?.unwrap_or(0),
-        added_by: [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode]
-            .into_iter()
+        added_by: Factor::second()
             .filter_map(|f| r.opt_s(&added_by_attribute(f)).map(|by| by.map(|by| (f, by))).transpose())
             .collect::<StoreResult<_>>()?,
     })

@@ -1,0 +1,157 @@
+//! The rate limits one request counts against, turned into the counts of its decisive
+//! write: the counters are read with the request, checked early, and checked again and
+//! stored by the write itself, so that parallel requests cannot overrun them. Each limit
+//! is a sliding window: the current window's counter plus the part of the previous one
+//! still inside it.
+
+use super::limits::{Count, Limit, RateVerdict, CODE_ATTEMPTS_PER_IP, CODE_FAILURES_PER_USER};
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    limit: Limit,
+    key: String,
+    /// Only failures count, and a success starts the count over.
+    failures_only: bool,
+    overrun: Overrun,
+    /// The previous window's count, as read with the request (0 until checked).
+    previous: u32,
+}
+
+/// What kind of limit a request ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overrun {
+    /// Too many requests.
+    Requests,
+    /// Too many wrong codes in a row.
+    WrongCodes,
+}
+
+/// A limit a request is past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    pub overrun: Overrun,
+    pub verdict: RateVerdict,
+}
+
+impl Budget {
+    /// A signed-in check of a code (challenge, new authenticator): per address, and the
+    /// caller's run of wrong codes.
+    pub fn code_checks(ip: &str, user_id: &str) -> Budget {
+        Budget::default().every(CODE_ATTEMPTS_PER_IP, ip).wrong_codes(user_id)
+    }
+
+    fn with(mut self, limit: Limit, key: &str, failures_only: bool, overrun: Overrun) -> Self {
+        self.entries.push(Entry { limit, key: key.to_string(), failures_only, overrun, previous: 0 });
+        self
+    }
+
+    /// Every request counts.
+    pub fn every(self, limit: Limit, key: &str) -> Self {
+        self.with(limit, key, false, Overrun::Requests)
+    }
+
+    /// Consecutive failures count; a success starts over.
+    pub fn failures(self, limit: Limit, key: &str) -> Self {
+        self.with(limit, key, true, Overrun::Requests)
+    }
+
+    /// The user's consecutive wrong codes across challenges and authenticator verification.
+    pub fn wrong_codes(self, user_id: &str) -> Self {
+        self.with(CODE_FAILURES_PER_USER, user_id, true, Overrun::WrongCodes)
+    }
+
+    /// The counters to read with the request, in order: each limit's current and previous
+    /// window.
+    pub fn counters(&self, now: Millis) -> Vec<String> {
+        self.entries
+            .iter()
+            .flat_map(|e| [e.limit.counter_key(&e.key, now), e.limit.previous_key(&e.key, now)])
+            .collect()
+    }
+
+    /// Checks the counters as read with the request (in the order of [`Self::counters`];
+    /// entries past its end were not read) before any work is done, and keeps the previous
+    /// windows' counts for the request's counts. Gives the tightest limit, for the
+    /// response headers, or the first one already reached.
+    pub fn check(&mut self, counts: &[u32], now: Millis) -> Result<Option<RateVerdict>, Exceeded> {
+        let mut tightest: Option<RateVerdict> = None;
+        for (entry, counts) in self.entries.iter_mut().zip(counts.chunks(2)) {
+            let (count, previous) = (counts[0], counts.get(1).copied().unwrap_or(0));
+            entry.previous = previous;
+            let verdict = entry.limit.verdict(count + 1, previous, now);
+            if verdict.exceeded {
+                return Err(Exceeded { overrun: entry.overrun, verdict });
+            }
+            if tightest.is_none_or(|t| verdict.remaining < t.remaining) {
+                tightest = Some(verdict);
+            }
+        }
+        Ok(tightest)
+    }
+
+    /// The counts of a request that succeeded.
+    pub fn success(&self, now: Millis) -> Vec<Count> {
+        self.entries
+            .iter()
+            .map(|e| {
+                if e.failures_only {
+                    e.limit.reset(&e.key, now, e.previous)
+                } else {
+                    e.limit.hit(&e.key, now, e.previous)
+                }
+            })
+            .collect()
+    }
+
+    /// The counts of a request that succeeded after [`Self::failure`]'s counts were
+    /// written up front (before a password hash): a run of failures starts over.
+    pub fn settled(&self, now: Millis) -> Vec<Count> {
+        self.entries.iter().filter(|e| e.failures_only).map(|e| e.limit.clear(&e.key, now)).collect()
+    }
+
+    /// The counts of a request that failed.
+    pub fn failure(&self, now: Millis) -> Vec<Count> {
+        self.entries.iter().map(|e| e.limit.hit(&e.key, now, e.previous)).collect()
+    }
+
+    /// The limit of the count at `index`, which the store refused as reached.
+    pub fn refused(&self, index: usize, now: Millis) -> Option<Exceeded> {
+        let e = self.entries.get(index)?;
+        Some(Exceeded { overrun: e.overrun, verdict: e.limit.verdict(e.limit.max + 1, 0, now) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::HOUR;
+    use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
+
+    #[test]
+    fn the_first_limit_reached_refuses_and_the_tightest_goes_in_the_headers() {
+        let mut budget = Budget::default().every(LOGIN_PER_IP, "ip").failures(LOGIN_PER_EMAIL, "a@b.c");
+        let verdict = budget.check(&[10, 0, 5, 0], 0).unwrap().unwrap();
+        assert_eq!((verdict.limit, verdict.remaining), (10, 4), "the email's limit is tighter");
+        let past = budget.check(&[60, 0, 0, 0], 0).unwrap_err();
+        assert_eq!((past.overrun, past.verdict.limit), (Overrun::Requests, 60));
+        let codes = Budget::code_checks("ip", "u").check(&[0, 0, 10, 0], 0).unwrap_err();
+        assert_eq!(codes.overrun, Overrun::WrongCodes);
+    }
+
+    #[test]
+    fn counts_carry_the_previous_window_as_read() {
+        let mut budget = Budget::default().every(LOGIN_PER_EMAIL, "k");
+        assert!(budget.check(&[0, 5], HOUR).is_ok());
+        assert_eq!(budget.failure(HOUR)[0].max, 5, "five of ten are still in the sliding window");
+        assert!(budget.check(&[0, 10], HOUR).is_err());
+        let success = Budget::default().failures(LOGIN_PER_EMAIL, "k").success(HOUR);
+        assert!(success[0].reset && success[0].previous.is_some());
+        assert!(Budget::default().every(LOGIN_PER_IP, "ip").settled(HOUR).is_empty(), "only failures start over");
+    }
+}
