@@ -898,7 +898,7 @@ async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store
     assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Ok(()), "a third of the window later");
     assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Err(Refused::Limited(0)));
 
-    assert_eq!(store.count(&[limit.reset("k", later, 0)]).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&[limit.clear("k", later, 3)]).await.unwrap(), Ok(()));
     assert_eq!(store.load(&read(later), later).await.unwrap().counts, vec![0, 0], "both windows start over");
 }
 

@@ -112,7 +112,7 @@ impl Budget {
     /// The counts of a request that succeeded after [`Self::failure`]'s counts were
     /// written up front (before a password hash): a run of failures starts over.
     pub fn settled(&self, now: Millis) -> Vec<Count> {
-        self.entries.iter().filter(|e| e.failures_only).map(|e| e.limit.clear(&e.key, now)).collect()
+        self.entries.iter().filter(|e| e.failures_only).map(|e| e.limit.clear(&e.key, now, e.previous)).collect()
     }
 
     /// The counts of a request that failed.
@@ -150,8 +150,10 @@ mod tests {
         assert!(budget.check(&[0, 5], HOUR).is_ok());
         assert_eq!(budget.failure(HOUR)[0].max, 5, "five of ten are still in the sliding window");
         assert!(budget.check(&[0, 10], HOUR).is_err());
-        let success = Budget::default().failures(LOGIN_PER_EMAIL, "k").success(HOUR);
-        assert!(success[0].reset && success[0].previous.is_some());
+        let mut failures = Budget::default().failures(LOGIN_PER_EMAIL, "k");
+        failures.check(&[0, 3], HOUR).unwrap();
+        let success = failures.success(HOUR);
+        assert!(success[0].reset && success[0].previous.is_some(), "both windows start over");
         assert!(Budget::default().every(LOGIN_PER_IP, "ip").settled(HOUR).is_empty(), "only failures start over");
     }
 }

@@ -73,8 +73,8 @@ impl Limit {
 
     /// Starts a consecutive-failure count over, whatever it holds: for a request that was
     /// counted already, before its outcome was known.
-    pub fn clear(&self, key: &str, now: Millis) -> Count {
-        Count { max: u32::MAX, ..self.count(key, now, 0, true) }
+    pub fn clear(&self, key: &str, now: Millis, previous: u32) -> Count {
+        Count { max: u32::MAX, ..self.count(key, now, previous, true) }
     }
 
     fn count(&self, key: &str, now: Millis, previous: u32, reset: bool) -> Count {
@@ -84,7 +84,8 @@ impl Limit {
             // The counter is read as the previous window during the next one.
             expire: self.window_start(now) + 2 * self.window,
             reset,
-            previous: reset.then(|| self.previous_key(key, now)),
+            // A closed window read as empty stays empty: nothing to delete.
+            previous: (reset && previous > 0).then(|| self.previous_key(key, now)),
         }
     }
 
@@ -174,5 +175,6 @@ mod tests {
         assert!(c.reset);
         assert_eq!(c.previous, Some(l.counter_key("u", 2 * HOUR)));
         assert_eq!(l.hit("u", 3 * HOUR, 4).previous, None);
+        assert_eq!(l.reset("u", 3 * HOUR, 0).previous, None, "an empty previous window needs no delete");
     }
 }
