@@ -15,7 +15,9 @@ use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
 use mfa_core::domain::limits::{Count, Limit};
-use mfa_core::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
+use mfa_core::domain::{
+    Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken,
+};
 use mfa_core::store::dynamo::{create_table, DynamoStore};
 use mfa_core::store::embedded::EmbeddedStore;
 use mfa_core::store::{ChallengeWin, Decided, Lookup, Refused, SessionUpgrade, Spend, Store, Updated, UserChange};
@@ -172,7 +174,7 @@ fn new_user(now: Millis) -> User {
         password_updated_at: now,
         mfa: false,
         mfa_updated_at: None,
-        totp: None,
+        authenticators: vec![],
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),
@@ -237,7 +239,17 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
 }
 
 fn authenticator(verified: bool, last_step: Option<u64>, now: Millis) -> Authenticator {
-    Authenticator { secret_sealed: format!("sealed-{}", new_id()), verified, last_step, created_at: now }
+    let secret = AuthenticatorSecret::Totp { sealed: format!("sealed-{}", new_id()), last_step };
+    Authenticator { verified, secret, ..Authenticator::totp(String::new(), now) }
+}
+
+fn sealed(a: &Authenticator) -> String {
+    a.totp_secret().map(|(sealed, _)| sealed.to_string()).unwrap()
+}
+
+/// The TOTP authenticator's (verified, newest used step), if the user has one.
+fn totp_state(user: &User) -> Option<(bool, Option<u64>)> {
+    user.totp().map(|a| (a.verified, a.totp_secret().and_then(|(_, step)| step)))
 }
 
 fn token(user: &User, channel: Channel, target: &str, now: Millis) -> VerificationToken {
@@ -677,7 +689,7 @@ async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn S
 
 async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
     let t = now();
-    let user = created(&store, User { totp: Some(authenticator(true, Some(100), t)), ..new_user(t) }).await;
+    let user = created(&store, User { authenticators: vec![authenticator(true, Some(100), t)], ..new_user(t) }).await;
     let session = signed_in(&store, &user, t).await;
     let challenge = challenged(&store, &user, Factor::Totp, t).await;
 
@@ -689,13 +701,13 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
     assert_eq!(store.finish_challenge(&fresh, &[]).await.unwrap(), Ok(()));
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Totp]));
-    assert_eq!(reload(&store, &user).await.totp.and_then(|a| a.last_step), Some(101));
+    assert_eq!(reload(&store, &user).await.totp().and_then(|a| a.totp_secret()).and_then(|(_, step)| step), Some(101));
 
     let next = challenged(&store, &user, Factor::Totp, t).await;
     assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t), &[]).await.unwrap(), REJECTED);
     assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t), &[]).await.unwrap(), Ok(()));
 
-    let unverified = created(&store, User { totp: Some(authenticator(false, None, t)), ..new_user(t) }).await;
+    let unverified = created(&store, User { authenticators: vec![authenticator(false, None, t)], ..new_user(t) }).await;
     let session = signed_in(&store, &unverified, t).await;
     let challenge = challenged(&store, &unverified, Factor::Totp, t).await;
     let spend = win(&challenge, &session, Spend::TotpStep(5), t);
@@ -946,8 +958,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
     let put = |a: &Authenticator| UserChange::PutAuthenticator(a.clone());
     let (first, second) = (authenticator(false, None, t), authenticator(false, None, t));
 
-    let verify =
-        |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: a.secret_sealed.clone() };
+    let verify = |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: sealed(a) };
     assert_eq!(
         store.update_user(&reload(&store, &user).await, verify(3, &first), None, t, &[]).await.unwrap(),
         Updated::Rejected,
@@ -956,13 +967,15 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
     assert_eq!(
         done(&store, &user, store.update_user(&reload(&store, &user).await, put(&first), None, t, &[]).await.unwrap())
             .await
-            .totp,
+            .totp()
+            .cloned(),
         Some(first.clone())
     );
     assert_eq!(
         done(&store, &user, store.update_user(&reload(&store, &user).await, put(&second), None, t, &[]).await.unwrap())
             .await
-            .totp,
+            .totp()
+            .cloned(),
         Some(second.clone())
     );
 
@@ -977,7 +990,8 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         store.update_user(&reload(&store, &user).await, verify(7, &second), None, t, &[]).await.unwrap(),
     )
     .await;
-    assert_eq!(verified.totp, Some(Authenticator { verified: true, last_step: Some(7), ..second.clone() }));
+    assert_eq!(totp_state(&verified), Some((true, Some(7))));
+    assert_eq!(sealed(verified.totp().unwrap()), sealed(&second));
     assert_eq!(
         store.update_user(&reload(&store, &user).await, verify(8, &second), None, t, &[]).await.unwrap(),
         Updated::Rejected
@@ -996,23 +1010,40 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
             &store,
             &user,
             store
-                .update_user(&reload(&store, &user).await, UserChange::RemoveAuthenticator, None, t, &[])
+                .update_user(
+                    &reload(&store, &user).await,
+                    UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
+                    None,
+                    t,
+                    &[]
+                )
                 .await
                 .unwrap()
         )
         .await
-        .totp,
+        .totp()
+        .cloned(),
         None
     );
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, UserChange::RemoveAuthenticator, None, t, &[]).await.unwrap(),
+        store
+            .update_user(
+                &reload(&store, &user).await,
+                UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
+                None,
+                t,
+                &[]
+            )
+            .await
+            .unwrap(),
         Updated::Rejected
     );
     let fresh = authenticator(false, None, t);
     assert_eq!(
         done(&store, &user, store.update_user(&reload(&store, &user).await, put(&fresh), None, t, &[]).await.unwrap())
             .await
-            .totp,
+            .totp()
+            .cloned(),
         Some(fresh),
         "a new one after removal"
     );
@@ -1022,7 +1053,7 @@ async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let used = authenticator(false, Some(10), t);
-    let verify = |step: u64| UserChange::VerifyAuthenticator { step, secret_sealed: used.secret_sealed.clone() };
+    let verify = |step: u64| UserChange::VerifyAuthenticator { step, secret_sealed: sealed(&used) };
     done(
         &store,
         &user,
@@ -1040,7 +1071,7 @@ async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
     let verified =
         done(&store, &user, store.update_user(&reload(&store, &user).await, verify(11), None, t, &[]).await.unwrap())
             .await;
-    assert_eq!(verified.totp.map(|a| (a.verified, a.last_step)), Some((true, Some(11))));
+    assert_eq!(totp_state(&verified), Some((true, Some(11))));
 }
 
 async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: Arc<dyn Store>) {
@@ -1167,7 +1198,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         mfa_updated_at: Some(t + 2),
         end_other_sessions: false,
     };
-    let change = UserChange::VerifyAuthenticator { step: 1, secret_sealed: fresh.secret_sealed };
+    let change = UserChange::VerifyAuthenticator { step: 1, secret_sealed: sealed(&fresh) };
     let verified = done(
         &store,
         &user,
@@ -1211,7 +1242,10 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     assert_eq!(reload(&store, &user).await.recovery_codes, codes[1..].to_vec(), "the code was spent");
 
     // Removing the authenticator forgets who added it.
-    let removed = store.update_user(&user, UserChange::RemoveAuthenticator, None, t + 2, &[]).await.unwrap();
+    let removed = store
+        .update_user(&user, UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()), None, t + 2, &[])
+        .await
+        .unwrap();
     let user = done(&store, &user, removed).await;
     assert_eq!(user.added_by.get(&Factor::Totp), None);
     assert_eq!(reload(&store, &user).await.added_by.get(&Factor::Totp), None);
@@ -1340,10 +1374,10 @@ async fn twenty_parallel_spends_of_one_recovery_code_let_one_win(store: Arc<dyn 
 
 async fn twenty_parallel_uses_of_one_totp_step_let_one_win(store: Arc<dyn Store>) {
     let t = now();
-    let user = created(&store, User { totp: Some(authenticator(true, Some(41), t)), ..new_user(t) }).await;
+    let user = created(&store, User { authenticators: vec![authenticator(true, Some(41), t)], ..new_user(t) }).await;
 
     let (won, untouched) = race_to_spend(&store, &user, Spend::TotpStep(42), t).await;
     assert_eq!(won, 1);
     assert_eq!(untouched, 3, "only the winner's challenge is used up");
-    assert_eq!(reload(&store, &user).await.totp.and_then(|a| a.last_step), Some(42));
+    assert_eq!(reload(&store, &user).await.totp().and_then(|a| a.totp_secret()).and_then(|(_, step)| step), Some(42));
 }

@@ -52,7 +52,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         password_updated_at: ctx.now,
         mfa: false,
         mfa_updated_at: None,
-        totp: None,
+        authenticators: vec![],
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),

@@ -100,9 +100,9 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             constant_time_eq(expected, &given).then_some(Spend::Nothing)
         }
         Factor::Totp => {
-            let authenticator = user.totp.as_ref().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
-            let secret = app.totp_secret(user, authenticator)?;
-            totp::accept(&secret, &otp, ctx.now, authenticator.last_step).map(Spend::TotpStep)
+            let authenticator = user.totp().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
+            let (secret, last_step) = super::mfa::totp_secret(app, user, authenticator)?;
+            totp::accept(&secret, &otp, ctx.now, last_step).map(Spend::TotpStep)
         }
         Factor::RecoveryCode => {
             let given = recovery::hash(&app.keys, &user.id, &otp);

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::budget::{self, Charged};
 use super::{models, App};
-use crate::domain::{recovery, totp, Authenticator, Factor};
+use crate::domain::{recovery, totp, Authenticator, AuthenticatorKind, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
@@ -34,16 +34,28 @@ pub async fn factors(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, models::factors(&ctx.authed()?.user)))
 }
 
-fn authenticator_type(ctx: &Ctx) -> Result<(), ApiError> {
-    if ctx.path_param("type").eq_ignore_ascii_case("totp") {
-        Ok(())
-    } else {
-        Err(ApiError::invalid("type", "Value must be one of (totp)"))
-    }
+/// The `{type}` of an authenticator route; Appwrite's API has one authenticator per type.
+fn authenticator_kind(ctx: &Ctx) -> Result<AuthenticatorKind, ApiError> {
+    AuthenticatorKind::parse(ctx.path_param("type")).map_err(|rule| ApiError::invalid("type", rule))
+}
+
+/// The TOTP secret of a user's authenticator, decrypted, and the newest step it accepted.
+pub(super) fn totp_secret(
+    app: &App,
+    user: &User,
+    authenticator: &Authenticator,
+) -> Result<(Vec<u8>, Option<u64>), ApiError> {
+    let (sealed, last_step) =
+        authenticator.totp_secret().ok_or_else(|| ApiError::Internal("not a TOTP authenticator".into()))?;
+    let secret = app
+        .keys
+        .decrypt(sealed, &user.id)
+        .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))?;
+    Ok((secret, last_step))
 }
 
 pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    authenticator_type(ctx)?;
+    authenticator_kind(ctx)?;
     let authed = ctx.authed()?;
     let user = &authed.user;
     if user.totp_verified() {
@@ -53,12 +65,7 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         return Err(ApiError::ChallengeRequired);
     }
     let secret = totp::new_secret();
-    let authenticator = Authenticator {
-        secret_sealed: app.keys.encrypt(&secret, &user.id),
-        verified: false,
-        last_step: None,
-        created_at: ctx.now,
-    };
+    let authenticator = Authenticator::totp(app.keys.encrypt(&secret, &user.id), ctx.now);
     let change = UserChange::PutAuthenticator(authenticator);
     match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
         Updated::Done => {}
@@ -81,21 +88,21 @@ pub fn verify_lookup(ctx: &Ctx) -> Lookup {
 }
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    authenticator_type(ctx)?;
+    authenticator_kind(ctx)?;
     let otp = ctx.parsed("otp", crate::domain::values::parse_otp)?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
-    let authenticator = user.totp.as_ref().ok_or(ApiError::AuthenticatorNotFound)?;
+    let authenticator = user.totp().ok_or(ApiError::AuthenticatorNotFound)?;
     if authenticator.verified {
         return Err(ApiError::AuthenticatorAlreadyVerified);
     }
     if !authed.session.may_add_factor(user, ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
-    let secret = app.totp_secret(user, authenticator)?;
+    let (secret, last_step) = totp_secret(app, user, authenticator)?;
     let mut budget = budget::code_checks(ctx);
     budget.check_in(ctx)?;
-    let Some(step) = totp::accept(&secret, &otp, ctx.now, authenticator.last_step) else {
+    let Some(step) = totp::accept(&secret, &otp, ctx.now, last_step) else {
         let counted = app.store.count(&budget.failure(ctx.now)).await?;
         budget.decided(counted, ctx.now, ApiError::InvalidToken)?;
         return Err(ApiError::InvalidToken);
@@ -103,7 +110,8 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     // Enrolling proves possession of the new authenticator only, not of the factors the
     // account already had: it adds `totp` but does not count as a recent challenge.
     let upgrade = SessionUpgrade { add: vec![Factor::Totp], ..SessionUpgrade::of(&authed.session) };
-    let change = UserChange::VerifyAuthenticator { step, secret_sealed: authenticator.secret_sealed.clone() };
+    let sealed = authenticator.totp_secret().map(|(sealed, _)| sealed.to_string()).unwrap_or_default();
+    let change = UserChange::VerifyAuthenticator { step, secret_sealed: sealed };
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
         Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
@@ -114,12 +122,13 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 }
 
 pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    authenticator_type(ctx)?;
+    let kind = authenticator_kind(ctx)?;
     let authed = ctx.authed()?;
     if !authed.session.has_recent_challenge(ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
-    let change = UserChange::RemoveAuthenticator;
+    let id = authed.user.authenticator(kind).ok_or(ApiError::AuthenticatorNotFound)?.id.clone();
+    let change = UserChange::RemoveAuthenticator(id);
     match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::no_content()),
         Updated::SessionEnded => Err(ApiError::Unauthorized),

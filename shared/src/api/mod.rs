@@ -224,17 +224,6 @@ impl App {
         ctx.found = found;
         Ok(())
     }
-
-    /// The TOTP secret of a user's authenticator, decrypted.
-    pub fn totp_secret(
-        &self,
-        user: &crate::domain::User,
-        authenticator: &crate::domain::Authenticator,
-    ) -> Result<Vec<u8>, ApiError> {
-        self.keys
-            .decrypt(&authenticator.secret_sealed, &user.id)
-            .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))
-    }
 }
 
 fn client_ip(req: &Request) -> String {

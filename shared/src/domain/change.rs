@@ -18,16 +18,17 @@ pub enum UserChange {
     /// everywhere); they are refused at once and deleted by their expiry. Applies only
     /// while no later end holds.
     EndSessions(Millis),
-    /// Applies only while the user has no verified authenticator.
+    /// Adds the authenticator, or replaces the one with its id while that is unverified.
     PutAuthenticator(Authenticator),
-    /// Marks the authenticator verified at `step`; applies only while it is unverified and
-    /// is still the one whose secret is `secret_sealed` (the one the code was checked with).
+    /// Marks the TOTP authenticator verified at `step`; applies only while it is unverified
+    /// and is still the one whose secret is `secret_sealed` (the one the code was checked
+    /// with).
     VerifyAuthenticator {
         step: u64,
         secret_sealed: String,
     },
-    /// Applies only while the user has an authenticator.
-    RemoveAuthenticator,
+    /// Applies only while the user has the authenticator with this id.
+    RemoveAuthenticator(String),
     /// Applies only while the user has no recovery codes.
     CreateRecoveryCodes(Vec<String>),
     /// Applies only while the user has recovery codes.
@@ -54,7 +55,7 @@ impl UserChange {
     /// The user as the change leaves it, if its condition holds for `user`. Stores apply
     /// changes with conditions of their own; this gives callers the result without a
     /// read-back.
-    pub fn apply(&self, user: &mut User) -> bool {
+    pub fn apply(&self, user: &mut User, now: Millis) -> bool {
         match self.clone() {
             UserChange::Email(email) => {
                 user.email = Some(email);
@@ -72,25 +73,27 @@ impl UserChange {
                 }
                 user.sessions_valid_from = at;
             }
-            UserChange::PutAuthenticator(auth) => {
-                if user.totp_verified() {
+            UserChange::PutAuthenticator(auth) => match user.authenticators.iter().position(|a| a.id == auth.id) {
+                Some(i) if user.authenticators[i].verified => return false,
+                Some(i) => user.authenticators[i] = auth,
+                None => user.authenticators.push(auth),
+            },
+            UserChange::VerifyAuthenticator { step, secret_sealed } => {
+                let Some(auth) = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID) else {
+                    return false;
+                };
+                if auth.verified || auth.totp_secret().map(|(sealed, _)| sealed) != Some(secret_sealed.as_str()) {
                     return false;
                 }
-                user.totp = Some(auth);
-            }
-            UserChange::VerifyAuthenticator { step, secret_sealed } => match user.totp.as_mut() {
-                Some(auth)
-                    if !auth.verified
-                        && auth.secret_sealed == secret_sealed
-                        && auth.last_step.is_none_or(|last| step > last) =>
-                {
-                    auth.verified = true;
-                    auth.last_step = Some(step);
+                if !auth.use_step(step, now) {
+                    return false;
                 }
-                _ => return false,
-            },
-            UserChange::RemoveAuthenticator => {
-                if user.totp.take().is_none() {
+                auth.verified = true;
+            }
+            UserChange::RemoveAuthenticator(id) => {
+                let before = user.authenticators.len();
+                user.authenticators.retain(|a| a.id != id);
+                if user.authenticators.len() == before {
                     return false;
                 }
             }
@@ -119,7 +122,7 @@ impl UserChange {
             UserChange::Phone(_) => Some(Factor::Phone),
             UserChange::PutAuthenticator(_) | UserChange::VerifyAuthenticator { .. } => Some(Factor::Totp),
             UserChange::CreateRecoveryCodes(_) | UserChange::ReplaceRecoveryCodes(_) => Some(Factor::RecoveryCode),
-            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticator => None,
+            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticator(_) => None,
         }
     }
 
@@ -134,7 +137,7 @@ impl UserChange {
                 user.added_by.remove(&factor);
             }
             (None, _) => {
-                if *self == UserChange::RemoveAuthenticator {
+                if let UserChange::RemoveAuthenticator(_) = self {
                     user.added_by.remove(&Factor::Totp);
                 }
             }
@@ -219,7 +222,7 @@ impl ChallengeWin {
 /// The user as [`Store::update_user`] leaves it when it answers `Done`.
 pub fn updated_user(user: &User, change: &UserChange, upgrade: Option<&SessionUpgrade>, now: Millis) -> User {
     let mut user = user.clone();
-    change.apply(&mut user);
+    change.apply(&mut user, now);
     change.record_source(&mut user, upgrade.map(|up| up.session_id.as_str()));
     user.updated_at = now;
     if let Some(up) = upgrade {

@@ -1,5 +1,6 @@
 //! The rules of the product: pure values and functions of plain inputs and a `now`.
 
+pub mod authenticator;
 pub mod budget;
 pub mod challenge;
 pub mod change;
@@ -14,8 +15,9 @@ pub mod user;
 pub mod values;
 pub mod verification;
 
+pub use authenticator::{Authenticator, AuthenticatorKind, AuthenticatorSecret};
 pub use challenge::Challenge;
 pub use factor::Factor;
 pub use session::{Session, Standing};
-pub use user::{Authenticator, User};
+pub use user::User;
 pub use verification::{Channel, VerificationToken};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::authenticator::{Authenticator, AuthenticatorKind};
 use super::factor::Factor;
 use crate::clock::Millis;
 
@@ -22,7 +23,8 @@ pub struct User {
     pub password_updated_at: Millis,
     pub mfa: bool,
     pub mfa_updated_at: Option<Millis>,
-    pub totp: Option<Authenticator>,
+    #[serde(default)]
+    pub authenticators: Vec<Authenticator>,
     /// Keyed hashes of the unused recovery codes.
     pub recovery_codes: Vec<String>,
     /// Sessions confirmed before this moment are over (a factor was removed or replaced).
@@ -35,19 +37,18 @@ pub struct User {
     pub added_by: BTreeMap<Factor, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Authenticator {
-    /// The TOTP secret, AES-256-GCM encrypted under the server key with the user id as AAD.
-    pub secret_sealed: String,
-    pub verified: bool,
-    /// Newest time step ever accepted; older or equal steps are refused.
-    pub last_step: Option<u64>,
-    pub created_at: Millis,
-}
-
 impl User {
+    /// The user's authenticator of `kind` (Appwrite's API has at most one of each).
+    pub fn authenticator(&self, kind: AuthenticatorKind) -> Option<&Authenticator> {
+        self.authenticators.iter().find(|a| a.kind() == kind)
+    }
+
+    pub fn totp(&self) -> Option<&Authenticator> {
+        self.authenticator(AuthenticatorKind::Totp)
+    }
+
     pub fn totp_verified(&self) -> bool {
-        self.totp.as_ref().is_some_and(|a| a.verified)
+        self.totp().is_some_and(|a| a.verified)
     }
 
     /// Whether the user has `factor` ready to prove: verified, or (recovery codes) unused.
@@ -92,7 +93,7 @@ pub(crate) fn sample_user(id: &str) -> User {
         password_updated_at: 1,
         mfa: false,
         mfa_updated_at: None,
-        totp: None,
+        authenticators: vec![],
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: BTreeMap::new(),
@@ -119,9 +120,9 @@ mod tests {
     #[test]
     fn an_unverified_authenticator_is_not_a_factor() {
         let mut user = sample_user("u");
-        user.totp = Some(Authenticator { secret_sealed: "s".into(), verified: false, last_step: None, created_at: 1 });
+        user.authenticators.push(Authenticator::totp("s".into(), 1));
         assert!(!user.has_factor(Factor::Totp));
-        user.totp.as_mut().unwrap().verified = true;
+        user.authenticators[0].verified = true;
         assert_eq!(user.verified_factors(), vec![Factor::Totp]);
     }
 }

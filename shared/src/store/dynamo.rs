@@ -50,7 +50,7 @@ use crate::clock::Millis;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
-use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
+use crate::domain::{Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -403,20 +403,104 @@ fn user_item(user: &User) -> Item {
     if let Some(at) = user.mfa_updated_at {
         put("mfaUpdatedAt", n(at));
     }
-    if let Some(auth) = &user.totp {
-        put("totpSecret", s(&auth.secret_sealed));
-        put("totpVerified", b(auth.verified));
-        put("totpCreatedAt", n(auth.created_at));
-        if let Some(step) = auth.last_step {
-            put("totpLastStep", n(step));
-        }
-    }
+    put(
+        AUTHENTICATORS,
+        AttributeValue::M(user.authenticators.iter().map(|a| (a.id.clone(), authenticator_value(a))).collect()),
+    );
     put("recoveryCodes", recovery_codes(&user.recovery_codes));
     put("sessionsValidFrom", n(user.sessions_valid_from));
     for (factor, by) in &user.added_by {
         put(&added_by_attribute(*factor), s(by));
     }
     item
+}
+
+/// A user's authenticators: a map of id to the authenticator's attributes. Items written
+/// before authenticators were a collection hold one TOTP authenticator as `totp*`
+/// attributes (`LEGACY_TOTP`) and no map: they are read as such and moved to the map by the
+/// first write that touches an authenticator.
+const AUTHENTICATORS: &str = "authenticators";
+const LEGACY_TOTP: [&str; 4] = ["totpSecret", "totpVerified", "totpCreatedAt", "totpLastStep"];
+
+fn authenticator_value(a: &Authenticator) -> AttributeValue {
+    let mut m = HashMap::new();
+    m.insert("name".to_string(), s(&a.name));
+    m.insert("createdAt".into(), n(a.created_at));
+    if let Some(at) = a.last_used_at {
+        m.insert("lastUsedAt".into(), n(at));
+    }
+    m.insert("verified".into(), b(a.verified));
+    match &a.secret {
+        AuthenticatorSecret::Totp { sealed, last_step } => {
+            m.insert("kind".into(), s("totp"));
+            m.insert("secret".into(), s(sealed));
+            if let Some(step) = last_step {
+                m.insert("lastStep".into(), n(step));
+            }
+        }
+    }
+    AttributeValue::M(m)
+}
+
+fn authenticator_from(r: &Reader<'_>, id: &str, item: &AttributeValue) -> StoreResult<Authenticator> {
+    let AttributeValue::M(m) = item else { return Err(r.corrupt(AUTHENTICATORS, "a map of maps")) };
+    let a = Reader(m);
+    let secret = match a.s("kind")?.as_str() {
+        "totp" => AuthenticatorSecret::Totp { sealed: a.s("secret")?, last_step: a.opt_n("lastStep")? },
+        _ => return Err(r.corrupt(AUTHENTICATORS, "authenticators of known kinds")),
+    };
+    Ok(Authenticator {
+        id: id.to_string(),
+        name: a.s("name")?,
+        created_at: a.n("createdAt")?,
+        last_used_at: a.opt_n("lastUsedAt")?,
+        verified: a.bool("verified")?,
+        secret,
+    })
+}
+
+/// The authenticators of a user item, in either layout.
+fn authenticators_from(r: &Reader<'_>) -> StoreResult<Vec<Authenticator>> {
+    match r.0.get(AUTHENTICATORS) {
+        Some(AttributeValue::M(map)) => {
+            let mut all = map.iter().map(|(id, v)| authenticator_from(r, id, v)).collect::<StoreResult<Vec<_>>>()?;
+            all.sort_by(|x, y| (x.created_at, &x.id).cmp(&(y.created_at, &y.id)));
+            Ok(all)
+        }
+        Some(_) => Err(r.corrupt(AUTHENTICATORS, "a map")),
+        None => match r.opt_s("totpSecret")? {
+            None => Ok(vec![]),
+            Some(sealed) => Ok(vec![Authenticator {
+                verified: r.bool("totpVerified")?,
+                secret: AuthenticatorSecret::Totp { sealed, last_step: r.opt_n("totpLastStep")? },
+                ..Authenticator::totp(String::new(), r.n("totpCreatedAt")?)
+            }]),
+        },
+    }
+}
+
+/// Whether write `index` was refused because the user item it met is still in the layout
+/// from before authenticators were a collection; that item, if so.
+fn legacy_user(r: &Rejection, index: usize) -> Option<&Item> {
+    r.0.iter()
+        .find(|(i, old)| *i == index && old.as_ref().is_some_and(|o| !o.is_empty() && !o.contains_key(AUTHENTICATORS)))
+        .and_then(|(_, old)| old.as_ref())
+}
+
+/// Moves a user item to the current layout: its authenticators into the map.
+fn migrate_user_write(old: &Item) -> StoreResult<Write> {
+    let r = Reader(old);
+    let user_id = r.s("id")?;
+    let map =
+        AttributeValue::M(authenticators_from(&r)?.iter().map(|a| (a.id.clone(), authenticator_value(a))).collect());
+    let mut e = Expr::default();
+    e.when("attribute_exists(#pk) AND attribute_not_exists(#authenticators)")
+        .set("#authenticators = :authenticators")
+        .bind(":authenticators", map);
+    for attribute in LEGACY_TOTP {
+        e.remove(format!("#{attribute}"));
+    }
+    Ok(Write::Update { key: user_key(&user_id), expr: e })
 }
 
 /// The attribute naming the session that added or changed a factor (`totpAddedBy`, ...).
@@ -436,7 +520,7 @@ fn record_source(e: &mut Expr, factor: Factor, by: Option<&str>) {
 
 /// [`record_source`] for a user change made with `upgrade` (the acting session), if any.
 fn record_change_source(e: &mut Expr, change: &UserChange, upgrade: Option<&SessionUpgrade>) {
-    if *change == UserChange::RemoveAuthenticator {
+    if let UserChange::RemoveAuthenticator(_) = change {
         record_source(e, Factor::Totp, None);
     } else if let Some(factor) = change.adds_factor() {
         record_source(e, factor, upgrade.map(|up| up.session_id.as_str()));
@@ -451,15 +535,6 @@ fn recovery_codes(hashes: &[String]) -> AttributeValue {
 
 fn user_from(item: &Item) -> StoreResult<User> {
     let r = Reader(item);
-    let totp = match r.opt_s("totpSecret")? {
-        None => None,
-        Some(secret_sealed) => Some(Authenticator {
-            secret_sealed,
-            verified: r.bool("totpVerified")?,
-            last_step: r.opt_n("totpLastStep")?,
-            created_at: r.n("totpCreatedAt")?,
-        }),
-    };
     Ok(User {
         id: r.s("id")?,
         created_at: r.n("createdAt")?,
@@ -473,7 +548,7 @@ fn user_from(item: &Item) -> StoreResult<User> {
         password_updated_at: r.n("passwordUpdatedAt")?,
         mfa: r.bool("mfa")?,
         mfa_updated_at: r.opt_n("mfaUpdatedAt")?,
-        totp,
+        authenticators: authenticators_from(&r)?,
         recovery_codes: r.ranked("recoveryCodes")?.into_iter().map(|(hash, _)| hash).collect(),
         sessions_valid_from: r.opt_n("sessionsValidFrom")?.unwrap_or(0),
         added_by: Factor::second()
@@ -964,6 +1039,27 @@ impl DynamoStore {
         }
     }
 
+    /// [`Self::commit`] of the writes `build` makes, whose write `user_write` is the user
+    /// item's. Refused because that item is still in the layout from before authenticators
+    /// were a collection, it moves the item to the current layout and commits again: two
+    /// calls more, once per such user.
+    async fn commit_migrating(
+        &self,
+        build: impl Fn() -> Vec<Write>,
+        user_write: usize,
+        counts: &[Count],
+    ) -> StoreResult<Result<(), Veto>> {
+        let outcome = self.commit(build(), counts).await?;
+        let legacy = match &outcome {
+            Err(Veto::Rejected(r)) => legacy_user(r, user_write).map(migrate_user_write).transpose()?,
+            _ => None,
+        };
+        let Some(migrate) = legacy else { return Ok(outcome) };
+        // Refused only when another request moved it first: the retry finds it moved either way.
+        decided(self.transact(&[migrate]).await)?;
+        self.commit(build(), counts).await
+    }
+
     /// Reads items by key in one strongly consistent BatchGetItem, asking again for what
     /// DynamoDB left unprocessed; returns them by key.
     async fn batch_get(&self, keys: Vec<Item>) -> StoreResult<HashMap<(String, String), Item>> {
@@ -1061,40 +1157,51 @@ fn mfa_expr(on: bool) -> Expr {
     e
 }
 
-/// Applies only while no authenticator is verified; replaces an unverified one whole.
+/// Adds the authenticator, or replaces the one with its id while that is unverified. Like
+/// every write that touches an authenticator, it applies only to a user item in the current
+/// layout.
 fn put_authenticator_expr(auth: &Authenticator) -> Expr {
     let mut e = Expr::default();
-    e.when("attribute_not_exists(#totpVerified) OR #totpVerified = :false")
-        .set("#totpSecret = :secret, #totpVerified = :verified, #totpCreatedAt = :created")
+    e.key("#authId", &auth.id)
+        .when("attribute_exists(#authenticators)")
+        .when("attribute_not_exists(#authenticators.#authId) OR #authenticators.#authId.#verified = :false")
+        .set("#authenticators.#authId = :auth")
         .bind(":false", b(false))
-        .bind(":secret", s(&auth.secret_sealed))
-        .bind(":verified", b(auth.verified))
-        .bind(":created", n(auth.created_at));
-    match auth.last_step {
-        Some(step) => e.set("#totpLastStep = :lastStep").bind(":lastStep", n(step)),
-        None => e.remove("#totpLastStep"),
-    };
+        .bind(":auth", authenticator_value(auth));
     e
+}
+
+/// Uses TOTP step `step` of the (verified, or with `verified == false` the unverified)
+/// TOTP authenticator: only a step newer than any used.
+fn totp_step_expr(e: &mut Expr, step: u64, verified: bool, now: Millis) {
+    e.key("#totpId", Authenticator::TOTP_ID)
+        .when("attribute_exists(#authenticators)")
+        .when("#authenticators.#totpId.#verified = :verified")
+        .when("attribute_not_exists(#authenticators.#totpId.#lastStep) OR #authenticators.#totpId.#lastStep < :step")
+        .set("#authenticators.#totpId.#lastStep = :step, #authenticators.#totpId.#lastUsedAt = :usedAt")
+        .bind(":verified", b(verified))
+        .bind(":step", n(step))
+        .bind(":usedAt", n(now));
 }
 
 /// Applies only to the unverified authenticator whose code was checked, and only with a
 /// step newer than any used.
-fn verify_authenticator_expr(step: u64, secret_sealed: &str) -> Expr {
+fn verify_authenticator_expr(step: u64, secret_sealed: &str, now: Millis) -> Expr {
     let mut e = Expr::default();
-    e.when("#totpVerified = :false")
-        .when("#totpSecret = :checked")
+    totp_step_expr(&mut e, step, false, now);
+    e.when("#authenticators.#totpId.#secret = :checked")
         .bind(":checked", s(secret_sealed))
-        .when("attribute_not_exists(#totpLastStep) OR #totpLastStep < :step")
-        .set("#totpVerified = :true, #totpLastStep = :step")
-        .bind(":false", b(false))
-        .bind(":true", b(true))
-        .bind(":step", n(step));
+        .set("#authenticators.#totpId.#verified = :true")
+        .bind(":true", b(true));
     e
 }
 
-fn remove_authenticator_expr() -> Expr {
+fn remove_authenticator_expr(id: &str) -> Expr {
     let mut e = Expr::default();
-    e.when("attribute_exists(#totpSecret)").remove("#totpSecret, #totpVerified, #totpLastStep, #totpCreatedAt");
+    e.key("#authId", id)
+        .when("attribute_exists(#authenticators)")
+        .when("attribute_exists(#authenticators.#authId)")
+        .remove("#authenticators.#authId");
     e
 }
 
@@ -1252,13 +1359,7 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
     still_valid(&mut e, win.confirmed_at);
     match spend {
         Spend::Nothing => {}
-        Spend::TotpStep(step) => {
-            e.when("#totpVerified = :true")
-                .when("attribute_not_exists(#totpLastStep) OR #totpLastStep < :step")
-                .set("#totpLastStep = :step")
-                .bind(":true", b(true))
-                .bind(":step", n(step));
-        }
+        Spend::TotpStep(step) => totp_step_expr(&mut e, *step, true, now),
         Spend::RecoveryCode(hash) => {
             e.key("#code", hash).when("attribute_exists(#recoveryCodes.#code)").remove("#recoveryCodes.#code");
         }
@@ -1355,16 +1456,21 @@ impl Store for DynamoStore {
                 e
             }
             UserChange::PutAuthenticator(auth) => put_authenticator_expr(auth),
-            UserChange::VerifyAuthenticator { step, secret_sealed } => verify_authenticator_expr(*step, secret_sealed),
-            UserChange::RemoveAuthenticator => remove_authenticator_expr(),
+            UserChange::VerifyAuthenticator { step, secret_sealed } => {
+                verify_authenticator_expr(*step, secret_sealed, now)
+            }
+            UserChange::RemoveAuthenticator(id) => remove_authenticator_expr(id),
             UserChange::CreateRecoveryCodes(codes) => recovery_codes_expr(codes, true),
             UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),
         };
         stamp(&mut e, upgrade, now);
         record_change_source(&mut e, &change, upgrade);
-        let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e }];
-        writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
-        Ok(match self.commit(writes, counts).await? {
+        let writes = || {
+            let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e.clone() }];
+            writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
+            writes
+        };
+        Ok(match self.commit_migrating(writes, 0, counts).await? {
             Ok(()) => Updated::Done,
             Err(Veto::Limited(i)) => Updated::Limited(i),
             Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
@@ -1415,12 +1521,17 @@ impl Store for DynamoStore {
     }
 
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
-        let writes = vec![
-            Write::Delete { key: challenge_key(&win.user_id, win.factor), expr: usable(&win.challenge_id, win.now) },
-            user_spend(win),
-            upgrade_write(&win.user_id, &win.upgrade(), win.now),
-        ];
-        Ok(refused(self.commit(writes, counts).await?))
+        let writes = || {
+            vec![
+                Write::Delete {
+                    key: challenge_key(&win.user_id, win.factor),
+                    expr: usable(&win.challenge_id, win.now),
+                },
+                user_spend(win),
+                upgrade_write(&win.user_id, &win.upgrade(), win.now),
+            ]
+        };
+        Ok(refused(self.commit_migrating(writes, 1, counts).await?))
     }
 
     async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
@@ -1538,6 +1649,38 @@ mod tests {
     }
 
     #[test]
+    fn users_stored_with_one_totp_authenticator_read_as_the_collection() {
+        let mut item = user_key("u");
+        for (name, value) in [
+            ("id", s("u")),
+            ("createdAt", n(1)),
+            ("updatedAt", n(1)),
+            ("name", s("")),
+            ("emailVerified", b(false)),
+            ("phoneVerified", b(false)),
+            ("passwordHash", s("h")),
+            ("passwordUpdatedAt", n(1)),
+            ("mfa", b(true)),
+            ("totpSecret", s("sealed")),
+            ("totpVerified", b(true)),
+            ("totpCreatedAt", n(2)),
+            ("totpLastStep", n(7)),
+        ] {
+            item.insert(name.to_string(), value);
+        }
+        let user = user_from(&item).unwrap();
+        assert_eq!(user.totp().and_then(|a| a.totp_secret()), Some(("sealed", Some(7))));
+        assert!(user.totp_verified());
+        let Write::Update { expr, .. } = migrate_user_write(&item).unwrap() else { panic!("an update") };
+        assert_eq!(expr.update().unwrap().matches("REMOVE").count(), 1);
+        let Some(AttributeValue::M(map)) = expr.values().unwrap().remove(":authenticators") else { panic!("a map") };
+        let moved =
+            user_from(&[(AUTHENTICATORS.to_string(), AttributeValue::M(map))].into_iter().chain(item).collect())
+                .unwrap();
+        assert_eq!(moved.authenticators, user.authenticators, "the map holds what the attributes held");
+    }
+
+    #[test]
     fn ttl_never_ends_an_item_before_its_expiry() {
         assert_eq!(ttl_seconds(1_000), n(1));
         assert_eq!(ttl_seconds(1_001), n(2));
@@ -1558,7 +1701,12 @@ mod tests {
             password_updated_at: 3,
             mfa: true,
             mfa_updated_at: Some(4),
-            totp: Some(Authenticator { secret_sealed: "s".into(), verified: true, last_step: Some(9), created_at: 5 }),
+            authenticators: vec![Authenticator {
+                verified: true,
+                last_used_at: Some(8),
+                secret: AuthenticatorSecret::Totp { sealed: "s".into(), last_step: Some(9) },
+                ..Authenticator::totp(String::new(), 5)
+            }],
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
             sessions_valid_from: 6,
             added_by: [(Factor::Totp, "s1".to_string()), (Factor::Phone, "s2".to_string())].into(),

@@ -18,7 +18,7 @@ use super::{
 use crate::clock::{Millis, MINUTE};
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
-use crate::domain::{Challenge, Channel, Factor, Session, User, VerificationToken};
+use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
 
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 
@@ -88,6 +88,36 @@ fn get<T: DeserializeOwned>(
             serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{k}: {e}").into()))
         }
     }
+}
+
+/// A user as stored, in either layout: users written before authenticators were a
+/// collection hold one `totp` object, read here as the collection's TOTP authenticator
+/// (and written back in the current layout by their next change).
+fn get_user(table: &impl ReadableTable<&'static str, &'static [u8]>, k: &str) -> StoreResult<Option<User>> {
+    let Some(mut value) = get::<serde_json::Value>(table, k)? else { return Ok(None) };
+    if let Some(record) = value.as_object_mut() {
+        if let Some(legacy) = record.remove("totp") {
+            if !record.contains_key("authenticators") {
+                record.insert("authenticators".into(), legacy_authenticators(legacy));
+            }
+        }
+    }
+    serde_json::from_value(value).map(Some).map_err(|e| StoreError::Corrupt(format!("{k}: {e}").into()))
+}
+
+/// `{"secret_sealed", "verified", "last_step", "created_at"}` (or null) as the collection.
+fn legacy_authenticators(legacy: serde_json::Value) -> serde_json::Value {
+    if legacy.is_null() {
+        return serde_json::json!([]);
+    }
+    serde_json::json!([{
+        "id": Authenticator::TOTP_ID,
+        "name": Authenticator::totp(String::new(), 0).name,
+        "created_at": legacy["created_at"],
+        "last_used_at": null,
+        "verified": legacy["verified"],
+        "secret": {"kind": "totp", "sealed": legacy["secret_sealed"], "last_step": legacy["last_step"]},
+    }])
 }
 
 fn put<T: Serialize>(table: &mut Items<'_>, k: &str, value: &T) -> StoreResult<()> {
@@ -190,7 +220,13 @@ impl EmbeddedStore {
 
 /// Applies `change` to `user` (as stored), moving its email or phone claim when that
 /// changes; a new email or phone applies only while the user still has the one `read` had.
-fn apply_change(t: &mut Items<'_>, user: &mut User, read: &User, change: &UserChange) -> StoreResult<Updated> {
+fn apply_change(
+    t: &mut Items<'_>,
+    user: &mut User,
+    read: &User,
+    change: &UserChange,
+    now: Millis,
+) -> StoreResult<Updated> {
     let claim = match change {
         UserChange::Email(email) => Some((email_key(email), user.email.as_deref().map(email_key))),
         UserChange::Phone(phone) => Some((phone_key(phone), user.phone.as_deref().map(phone_key))),
@@ -213,7 +249,7 @@ fn apply_change(t: &mut Items<'_>, user: &mut User, read: &User, change: &UserCh
         }
         put(t, &new, &Index { user_id: user.id.clone() })?;
     }
-    Ok(if change.apply(user) { Updated::Done } else { Updated::Rejected })
+    Ok(if change.apply(user, now) { Updated::Done } else { Updated::Rejected })
 }
 
 /// The index of the first count at its limit.
@@ -314,12 +350,12 @@ impl Store for EmbeddedStore {
                     None => None,
                 };
                 let user = match &lookup.user {
-                    Some(id) => get::<User>(t, &user_key(id))?,
+                    Some(id) => get_user(t, &user_key(id))?,
                     None => None,
                 };
                 let login = match &lookup.login {
                     Some(email) => match get::<Index>(t, &email_key(email))? {
-                        Some(index) => get::<User>(t, &user_key(&index.user_id))?
+                        Some(index) => get_user(t, &user_key(&index.user_id))?
                             .map(|u| Login { user_id: u.id, password_hash: u.password_hash }),
                         None => None,
                     },
@@ -354,7 +390,7 @@ impl Store for EmbeddedStore {
         let user = user.clone();
         self.run(move |s| {
             s.write(|t| {
-                if get::<User>(t, &user_key(&user.id))?.is_some() {
+                if get_user(t, &user_key(&user.id))?.is_some() {
                     return Ok(false);
                 }
                 // Both addresses are unique across users, whichever way they were set.
@@ -397,11 +433,11 @@ impl Store for EmbeddedStore {
                 if let Some(i) = over_limit(&t, &counts)? {
                     return Ok(Updated::Limited(i));
                 }
-                let Some(mut user) = get::<User>(&t, &user_key(&id))? else { return Ok(Updated::NotFound) };
+                let Some(mut user) = get_user(&t, &user_key(&id))? else { return Ok(Updated::NotFound) };
                 if upgrade.as_ref().is_some_and(|up| up.confirmed_at < user.sessions_valid_from) {
                     return Ok(Updated::SessionEnded);
                 }
-                let outcome = apply_change(&mut t, &mut user, &read, &change)?;
+                let outcome = apply_change(&mut t, &mut user, &read, &change, now)?;
                 if outcome != Updated::Done {
                     // Dropping the transaction discards any partial change.
                     return Ok(outcome);
@@ -492,17 +528,19 @@ impl Store for EmbeddedStore {
                 _ => return Ok(Err(Refused::Rejected)),
             }
             let uk = user_key(&win.user_id);
-            let Some(mut user) = get::<User>(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            let Some(mut user) = get_user(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
             if win.confirmed_at < user.sessions_valid_from {
                 // The session was ended while its code was being checked.
                 return Ok(Err(Refused::Rejected));
             }
             match &win.spend {
                 Spend::Nothing => {}
-                Spend::TotpStep(step) => match user.totp.as_mut() {
-                    Some(a) if a.verified && a.last_step.is_none_or(|last| *step > last) => a.last_step = Some(*step),
-                    _ => return Ok(Err(Refused::Rejected)),
-                },
+                Spend::TotpStep(step) => {
+                    let totp = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID);
+                    if !totp.is_some_and(|a| a.verified && a.use_step(*step, win.now)) {
+                        return Ok(Err(Refused::Rejected));
+                    }
+                }
                 Spend::RecoveryCode(hash) => {
                     let before = user.recovery_codes.len();
                     user.recovery_codes.retain(|h| h != hash);
@@ -571,7 +609,7 @@ impl Store for EmbeddedStore {
         self.decide(counts, move |t| {
             let (tk, uk) = (token_key(&token.user_id, token.channel), user_key(&token.user_id));
             let Some(stored) = get::<VerificationToken>(t, &tk)? else { return Ok(Err(Refused::Rejected)) };
-            let Some(mut user) = get::<User>(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            let Some(mut user) = get_user(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
             let target = match token.channel {
                 Channel::Email => user.email.as_deref(),
                 Channel::Phone => user.phone.as_deref(),
