@@ -1,7 +1,8 @@
 //! `POST/GET /account`, `PATCH /account/email`, `PATCH /account/phone`.
 
 use super::budget::{Budget, Charged};
-use super::{models, App};
+use super::models::Account;
+use super::App;
 use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
 use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
@@ -60,11 +61,11 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if !app.store.create_user(&user).await? {
         return Err(ApiError::UserAlreadyExists);
     }
-    Ok(Reply::json(201, models::account(&user)))
+    Ok(Reply::model(201, &Account::of(&user)))
 }
 
 pub async fn get(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    Ok(Reply::json(200, models::account(&ctx.authed()?.user)))
+    Ok(Reply::model(200, &Account::of(&ctx.authed()?.user)))
 }
 
 pub async fn update_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -106,7 +107,7 @@ async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiE
     }
     let upgrade = SessionUpgrade::of(&authed.session);
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &[]).await? {
-        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
+        Updated::Done => Ok(Reply::model(200, &Account::of(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Taken => Err(taken),
         Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
         // The address changed since this request read it.

@@ -1,7 +1,8 @@
 //! `POST/PUT /account/mfa/challenges`: send or prepare a challenge, then complete it.
 
 use super::budget::{self, Budget, Charged};
-use super::{models, App};
+use super::models::{MfaChallenge, SessionModel};
+use super::App;
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
@@ -64,7 +65,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             return Err(ApiError::DeliveryFailed(e));
         }
     }
-    Ok(Reply::json(201, models::challenge(&challenge)))
+    Ok(Reply::model(201, &MfaChallenge::of(&challenge)))
 }
 
 fn challenge_id(ctx: &Ctx) -> Result<String, ApiError> {
@@ -134,5 +135,5 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut session = authed.session.clone();
     win.upgrade().apply_to_session(&mut session, ctx.now);
-    Ok(Reply::json(200, models::session(&session, true)))
+    Ok(Reply::model(200, &SessionModel::of(&session, true)))
 }

@@ -1,9 +1,8 @@
 //! MFA switch, factor list, TOTP authenticator and recovery codes.
 
-use serde_json::json;
-
 use super::budget::{self, Charged};
-use super::{models, App};
+use super::models::{Account, MfaFactors, MfaRecoveryCodes, MfaType};
+use super::App;
 use crate::domain::{recovery, totp, Authenticator, AuthenticatorKind, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
@@ -23,7 +22,7 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let change = UserChange::Mfa(enable);
     match app.store.update_user(&authed.user, change.clone(), upgrade.clone(), ctx.now, &[]).await? {
         Updated::Done => {
-            Ok(Reply::json(200, models::account(&updated_user(&authed.user, &change, upgrade.as_ref(), ctx.now))))
+            Ok(Reply::model(200, &Account::of(&updated_user(&authed.user, &change, upgrade.as_ref(), ctx.now))))
         }
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         _ => Err(ApiError::UserNotFound),
@@ -31,7 +30,7 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 }
 
 pub async fn factors(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    Ok(Reply::json(200, models::factors(&ctx.authed()?.user)))
+    Ok(Reply::model(200, &MfaFactors::of(&ctx.authed()?.user)))
 }
 
 /// The `{type}` of an authenticator route; Appwrite's API has one authenticator per type.
@@ -74,13 +73,8 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
         _ => return Err(ApiError::UserNotFound),
     }
     let account = user.email.clone().unwrap_or_else(|| user.id.clone());
-    Ok(Reply::json(
-        200,
-        json!({
-            "secret": totp::base32(&secret),
-            "uri": totp::uri(&app.config.project_name, &account, &secret),
-        }),
-    ))
+    let shown = MfaType { secret: totp::base32(&secret), uri: totp::uri(&app.config.project_name, &account, &secret) };
+    Ok(Reply::model(200, &shown))
 }
 
 pub fn verify_lookup(ctx: &Ctx) -> Lookup {
@@ -113,7 +107,7 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let sealed = authenticator.totp_secret().map(|(sealed, _)| sealed.to_string()).unwrap_or_default();
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: sealed };
     match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
-        Updated::Done => Ok(Reply::json(200, models::account(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
+        Updated::Done => Ok(Reply::model(200, &Account::of(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         // Another request verified it, or used this step, first.
@@ -159,7 +153,7 @@ pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, Ap
     let codes = recovery::generate();
     let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
     match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
-        Updated::Done => Ok(Reply::json(201, json!({ "recoveryCodes": codes }))),
+        Updated::Done => Ok(Reply::model(201, &MfaRecoveryCodes { recovery_codes: codes })),
         Updated::NotFound => Err(ApiError::UserNotFound),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         _ => Err(ApiError::RecoveryCodesAlreadyExist),
@@ -185,7 +179,7 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
     let codes = recovery::generate();
     let change = UserChange::ReplaceRecoveryCodes(hashed(app, &authed.user.id, &codes));
     match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
-        Updated::Done => Ok(Reply::json(200, json!({ "recoveryCodes": codes }))),
+        Updated::Done => Ok(Reply::model(200, &MfaRecoveryCodes { recovery_codes: codes })),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         Updated::NotFound => Err(ApiError::UserNotFound),
         _ => Err(ApiError::RecoveryCodesNotFound),

@@ -1,82 +1,212 @@
-//! Appwrite's JSON models.
+//! Appwrite's response models, as typed structs: field names and shapes are the wire
+//! contract the official SDKs parse.
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 
 use crate::clock::iso;
 use crate::domain::{Challenge, Factor, Session, User, VerificationToken};
 
-pub fn account(user: &User) -> Value {
-    json!({
-        "$id": user.id,
-        "$createdAt": iso(user.created_at),
-        "$updatedAt": iso(user.updated_at),
-        "name": user.name,
-        "registration": iso(user.created_at),
-        "status": true,
-        "labels": [],
-        "passwordUpdate": iso(user.password_updated_at),
-        "email": user.email.clone().unwrap_or_default(),
-        "phone": user.phone.clone().unwrap_or_default(),
-        "emailVerification": user.email_verified,
-        "phoneVerification": user.phone_verified,
-        "mfa": user.mfa,
-        "prefs": {},
-        "targets": [],
-        "accessedAt": iso(user.updated_at),
-    })
+/// `Account` (Appwrite's `User` model as the Account API shows it); never a password hash.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    #[serde(rename = "$id")]
+    pub id: String,
+    #[serde(rename = "$createdAt")]
+    pub created_at: String,
+    #[serde(rename = "$updatedAt")]
+    pub updated_at: String,
+    pub name: String,
+    pub registration: String,
+    pub status: bool,
+    pub labels: Vec<String>,
+    pub password_update: String,
+    pub email: String,
+    pub phone: String,
+    pub email_verification: bool,
+    pub phone_verification: bool,
+    pub mfa: bool,
+    pub prefs: BTreeMap<String, String>,
+    pub targets: Vec<String>,
+    pub accessed_at: String,
 }
 
-/// Client responses never carry the session secret (Appwrite sends `""`).
-pub fn session(s: &Session, current: bool) -> Value {
-    json!({
-        "$id": s.id,
-        "$createdAt": iso(s.created_at),
-        "$updatedAt": iso(s.updated_at),
-        "userId": s.user_id,
-        "expire": iso(s.expire),
-        "provider": "email",
-        "providerUid": "",
-        "providerAccessToken": "",
-        "providerAccessTokenExpiry": "",
-        "providerRefreshToken": "",
-        "ip": s.ip,
-        "osCode": "", "osName": "", "osVersion": "",
-        "clientType": "", "clientCode": "", "clientName": "", "clientVersion": "",
-        "clientEngine": "", "clientEngineVersion": "",
-        "deviceName": "", "deviceBrand": "", "deviceModel": "",
-        "countryCode": "--", "countryName": "Unknown",
-        "current": current,
-        "factors": s.factors.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-        "secret": "",
-        "mfaUpdatedAt": s.mfa_updated_at.map(iso).unwrap_or_default(),
-    })
+impl Account {
+    pub fn of(user: &User) -> Account {
+        Account {
+            id: user.id.clone(),
+            created_at: iso(user.created_at),
+            updated_at: iso(user.updated_at),
+            name: user.name.clone(),
+            registration: iso(user.created_at),
+            status: true,
+            labels: vec![],
+            password_update: iso(user.password_updated_at),
+            email: user.email.clone().unwrap_or_default(),
+            phone: user.phone.clone().unwrap_or_default(),
+            email_verification: user.email_verified,
+            phone_verification: user.phone_verified,
+            mfa: user.mfa,
+            prefs: BTreeMap::new(),
+            targets: vec![],
+            accessed_at: iso(user.updated_at),
+        }
+    }
 }
 
-pub fn token(t: &VerificationToken) -> Value {
-    json!({
-        "$id": t.id,
-        "$createdAt": iso(t.created_at),
-        "userId": t.user_id,
-        "secret": "",
-        "expire": iso(t.expire),
-        "phrase": "",
-    })
+/// `Session`. Client responses never carry the session secret (Appwrite sends `""`); the
+/// client and device fields Appwrite derives from the user agent are empty here.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionModel {
+    #[serde(rename = "$id")]
+    pub id: String,
+    #[serde(rename = "$createdAt")]
+    pub created_at: String,
+    #[serde(rename = "$updatedAt")]
+    pub updated_at: String,
+    pub user_id: String,
+    pub expire: String,
+    pub provider: &'static str,
+    pub provider_uid: &'static str,
+    pub provider_access_token: &'static str,
+    pub provider_access_token_expiry: &'static str,
+    pub provider_refresh_token: &'static str,
+    pub ip: String,
+    pub os_code: &'static str,
+    pub os_name: &'static str,
+    pub os_version: &'static str,
+    pub client_type: &'static str,
+    pub client_code: &'static str,
+    pub client_name: &'static str,
+    pub client_version: &'static str,
+    pub client_engine: &'static str,
+    pub client_engine_version: &'static str,
+    pub device_name: &'static str,
+    pub device_brand: &'static str,
+    pub device_model: &'static str,
+    pub country_code: &'static str,
+    pub country_name: &'static str,
+    pub current: bool,
+    pub factors: Vec<&'static str>,
+    pub secret: &'static str,
+    pub mfa_updated_at: String,
 }
 
-pub fn challenge(c: &Challenge) -> Value {
-    json!({
-        "$id": c.id,
-        "$createdAt": iso(c.created_at),
-        "userId": c.user_id,
-        "expire": iso(c.expire),
-    })
+impl SessionModel {
+    pub fn of(s: &Session, current: bool) -> SessionModel {
+        SessionModel {
+            id: s.id.clone(),
+            created_at: iso(s.created_at),
+            updated_at: iso(s.updated_at),
+            user_id: s.user_id.clone(),
+            expire: iso(s.expire),
+            provider: "email",
+            provider_uid: "",
+            provider_access_token: "",
+            provider_access_token_expiry: "",
+            provider_refresh_token: "",
+            ip: s.ip.clone(),
+            os_code: "",
+            os_name: "",
+            os_version: "",
+            client_type: "",
+            client_code: "",
+            client_name: "",
+            client_version: "",
+            client_engine: "",
+            client_engine_version: "",
+            device_name: "",
+            device_brand: "",
+            device_model: "",
+            country_code: "--",
+            country_name: "Unknown",
+            current,
+            factors: s.factors.iter().map(|f| f.as_str()).collect(),
+            secret: "",
+            mfa_updated_at: s.mfa_updated_at.map(iso).unwrap_or_default(),
+        }
+    }
 }
 
-/// `MfaFactors`: whether each second factor is ready, by its name (`recoveryCode`, ...).
-pub fn factors(user: &User) -> Value {
-    let mut factors: serde_json::Map<String, Value> =
-        Factor::second().map(|f| (f.as_str().to_string(), Value::Bool(user.has_factor(f)))).collect();
-    // Appwrite's model has it; this service offers no custom factors.
-    factors.insert("custom".into(), Value::Bool(false));
-    Value::Object(factors)
+/// `Token`; its secret only ever travels in the message sent to the user.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Token {
+    #[serde(rename = "$id")]
+    pub id: String,
+    #[serde(rename = "$createdAt")]
+    pub created_at: String,
+    pub user_id: String,
+    pub secret: &'static str,
+    pub expire: String,
+    pub phrase: &'static str,
+}
+
+impl Token {
+    pub fn of(t: &VerificationToken) -> Token {
+        Token {
+            id: t.id.clone(),
+            created_at: iso(t.created_at),
+            user_id: t.user_id.clone(),
+            secret: "",
+            expire: iso(t.expire),
+            phrase: "",
+        }
+    }
+}
+
+/// `MfaChallenge`; never its code.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaChallenge {
+    #[serde(rename = "$id")]
+    pub id: String,
+    #[serde(rename = "$createdAt")]
+    pub created_at: String,
+    pub user_id: String,
+    pub expire: String,
+}
+
+impl MfaChallenge {
+    pub fn of(c: &Challenge) -> MfaChallenge {
+        MfaChallenge {
+            id: c.id.clone(),
+            created_at: iso(c.created_at),
+            user_id: c.user_id.clone(),
+            expire: iso(c.expire),
+        }
+    }
+}
+
+/// `MfaFactors`: whether each second factor is ready, by its name (`totp`, `email`,
+/// `phone`, `recoveryCode`), derived from the factors themselves.
+#[derive(Debug, Serialize)]
+pub struct MfaFactors {
+    #[serde(flatten)]
+    pub factors: BTreeMap<&'static str, bool>,
+    /// Appwrite's model has it; this service offers no custom factors.
+    pub custom: bool,
+}
+
+impl MfaFactors {
+    pub fn of(user: &User) -> MfaFactors {
+        MfaFactors { factors: Factor::second().map(|f| (f.as_str(), user.has_factor(f))).collect(), custom: false }
+    }
+}
+
+/// `MfaType`: a new authenticator's secret and its `otpauth://` URI, shown once.
+#[derive(Debug, Serialize)]
+pub struct MfaType {
+    pub secret: String,
+    pub uri: String,
+}
+
+/// `MfaRecoveryCodes`, shown once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaRecoveryCodes {
+    pub recovery_codes: Vec<String>,
 }

@@ -1,9 +1,8 @@
 //! Email + password sessions, and signing out.
 
-use serde_json::json;
-
 use super::budget::{Budget, Charged};
-use super::{models, App};
+use super::models::SessionModel;
+use super::App;
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
 use crate::domain::values::{parse_email, parse_id};
@@ -56,12 +55,13 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
     let value = Credentials { user_id: login.user_id, secret }.encode();
     let name = app.config.session_cookie();
-    let mut reply = Reply::json(201, models::session(&session, true));
+    let mut reply = Reply::model(201, &SessionModel::of(&session, true));
     for cookie in session_cookies(&name, &value, session.expire, ctx.secure) {
         reply = reply.header("Set-Cookie", cookie);
     }
     if needs_fallback(ctx) {
-        reply = reply.header("X-Fallback-Cookies", json!({ name: value }).to_string());
+        let fallback = std::collections::BTreeMap::from([(name.as_str(), value.as_str())]);
+        reply = reply.header("X-Fallback-Cookies", serde_json::to_string(&fallback).unwrap_or_default());
     }
     Ok(reply)
 }

@@ -1,7 +1,8 @@
 //! Email and phone verification.
 
 use super::budget::{Budget, Charged};
-use super::{models, App};
+use super::models::Token;
+use super::App;
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, new_id, random_digits, random_secret, sha256_hex};
 use crate::domain::limits::{
@@ -50,7 +51,7 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .append_pair("expire", &crate::clock::iso(token.expire));
     let message = templates::email_verification(&app.config.project_name, &email, url.as_str(), EMAIL_TOKEN_TTL);
     issue(app, &token, &message, &budget, ctx.now).await?;
-    Ok(Reply::json(201, models::token(&token)))
+    Ok(Reply::model(201, &Token::of(&token)))
 }
 
 pub async fn confirm_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -62,7 +63,7 @@ pub async fn confirm_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     }
     let redeemed = app.store.redeem_token(&token, ctx.now, &[]).await?;
     Budget::default().decided(redeemed, ctx.now, ApiError::InvalidToken)?;
-    Ok(Reply::json(200, models::token(&token)))
+    Ok(Reply::model(200, &Token::of(&token)))
 }
 
 /// Reads the user and its usable token of `channel` (with `budget`'s counters, checked).
@@ -119,7 +120,7 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     };
     let message = templates::phone_verification(&app.config.project_name, &phone, &code, PHONE_TOKEN_TTL);
     issue(app, &token, &message, &budget, ctx.now).await?;
-    Ok(Reply::json(201, models::token(&token)))
+    Ok(Reply::model(201, &Token::of(&token)))
 }
 
 pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -138,7 +139,7 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     }
     let redeemed = app.store.redeem_token(&token, ctx.now, &budget.success(ctx.now)).await?;
     budget.decided(redeemed, ctx.now, ApiError::InvalidToken)?;
-    Ok(Reply::json(200, models::token(&token)))
+    Ok(Reply::model(200, &Token::of(&token)))
 }
 
 /// The token is stored (and counted) before its message is sent, so that parallel

@@ -26,6 +26,15 @@ impl Reply {
         Reply { status, content: Content::Json(body), headers: vec![] }
     }
 
+    /// A typed response model as JSON.
+    pub fn model(status: u16, model: &impl serde::Serialize) -> Reply {
+        match serde_json::to_value(model) {
+            Ok(body) => Reply::json(status, body),
+            // Models are plain structs of strings, numbers and maps: they always serialise.
+            Err(e) => Reply::error(&ApiError::Internal(Box::new(e))),
+        }
+    }
+
     pub fn no_content() -> Reply {
         Reply { status: 204, content: Content::Empty, headers: vec![] }
     }
