@@ -5,7 +5,9 @@ use super::models::Account;
 use super::App;
 use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
-use crate::domain::values::{parse_email, parse_name, parse_new_user_id, parse_password, parse_phone};
+use serde::Deserialize;
+
+use crate::domain::values::{Email, Name, NewPassword, NewUserId, Phone};
 use crate::domain::User;
 use crate::error::ApiError;
 use crate::hashing;
@@ -29,27 +31,43 @@ pub(super) async fn password_matches(plain: String, stored: Option<String>) -> R
     .map_err(ApiError::from)
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateAccount {
+    user_id: NewUserId,
+    email: Email,
+    password: NewPassword,
+    name: Option<Name>,
+}
+
+/// The new address of an email or phone change, and the password that confirms it.
+#[derive(Deserialize)]
+struct ChangeEmail {
+    email: Email,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct ChangePhone {
+    phone: Phone,
+    password: String,
+}
+
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let user_id = ctx.parsed("userId", parse_new_user_id)?;
-    let email = ctx.parsed("email", parse_email)?;
-    let plain = ctx.parsed("password", parse_password)?;
-    let name = match ctx.opt_string("name")? {
-        Some(name) => parse_name(&name).map_err(|rule| ApiError::invalid("name", rule))?,
-        None => String::new(),
-    };
+    let CreateAccount { user_id, email, password, name } = ctx.params()?;
     let budget = Budget::default().every(ACCOUNT_CREATE_PER_IP, &ctx.ip);
     let counted = app.store.count(&budget.success(ctx.now)).await?;
     budget.counted(counted, ctx.now)?;
     let user = User {
-        id: user_id,
+        id: user_id.into_inner(),
         created_at: ctx.now,
         updated_at: ctx.now,
-        name,
-        email: Some(email),
+        name: name.map(Name::into_inner).unwrap_or_default(),
+        email: Some(email.into_inner()),
         email_verified: false,
         phone: None,
         phone_verified: false,
-        password_hash: hash_password(plain).await?,
+        password_hash: hash_password(password.into_inner()).await?,
         password_updated_at: ctx.now,
         mfa: false,
         mfa_updated_at: None,
@@ -69,13 +87,13 @@ pub async fn get(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 }
 
 pub async fn update_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let email = ctx.parsed("email", parse_email)?;
-    change_target(app, ctx, UserChange::Email(email), ApiError::EmailTaken).await
+    let ChangeEmail { email, password } = ctx.params()?;
+    change_target(app, ctx, UserChange::Email(email.into_inner()), password, ApiError::EmailTaken).await
 }
 
 pub async fn update_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let phone = ctx.parsed("phone", parse_phone)?;
-    change_target(app, ctx, UserChange::Phone(phone), ApiError::PhoneTaken).await
+    let ChangePhone { phone, password } = ctx.params()?;
+    change_target(app, ctx, UserChange::Phone(phone.into_inner()), password, ApiError::PhoneTaken).await
 }
 
 fn password_budget(ctx: &Ctx) -> Budget {
@@ -87,8 +105,13 @@ pub fn change_lookup(ctx: &Ctx) -> Lookup {
 }
 
 /// Changing where codes go needs the password, and leaves the new address unverified.
-async fn change_target(app: &App, ctx: &mut Ctx, change: UserChange, taken: ApiError) -> Result<Reply, ApiError> {
-    let plain = ctx.string("password")?;
+async fn change_target(
+    app: &App,
+    ctx: &mut Ctx,
+    change: UserChange,
+    plain: String,
+    taken: ApiError,
+) -> Result<Reply, ApiError> {
     let mut budget = password_budget(ctx);
     budget.check_in(ctx)?;
     let authed = ctx.authed()?;

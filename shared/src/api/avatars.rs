@@ -2,6 +2,7 @@
 
 use image::{GrayImage, ImageEncoder, Luma};
 use qrcode::{Color, QrCode};
+use serde::Deserialize;
 
 use super::budget::{Budget, Charged};
 use super::App;
@@ -10,8 +11,17 @@ use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::Lookup;
 
-fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
-    match ctx.opt_string(name)? {
+/// The query of `GET /avatars/qr`; its numbers and flag come as text.
+#[derive(Deserialize)]
+struct QrQuery {
+    text: String,
+    size: Option<String>,
+    margin: Option<String>,
+    download: Option<String>,
+}
+
+fn int(name: &str, raw: Option<&str>, default: u32, range: std::ops::RangeInclusive<u32>) -> Result<u32, ApiError> {
+    match raw {
         None => Ok(default),
         Some(raw) => raw.parse::<u32>().ok().filter(|v| range.contains(v)).ok_or_else(|| {
             ApiError::invalid(
@@ -20,11 +30,6 @@ fn int(ctx: &Ctx, name: &str, default: u32, range: std::ops::RangeInclusive<u32>
             )
         }),
     }
-}
-
-/// Appwrite reads `download` loosely: `true`, `1` and friends.
-fn loose_bool(ctx: &Ctx, name: &str) -> Result<bool, ApiError> {
-    Ok(matches!(ctx.opt_string(name)?.as_deref(), Some("true" | "1" | "yes" | "on")))
 }
 
 /// One QR code renders at a time, on a blocking thread: the async threads stay free for
@@ -36,16 +41,18 @@ static RENDERING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 const MAX_TEXT_BYTES: usize = 1024;
 
 pub async fn qr(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let text = ctx.string("text")?;
+    let query: QrQuery = ctx.params()?;
+    let text = query.text;
     if text.is_empty() || text.chars().count() > 512 || text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::invalid(
             "text",
             "Value must be a valid string and at least 1 chars and no longer than 512 chars (1024 bytes)",
         ));
     }
-    let size = int(ctx, "size", 400, 1..=1000)?;
-    let margin = int(ctx, "margin", 1, 0..=10)?;
-    let download = loose_bool(ctx, "download")?;
+    let size = int("size", query.size.as_deref(), 400, 1..=1000)?;
+    let margin = int("margin", query.margin.as_deref(), 1, 0..=10)?;
+    // Appwrite reads `download` loosely: `true`, `1` and friends.
+    let download = matches!(query.download.as_deref(), Some("true" | "1" | "yes" | "on"));
     let mut budget = Budget::default().every(QR_PER_IP, &ctx.ip);
     app.load(ctx, Lookup { counters: budget.counters(ctx.now), ..Lookup::default() }, false).await?;
     budget.check_in(ctx)?;

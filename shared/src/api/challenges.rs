@@ -6,7 +6,9 @@ use super::App;
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
-use crate::domain::values::{parse_id, parse_otp};
+use serde::Deserialize;
+
+use crate::domain::values::{ChallengeFactor, Id, Otp};
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
@@ -20,8 +22,20 @@ pub fn create_lookup(ctx: &Ctx) -> Lookup {
     Lookup { counters: create_budget(ctx).counters(ctx.now), ..Lookup::default() }
 }
 
+#[derive(Deserialize)]
+struct CreateChallenge {
+    factor: ChallengeFactor,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteChallenge {
+    challenge_id: Id,
+    otp: Otp,
+}
+
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let factor = ctx.parsed("factor", Factor::parse_challenge)?;
+    let CreateChallenge { factor: ChallengeFactor(factor) } = ctx.params()?;
     let user = ctx.authed()?.user.clone();
     let mut challenge = Challenge::new(&user.id, factor, ctx.now, app.config.challenge_ttl);
     let mut budget = create_budget(ctx);
@@ -68,21 +82,17 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::model(201, &MfaChallenge::of(&challenge)))
 }
 
-fn challenge_id(ctx: &Ctx) -> Result<String, ApiError> {
-    ctx.parsed("challengeId", |raw| parse_id(raw).ok_or("Value must be a valid challenge id"))
-}
-
 pub fn complete_lookup(ctx: &Ctx) -> Lookup {
+    let challenge = ctx.params::<CompleteChallenge>().ok();
     Lookup {
-        challenge: challenge_id(ctx).ok().map(|id| (ctx.caller_id().to_string(), id)),
+        challenge: challenge.map(|c| (ctx.caller_id().to_string(), c.challenge_id.into_inner())),
         counters: budget::code_checks(ctx).counters(ctx.now),
         ..Lookup::default()
     }
 }
 
 pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let challenge_id = challenge_id(ctx)?;
-    let otp = ctx.parsed("otp", parse_otp)?;
+    let CompleteChallenge { challenge_id, otp } = ctx.params()?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
     let mut budget = budget::code_checks(ctx);
@@ -91,7 +101,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .found
         .challenge
         .take()
-        .filter(|c| c.id == challenge_id && c.user_id == user.id && c.is_usable(ctx.now))
+        .filter(|c| c.id == *challenge_id && c.user_id == user.id && c.is_usable(ctx.now))
         .ok_or(ApiError::InvalidToken)?;
 
     let spend = match challenge.factor {

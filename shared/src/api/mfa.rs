@@ -3,13 +3,26 @@
 use super::budget::{self, Charged};
 use super::models::{Account, MfaFactors, MfaRecoveryCodes, MfaType};
 use super::App;
+use serde::Deserialize;
+
+use crate::domain::values::Otp;
 use crate::domain::{recovery, totp, Authenticator, AuthenticatorKind, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
 
+#[derive(Deserialize)]
+struct UpdateMfa {
+    mfa: bool,
+}
+
+#[derive(Deserialize)]
+struct VerifyAuthenticator {
+    otp: Otp,
+}
+
 pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let enable = ctx.boolean("mfa")?;
+    let UpdateMfa { mfa: enable } = ctx.params()?;
     let authed = ctx.authed()?;
     // Turning enforced MFA off is as sensitive as removing a factor: ask for fresh proof.
     if !enable && authed.user.mfa_enforced() && !authed.session.has_recent_challenge(ctx.now) {
@@ -83,7 +96,7 @@ pub fn verify_lookup(ctx: &Ctx) -> Lookup {
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     authenticator_kind(ctx)?;
-    let otp = ctx.parsed("otp", crate::domain::values::parse_otp)?;
+    let VerifyAuthenticator { otp } = ctx.params()?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
     let authenticator = user.totp().ok_or(ApiError::AuthenticatorNotFound)?;

@@ -5,16 +5,24 @@ use super::models::SessionModel;
 use super::App;
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
-use crate::domain::values::{parse_email, parse_id};
+use serde::Deserialize;
+
+use crate::domain::values::{parse_id, Email};
 use crate::domain::{session, Factor, Session};
 use crate::error::ApiError;
 use crate::http::response::session_cookies;
 use crate::http::{Credentials, Ctx, Reply};
 use crate::store::{Lookup, Updated, UserChange};
 
+#[derive(Deserialize)]
+struct EmailLogin {
+    email: Email,
+    password: String,
+}
+
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let email = ctx.parsed("email", parse_email)?;
-    let plain = ctx.string("password")?;
+    let EmailLogin { email, password: plain } = ctx.params()?;
+    let email = email.into_inner();
     let mut budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).failures(LOGIN_PER_EMAIL, &email);
     let lookup = Lookup { login: Some(email), counters: budget.counters(ctx.now), ..Lookup::default() };
     app.load(ctx, lookup, true).await?;

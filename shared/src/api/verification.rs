@@ -9,7 +9,9 @@ use crate::domain::limits::{
     CODE_ATTEMPTS_PER_IP, EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER,
     SMS_PER_PHONE,
 };
-use crate::domain::values::{parse_id, parse_otp, parse_redirect_url};
+use serde::Deserialize;
+
+use crate::domain::values::{parse_redirect_url, Id, Otp};
 use crate::domain::verification::{EMAIL_TOKEN_TTL, MAX_ATTEMPTS, PHONE_TOKEN_TTL};
 use crate::domain::{Channel, VerificationToken};
 use crate::error::ApiError;
@@ -25,7 +27,9 @@ pub fn create_email_lookup(ctx: &Ctx) -> Lookup {
 }
 
 pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let mut url = ctx.parsed("url", |raw| parse_redirect_url(raw, &app.config.redirect_hosts))?;
+    let CreateEmailVerification { url } = ctx.params()?;
+    let mut url =
+        parse_redirect_url(&url, &app.config.redirect_hosts).map_err(|rule| ApiError::invalid("url", rule))?;
     let user = ctx.authed()?.user.clone();
     let email = user.email.clone().ok_or(ApiError::EmailNotFound)?;
     if user.email_verified {
@@ -163,8 +167,21 @@ async fn issue(
     Ok(())
 }
 
+/// A link's or SMS's proof: whose token, and its secret.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Redeem {
+    user_id: Id,
+    secret: Otp,
+}
+
+/// Where the verification link leads (checked against the allowed hosts).
+#[derive(Deserialize)]
+struct CreateEmailVerification {
+    url: String,
+}
+
 fn user_and_secret(ctx: &Ctx) -> Result<(String, String), ApiError> {
-    let user_id = ctx.parsed("userId", |raw| parse_id(raw).ok_or("Invalid user id"))?;
-    let secret = ctx.parsed("secret", parse_otp)?;
-    Ok((user_id, secret))
+    let Redeem { user_id, secret } = ctx.params()?;
+    Ok((user_id.into_inner(), secret.into_inner()))
 }

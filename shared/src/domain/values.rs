@@ -1,6 +1,8 @@
 //! Inputs parsed at the edge into values that are valid by construction.
 //! Each `parse` returns the rule that failed, which the API layer names with its parameter.
 
+use serde::Deserialize;
+
 pub type Rule = &'static str;
 
 /// `unique()` or up to 36 of `[a-zA-Z0-9._-]`, not starting with a special character.
@@ -96,6 +98,85 @@ pub fn parse_redirect_url(raw: &str, allowed_hosts: &[String]) -> Result<url::Ur
 
 pub use super::factor::Factor;
 
+/// A string parameter that is valid by construction: `serde` parses it with its rule, and
+/// a failure carries the rule as its message.
+macro_rules! parsed {
+    ($(#[$doc:meta])* $name:ident, $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = Rule;
+            fn try_from(raw: String) -> Result<Self, Rule> {
+                ($parse)(&raw).map($name)
+            }
+        }
+
+        impl $name {
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+parsed!(
+    /// A lowercased email address.
+    Email,
+    parse_email
+);
+parsed!(
+    /// An E.164 phone number.
+    Phone,
+    parse_phone
+);
+parsed!(
+    /// A password being set: 8 to 256 characters.
+    NewPassword,
+    parse_password
+);
+parsed!(
+    /// A code typed by a user.
+    Otp,
+    parse_otp
+);
+parsed!(
+    /// An existing id sent back by a client (a user's, a challenge's).
+    Id,
+    |raw: &str| parse_id(raw).ok_or("Value must be a valid id")
+);
+parsed!(
+    /// A new user's id: given, or `unique()` for a generated one.
+    NewUserId,
+    parse_new_user_id
+);
+parsed!(
+    /// A display name.
+    Name,
+    parse_name
+);
+
+/// The `factor` of a challenge: a second factor, case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ChallengeFactor(pub Factor);
+
+impl TryFrom<String> for ChallengeFactor {
+    type Error = Rule;
+    fn try_from(raw: String) -> Result<Self, Rule> {
+        Factor::parse_challenge(&raw).map(ChallengeFactor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +213,17 @@ mod tests {
         assert!(parse_password("12345678").is_ok());
         assert!(parse_password(&"x".repeat(256)).is_ok());
         assert!(parse_password(&"x".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn parameters_parse_into_values_valid_by_construction() {
+        let email: Email = serde_json::from_value(serde_json::json!("Alice@Example.com")).unwrap();
+        assert_eq!(&*email, "alice@example.com");
+        let bad = serde_json::from_value::<Email>(serde_json::json!("alice")).unwrap_err();
+        assert_eq!(bad.to_string(), "Value must be a valid email address");
+        let factor: ChallengeFactor = serde_json::from_value(serde_json::json!("recoverycode")).unwrap();
+        assert_eq!(factor.0, Factor::RecoveryCode);
+        assert!(serde_json::from_value::<Id>(serde_json::json!("_x")).is_err());
     }
 
     #[test]

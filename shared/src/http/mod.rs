@@ -1,5 +1,6 @@
 //! The HTTP edge over `lambda_http` types: request context, replies, errors, cookies, CORS.
 
+pub mod params;
 pub mod request;
 pub mod response;
 
