@@ -7,6 +7,7 @@ pub mod change;
 pub mod crypto;
 pub mod factor;
 pub mod limits;
+pub mod lookup;
 pub mod password;
 pub mod recovery;
 pub mod session;

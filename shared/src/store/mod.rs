@@ -11,6 +11,7 @@ pub mod dynamo;
 pub mod embedded;
 
 pub use crate::domain::change::{updated_user, ChallengeWin, SessionUpgrade, Spend, UserChange};
+pub use crate::domain::lookup::{Found, Login, Lookup};
 
 /// What caused a store or delivery failure, kept for the log.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -62,41 +63,6 @@ pub enum Refused {
 
 /// The outcome of a conditional write.
 pub type Decided = Result<(), Refused>;
-
-/// What one request reads, in one round trip.
-#[derive(Debug, Clone, Default)]
-pub struct Lookup {
-    /// The session of (user id, session id), found only if its secret hashes to the third.
-    pub session: Option<(String, String, String)>,
-    pub user: Option<String>,
-    /// The sign-in record of an email.
-    pub login: Option<String>,
-    /// The challenge of (user id, challenge id).
-    pub challenge: Option<(String, String)>,
-    pub token: Option<(String, Channel)>,
-    /// Rate counters, by key.
-    pub counters: Vec<String>,
-}
-
-/// What a [`Lookup`] found. Expiring items past their expiry are not found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
-    pub session: Option<Session>,
-    pub user: Option<User>,
-    pub login: Option<Login>,
-    /// Found while it has the asked id, whatever its attempts left.
-    pub challenge: Option<Challenge>,
-    pub token: Option<VerificationToken>,
-    /// The counters' counts, in the order asked (0 for none).
-    pub counts: Vec<u32>,
-}
-
-/// What signing in with an email needs, kept with the email's claim so that it is one read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Login {
-    pub user_id: String,
-    pub password_hash: String,
-}
 
 /// Every write takes the counts the request is counted on (`counts`): they are checked
 /// and stored in the same atomic write, and a count at its limit refuses the whole write.

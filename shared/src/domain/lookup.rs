@@ -1,0 +1,39 @@
+//! What one request reads, in one round trip, and what it found: the request's view of
+//! the stored state, which the store fills in.
+
+use super::{Challenge, Channel, Session, User, VerificationToken};
+
+/// What one request reads, in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// The session of (user id, session id), found only if its secret hashes to the third.
+    pub session: Option<(String, String, String)>,
+    pub user: Option<String>,
+    /// The sign-in record of an email.
+    pub login: Option<String>,
+    /// The challenge of (user id, challenge id).
+    pub challenge: Option<(String, String)>,
+    pub token: Option<(String, Channel)>,
+    /// Rate counters, by key.
+    pub counters: Vec<String>,
+}
+
+/// What a [`Lookup`] found. Expiring items past their expiry are not found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    pub session: Option<Session>,
+    pub user: Option<User>,
+    pub login: Option<Login>,
+    /// Found while it has the asked id, whatever its attempts left.
+    pub challenge: Option<Challenge>,
+    pub token: Option<VerificationToken>,
+    /// The counters' counts, in the order asked (0 for none).
+    pub counts: Vec<u32>,
+}
+
+/// What signing in with an email needs, kept with the email's claim so that it is one read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user_id: String,
+    pub password_hash: String,
+}
