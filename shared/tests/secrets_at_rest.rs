@@ -245,18 +245,7 @@ async fn the_embedded_store_holds_no_secret_in_plain_text() {
 }
 
 // ---------------------------------------------------------------------------------------
-// DynamoDB, built as in store_conformance.rs
-
-async fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{Credentials, Region};
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "secrets-at-rest-tests"))
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&config)
-}
+// DynamoDB
 
 fn strings_of_attribute(v: &aws_sdk_dynamodb::types::AttributeValue, out: &mut Vec<String>) {
     use aws_sdk_dynamodb::types::AttributeValue as A;
@@ -278,20 +267,9 @@ fn strings_of_attribute(v: &aws_sdk_dynamodb::types::AttributeValue, out: &mut V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamodb_holds_no_secret_in_plain_text() {
     use mfa_core::store::dynamo::{create_table, DynamoStore};
-    let required = std::env::var("MFA_REQUIRE_DYNAMODB").is_ok_and(|v| v == "1");
-    let endpoint = match std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint,
-        _ if required => panic!("MFA_REQUIRE_DYNAMODB=1 but MFA_TEST_DYNAMODB_ENDPOINT is not set"),
-        _ => {
-            eprintln!("skipped: set MFA_TEST_DYNAMODB_ENDPOINT to run the DynamoDB half");
-            return;
-        }
-    };
-    let client = dynamodb_client(&endpoint).await;
-    let table = format!("mfa-secrets-at-rest-{}-{}", std::process::id(), mfa_core::domain::crypto::new_id());
-    if let Err(e) = create_table(&client, &table).await {
-        panic!("cannot create a DynamoDB table at {endpoint}: {e}");
-    }
+    let Some(client) = common::dynamodb_client().await else { return };
+    let table = format!("mfa-secrets-at-rest-{}", mfa_core::domain::crypto::new_id());
+    create_table(&client, &table).await.expect("a table on DynamoDB Local");
     let secrets = run_flow(Arc::new(DynamoStore::new(client.clone(), table.clone()))).await;
 
     let mut items = Vec::new();

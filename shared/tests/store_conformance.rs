@@ -23,6 +23,8 @@ use mfa_core::store::embedded::EmbeddedStore;
 use mfa_core::store::{ChallengeWin, Decided, Lookup, Refused, SessionUpgrade, Spend, Store, Updated, UserChange};
 use tokio::sync::OnceCell;
 
+mod common;
+
 // ---------------------------------------------------------------------------------------
 // The stores under test
 
@@ -43,22 +45,13 @@ static TABLE: OnceCell<String> = OnceCell::const_new();
 
 /// The DynamoDB store, or `None` (skip) when no endpoint is configured and none is required.
 async fn dynamodb_store() -> Option<Subject> {
-    let required = std::env::var("MFA_REQUIRE_DYNAMODB").is_ok_and(|v| v == "1");
-    let endpoint = match std::env::var("MFA_TEST_DYNAMODB_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => endpoint,
-        _ if required => panic!("MFA_REQUIRE_DYNAMODB=1 but MFA_TEST_DYNAMODB_ENDPOINT is not set"),
-        _ => {
-            eprintln!("skipped: set MFA_TEST_DYNAMODB_ENDPOINT to run the DynamoDB store tests");
-            return None;
-        }
-    };
     // Each test runs on its own runtime, so each gets its own client.
-    let client = dynamodb_client(&endpoint).await;
+    let client = common::dynamodb_client().await?;
     let table = TABLE
         .get_or_init(|| async {
             let name = format!("mfa-conformance-{}-{}", std::process::id(), new_id());
             if let Err(e) = create_table(&client, &name).await {
-                panic!("cannot create a DynamoDB table at {endpoint}: {e}");
+                panic!("cannot create a DynamoDB table: {e}");
             }
             name
         })
@@ -66,24 +59,13 @@ async fn dynamodb_store() -> Option<Subject> {
     Some(Subject { store: Arc::new(DynamoStore::new(client, table.clone())), _dir: None })
 }
 
-async fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{Credentials, Region};
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "conformance-tests"))
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&config)
-}
-
 /// Deploying again must find the table as it is and leave it so.
 #[tokio::test]
 async fn dynamodb_creating_the_table_again_changes_nothing() {
     let Some(subject) = dynamodb_store().await else { return };
-    let (endpoint, table) = (std::env::var("MFA_TEST_DYNAMODB_ENDPOINT").unwrap(), TABLE.get().unwrap());
+    let (client, table) = (common::dynamodb_client().await.unwrap(), TABLE.get().unwrap());
     let user = created(&subject.store, new_user(now())).await;
-    create_table(&dynamodb_client(&endpoint).await, table).await.expect("creating an existing table succeeds");
+    create_table(&client, table).await.expect("creating an existing table succeeds");
     assert_eq!(reload(&subject.store, &user).await, user);
 }
 
