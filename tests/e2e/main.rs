@@ -2,6 +2,7 @@
 //! the `mfa-local` binary on a random port with a fresh data folder.
 
 mod local_server;
+mod logs;
 mod support;
 
 use serde_json::json;
