@@ -179,6 +179,33 @@ async fn stalled_slow_and_idle_connections_are_closed_and_the_server_keeps_answe
     assert_eq!(r.status(), 404);
 }
 
+/// An HTTP client sends its whole body before it reads the answer: a server closing on the
+/// rest of a refused body would reset the connection, and the client would see an error
+/// instead of the 413.
+#[tokio::test]
+async fn an_oversize_body_is_answered_413_while_the_client_finishes_sending_it() {
+    let server = Server::start().await;
+    let mut conn = connect_and_send(
+        server.addr(),
+        b"POST /v1/account HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await;
+    // More than the 16 KiB the server reads before it refuses the body.
+    conn.write_all(&[b' '; 40_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..6 {
+        let sent = conn.write_all(&[b' '; 10_000]).await;
+        assert!(sent.is_ok(), "the server reset the connection: {sent:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut answer)).await;
+    assert!(read.expect("the server answers and closes").is_ok(), "the connection was reset");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("general_argument_invalid"), "{answer}");
+}
+
 fn mfa_local(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mfa-local")).args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())

@@ -28,6 +28,9 @@ use tokio::time::{sleep_until, Instant, Sleep};
 /// How long a client has to send a request, or to take a part of an answer.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Where a connection is in its request-answer cycle.
 #[derive(Debug, Clone, Copy)]
 enum Phase {
@@ -93,7 +96,9 @@ impl axum::serve::Listener for Listener {
 
     async fn accept(&mut self) -> (TimedStream, SocketAddr) {
         let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (TimedStream { stream, activity: Activity::new(), read_timer: None, write_timer: None }, addr)
+        let stream =
+            TimedStream { stream, activity: Activity::new(), read_timer: None, write_timer: None, linger: None };
+        (stream, addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -172,13 +177,15 @@ impl http_body::Body for Arriving {
     }
 }
 
-/// A TCP stream whose reads fail once its connection's request is overdue, and whose writes
-/// fail when the client takes nothing for `DEADLINE`.
+/// A TCP stream whose reads fail once its connection's request is overdue, whose writes
+/// fail when the client takes nothing for `DEADLINE`, and which lingers when it is closed.
 pub struct TimedStream {
     stream: TcpStream,
     activity: Activity,
     read_timer: Option<Pin<Box<Sleep>>>,
     write_timer: Option<Pin<Box<Sleep>>>,
+    /// Until when a closing stream reads, once its end of the connection is shut.
+    linger: Option<Instant>,
 }
 
 fn timed_out(what: &str) -> io::Error {
@@ -251,7 +258,37 @@ impl AsyncWrite for TimedStream {
         this.written(result, cx)
     }
 
+    /// Shuts the server's end, then reads and drops what the client still sends (the rest of
+    /// a body refused as too large, say) until it closes, for at most `LINGER`: a socket closed
+    /// with unread data resets the connection, and the client may then lose the answer.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        let deadline = match this.linger {
+            Some(deadline) => deadline,
+            None => {
+                ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+                *this.linger.insert(Instant::now() + LINGER)
+            }
+        };
+        let mut scratch = [0u8; 4096];
+        loop {
+            if Instant::now() >= deadline {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                // The client closed too, or is gone.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    let timer = this.read_timer.get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+                    if timer.deadline() != deadline {
+                        timer.as_mut().reset(deadline);
+                    }
+                    ready!(timer.as_mut().poll(cx));
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
     }
 }
