@@ -3,13 +3,20 @@
 use crate::clock::{Millis, DAY, SECOND};
 use crate::domain::challenge::CHALLENGE_TTL;
 
+/// Browser origins mfa-local allows without `MFA_ALLOWED_ORIGINS`: pages served from this
+/// machine, on any port (mfa-local adds its own origin).
+pub const LOCAL_ORIGINS: &str = "http://localhost:*,http://127.0.0.1:*,http://[::1]:*";
+
+/// How long a session lasts without `MFA_SESSION_TTL_SECONDS`.
+pub const SESSION_TTL: Millis = 365 * DAY;
+
 #[derive(Clone)]
 pub struct Config {
     pub project_id: String,
     pub project_name: String,
     /// Server secret the code-hash and TOTP-encryption keys derive from.
     pub secret_key: Vec<u8>,
-    /// Origins allowed to call with credentials; `*` allows any.
+    /// Origins allowed to call with credentials (`response::origin_allowed`); `*` allows any.
     pub allowed_origins: Vec<String>,
     /// Hosts verification links may point to; `*` allows any.
     pub redirect_hosts: Vec<String>,
@@ -48,8 +55,9 @@ fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
 
 impl Config {
     /// Reads `MFA_*` variables. The local server passes the key it keeps in its data folder
-    /// and gets open defaults for development (any origin, any redirect host); without it
-    /// (Lambda) the key, the allowed origins and the redirect hosts must all be configured.
+    /// and gets defaults for development (origins on this machine, any redirect host);
+    /// without it (Lambda) the key, the allowed origins and the redirect hosts must all be
+    /// configured.
     pub fn from_env(local_secret: Option<Vec<u8>>) -> Result<Config, ConfigError> {
         let local = local_secret.is_some();
         let project_id = var("MFA_PROJECT_ID").unwrap_or_else(|| "local".into());
@@ -65,9 +73,9 @@ impl Config {
             project_name: var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone()),
             project_id,
             secret_key,
-            allowed_origins: list("MFA_ALLOWED_ORIGINS", local.then_some("*"))?,
+            allowed_origins: list("MFA_ALLOWED_ORIGINS", local.then_some(LOCAL_ORIGINS))?,
             redirect_hosts: list("MFA_REDIRECT_HOSTS", local.then_some("*"))?,
-            session_ttl: seconds("MFA_SESSION_TTL_SECONDS", 365 * DAY)?,
+            session_ttl: seconds("MFA_SESSION_TTL_SECONDS", SESSION_TTL)?,
             challenge_ttl: seconds("MFA_CHALLENGE_TTL_SECONDS", CHALLENGE_TTL)?,
         })
     }
@@ -80,7 +88,7 @@ impl Config {
             secret_key: secret.to_vec(),
             allowed_origins: vec!["*".into()],
             redirect_hosts: vec!["*".into()],
-            session_ttl: 365 * DAY,
+            session_ttl: SESSION_TTL,
             challenge_ttl: CHALLENGE_TTL,
         }
     }

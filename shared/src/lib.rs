@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod hashing;
 pub mod http;
+pub mod logs;
 pub mod store;
 
 pub use api::{routes, App, Route};

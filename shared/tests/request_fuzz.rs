@@ -79,7 +79,8 @@ fn check(
     let res = world.rt.block_on(world.app.handle(req, None));
     let status = res.status().as_u16();
     prop_assert!(status < 500, "{method} {uri} {headers:?} -> {status}");
-    if status >= 400 {
+    // An answer to HEAD has no body (RFC 9110 9.3.2).
+    if status >= 400 && method != "HEAD" {
         let body: Value = serde_json::from_slice(res.body().as_ref()).expect("errors are JSON");
         prop_assert_eq!(body["code"].as_u64(), Some(u64::from(status)));
         prop_assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()));
@@ -89,7 +90,7 @@ fn check(
 }
 
 fn known_paths() -> Vec<String> {
-    mfa_core::routes().iter().map(|r| r.path.replace(":sessionId", "current").replace(":type", "totp")).collect()
+    mfa_core::routes().iter().map(|r| r.path.replace("{sessionId}", "current").replace("{type}", "totp")).collect()
 }
 
 fn path() -> impl Strategy<Value = String> {

@@ -18,6 +18,8 @@ pub struct Server {
     pub base: String,
     pub project: String,
     outbox: PathBuf,
+    /// The server's log output (its stderr).
+    log: PathBuf,
     _data: tempfile::TempDir,
     http: reqwest::Client,
 }
@@ -26,6 +28,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- mfa-local log ----\n{}", self.log());
+        }
     }
 }
 
@@ -70,6 +75,7 @@ impl Server {
                 .unwrap();
             assert!(status.success(), "mfa-local setup creates the table");
         }
+        let log = data.path().join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
             .env("MFA_TABLE", &table)
             .env("MFA_LISTEN", &listen)
@@ -79,7 +85,7 @@ impl Server {
             .env("MFA_PROJECT_NAME", "E2E App")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("mfa-local starts");
         let stdout = child.stdout.take().unwrap();
@@ -91,8 +97,25 @@ impl Server {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(30)).expect("mfa-local prints its endpoint");
-        Server { child, base: format!("http://{listen}"), project, outbox, _data: data, http: reqwest::Client::new() }
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = child.kill();
+            panic!(
+                "mfa-local did not print its endpoint; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let http = reqwest::Client::new();
+        Server { child, base: format!("http://{listen}"), project, outbox, log, _data: data, http }
+    }
+
+    /// `host:port` the server listens on.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// One request; `session` is the `X-Fallback-Cookies` value the login returned.

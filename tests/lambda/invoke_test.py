@@ -62,7 +62,7 @@ class Reply:
         return f"{self.function} -> {self.status} {self.text[:300]!r}"
 
 
-def event(method, path, body=None, session=None, query="", route_key=None):
+def event(method, path, body=None, session=None, query="", route_key=None, extra_headers=None):
     """A hand-written API Gateway v2 HTTP API event, as API Gateway sends it to a function."""
     headers = {
         "accept": "application/json",
@@ -75,6 +75,7 @@ def event(method, path, body=None, session=None, query="", route_key=None):
     }
     if session:
         headers["x-fallback-cookies"] = session
+    headers.update(extra_headers or {})
     now = time.time()
     return {
         "version": "2.0",
@@ -108,9 +109,9 @@ def event(method, path, body=None, session=None, query="", route_key=None):
 _invoked = set()
 
 
-def invoke(function, method, path, body=None, session=None, query="", route_key=None):
+def invoke(function, method, path, body=None, session=None, query="", route_key=None, extra_headers=None):
     """Raw invoke of one binary; returns its API Gateway v2 response."""
-    payload = json.dumps(event(method, path, body, session, query, route_key)).encode()
+    payload = json.dumps(event(method, path, body, session, query, route_key, extra_headers)).encode()
     req = urllib.request.Request(
         f"{INVOKE_URL}/2015-03-31/functions/{function}/invocations",
         data=payload,
@@ -211,6 +212,19 @@ def get_account_without_a_session_answers_401():
 @check
 def an_unknown_route_answers_404_general_route_not_found():
     expect(invoke("get-account", "GET", "/v1/no-such-thing", route_key="$default"), 404, "general_route_not_found")
+
+
+@check
+def every_answer_carries_its_invocations_request_id():
+    # The id of the function's log lines (the Lambda request id), whatever the client sent.
+    ids = []
+    for _ in range(2):
+        r = invoke("get-account", "GET", "/v1/account", extra_headers={"x-request-id": "chosen-by-the-client"})
+        expect(r, 401, "general_unauthorized_scope")
+        ids.append(r.headers.get("x-request-id", ""))
+    for rid in ids:
+        uuid.UUID(rid)  # Lambda request ids are UUIDs
+    assert ids[0] != ids[1], ids
 
 
 @check

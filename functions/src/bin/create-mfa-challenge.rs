@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("create-mfa-challenge").await
+    mfa_core::lambda::serve(mfa_core::api::functions::create_mfa_challenge()).await
 }

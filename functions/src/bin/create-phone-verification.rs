@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("create-phone-verification").await
+    mfa_core::lambda::serve(mfa_core::api::functions::create_phone_verification()).await
 }

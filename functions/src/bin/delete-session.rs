@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("delete-session").await
+    mfa_core::lambda::serve(mfa_core::api::functions::delete_session()).await
 }

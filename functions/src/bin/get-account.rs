@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("get-account").await
+    mfa_core::lambda::serve(mfa_core::api::functions::get_account()).await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("list-mfa-factors").await
+    mfa_core::lambda::serve(mfa_core::api::functions::list_mfa_factors()).await
 }

@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("update-email-verification").await
+    mfa_core::lambda::serve(mfa_core::api::functions::update_email_verification()).await
 }

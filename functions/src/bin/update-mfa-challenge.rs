@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("update-mfa-challenge").await
+    mfa_core::lambda::serve(mfa_core::api::functions::update_mfa_challenge()).await
 }

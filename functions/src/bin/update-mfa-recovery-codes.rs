@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("update-mfa-recovery-codes").await
+    mfa_core::lambda::serve(mfa_core::api::functions::update_mfa_recovery_codes()).await
 }

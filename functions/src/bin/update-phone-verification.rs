@@ -3,5 +3,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve("update-phone-verification").await
+    mfa_core::lambda::serve(mfa_core::api::functions::update_phone_verification()).await
 }

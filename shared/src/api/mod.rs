@@ -1,10 +1,11 @@
-//! The endpoints: one module per group, and `routes()`, the single table of
-//! (method, path, function, access, handler) that the Lambdas and the local server share.
+//! The endpoints: one module per group, and the route table of (method, path, function,
+//! access, handler): each Lambda function's routes (`functions`), and `routes()`, all of them,
+//! which mfa-local serves. `http::router` turns routes into an axum Router.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use lambda_http::http::{Method, Response};
-use lambda_http::{Body, Request, RequestExt};
+use axum::http::{Method, Request, Response};
+use bytes::Bytes;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -12,10 +13,8 @@ use crate::delivery::Sender;
 use crate::domain::crypto::{sha256_hex, Keys};
 use crate::domain::{session, Standing};
 use crate::error::ApiError;
-use crate::http::request::{credentials, parse_body, parse_query};
-use crate::http::response::{cors_headers, origin_allowed};
-use crate::http::{match_path, Authed, Ctx, Reply};
-use crate::store::{Found, Lookup, Store};
+use crate::http::{Authed, Ctx, Reply};
+use crate::store::{Lookup, Store};
 
 mod account;
 mod avatars;
@@ -67,39 +66,70 @@ macro_rules! route {
     };
 }
 
-/// Every route of the API. Old and new spellings of an endpoint share its function.
-pub fn routes() -> Vec<Route> {
-    vec![
-        route!(POST "/v1/account" => "create-account", Public, account::create),
-        route!(GET "/v1/account" => "get-account", Full, account::get),
-        route!(PATCH "/v1/account/email" => "update-email", Full, account::update_email, account::change_lookup),
-        route!(PATCH "/v1/account/phone" => "update-phone", Full, account::update_phone, account::change_lookup),
+/// Declares each Lambda function's routes as a function of its own, so that a function's
+/// binary links only its own handlers, and `routes()`, all of them in this order.
+macro_rules! functions {
+    ($($name:ident => [$($route:expr),+ $(,)?];)+) => {
+        /// The routes of each Lambda function, named after it.
+        pub mod functions {
+            use super::*;
+            $(pub fn $name() -> Vec<Route> {
+                vec![$($route),+]
+            })+
+        }
+
+        /// Every route of the API. Old and new spellings of an endpoint share its function.
+        pub fn routes() -> Vec<Route> {
+            let all: &[fn() -> Vec<Route>] = &[$(functions::$name),+];
+            all.iter().flat_map(|routes| routes()).collect()
+        }
+    };
+}
+
+functions! {
+    create_account => [route!(POST "/v1/account" => "create-account", Public, account::create)];
+    get_account => [route!(GET "/v1/account" => "get-account", Full, account::get)];
+    update_email => [route!(PATCH "/v1/account/email" => "update-email", Full, account::update_email, account::change_lookup)];
+    update_phone => [route!(PATCH "/v1/account/phone" => "update-phone", Full, account::update_phone, account::change_lookup)];
+    create_email_session => [
         route!(POST "/v1/account/sessions/email" => "create-email-session", Public, sessions::create),
         route!(POST "/v1/account/sessions" => "create-email-session", Public, sessions::create),
-        route!(DELETE "/v1/account/sessions/:sessionId" => "delete-session", Session, sessions::delete_one),
-        route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all),
+    ];
+    delete_session => [route!(DELETE "/v1/account/sessions/{sessionId}" => "delete-session", Session, sessions::delete_one)];
+    delete_sessions => [route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all)];
+    create_email_verification => [
         route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),
         route!(POST "/v1/account/verification" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),
+    ];
+    update_email_verification => [
         route!(PUT "/v1/account/verifications/email" => "update-email-verification", Public, verification::confirm_email),
         route!(PUT "/v1/account/verification" => "update-email-verification", Public, verification::confirm_email),
+    ];
+    create_phone_verification => [
         route!(POST "/v1/account/verifications/phone" => "create-phone-verification", Full, verification::create_phone, verification::create_phone_lookup),
         route!(POST "/v1/account/verification/phone" => "create-phone-verification", Full, verification::create_phone, verification::create_phone_lookup),
+    ];
+    update_phone_verification => [
         route!(PUT "/v1/account/verifications/phone" => "update-phone-verification", Public, verification::confirm_phone),
         route!(PUT "/v1/account/verification/phone" => "update-phone-verification", Public, verification::confirm_phone),
-        route!(PATCH "/v1/account/mfa" => "update-mfa", Full, mfa::update),
-        route!(GET "/v1/account/mfa/factors" => "list-mfa-factors", Session, mfa::factors),
-        route!(POST "/v1/account/mfa/authenticators/:type" => "create-mfa-authenticator", Full, mfa::create_authenticator),
-        route!(PUT "/v1/account/mfa/authenticators/:type" => "update-mfa-authenticator", Full, mfa::verify_authenticator, mfa::verify_lookup),
-        route!(DELETE "/v1/account/mfa/authenticators/:type" => "delete-mfa-authenticator", Full, mfa::delete_authenticator),
-        route!(POST "/v1/account/mfa/recovery-codes" => "create-mfa-recovery-codes", Full, mfa::create_recovery_codes),
-        route!(GET "/v1/account/mfa/recovery-codes" => "get-mfa-recovery-codes", Full, mfa::get_recovery_codes),
-        route!(PATCH "/v1/account/mfa/recovery-codes" => "update-mfa-recovery-codes", Full, mfa::replace_recovery_codes),
+    ];
+    update_mfa => [route!(PATCH "/v1/account/mfa" => "update-mfa", Full, mfa::update)];
+    list_mfa_factors => [route!(GET "/v1/account/mfa/factors" => "list-mfa-factors", Session, mfa::factors)];
+    create_mfa_authenticator => [route!(POST "/v1/account/mfa/authenticators/{type}" => "create-mfa-authenticator", Full, mfa::create_authenticator)];
+    update_mfa_authenticator => [route!(PUT "/v1/account/mfa/authenticators/{type}" => "update-mfa-authenticator", Full, mfa::verify_authenticator, mfa::verify_lookup)];
+    delete_mfa_authenticator => [route!(DELETE "/v1/account/mfa/authenticators/{type}" => "delete-mfa-authenticator", Full, mfa::delete_authenticator)];
+    create_mfa_recovery_codes => [route!(POST "/v1/account/mfa/recovery-codes" => "create-mfa-recovery-codes", Full, mfa::create_recovery_codes)];
+    get_mfa_recovery_codes => [route!(GET "/v1/account/mfa/recovery-codes" => "get-mfa-recovery-codes", Full, mfa::get_recovery_codes)];
+    update_mfa_recovery_codes => [route!(PATCH "/v1/account/mfa/recovery-codes" => "update-mfa-recovery-codes", Full, mfa::replace_recovery_codes)];
+    create_mfa_challenge => [
         route!(POST "/v1/account/mfa/challenges" => "create-mfa-challenge", Session, challenges::create, challenges::create_lookup),
         route!(POST "/v1/account/mfa/challenge" => "create-mfa-challenge", Session, challenges::create, challenges::create_lookup),
+    ];
+    update_mfa_challenge => [
         route!(PUT "/v1/account/mfa/challenges" => "update-mfa-challenge", Session, challenges::complete, challenges::complete_lookup),
         route!(PUT "/v1/account/mfa/challenge" => "update-mfa-challenge", Session, challenges::complete, challenges::complete_lookup),
-        route!(GET "/v1/avatars/qr" => "get-qr", Public, avatars::qr),
-    ]
+    ];
+    get_qr => [route!(GET "/v1/avatars/qr" => "get-qr", Public, avatars::qr)];
 }
 
 /// Everything a handler needs, built once per process.
@@ -109,93 +139,59 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub sender: Arc<dyn Sender>,
     pub clock: Arc<dyn Clock>,
-    routes: Vec<Route>,
+    /// The Router of every route over this app, for [`App::handle`]; made on first use.
+    in_process: OnceLock<axum::Router>,
 }
 
-/// Where a request came from, for per-IP limits; set by the local server.
+/// Where a request came from, for per-IP limits, when no connection or Lambda request
+/// context says it: set in-process by tests and tools.
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
 impl App {
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
         let keys = Keys::derive(&config.secret_key);
-        App { config, keys, store, sender, clock, routes: routes() }
+        App { config, keys, store, sender, clock, in_process: OnceLock::new() }
     }
 
-    /// Serves a request. `function` limits the routes to one Lambda function's.
-    pub async fn handle(&self, req: Request, function: Option<&str>) -> Response<Body> {
-        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let cors = cors_headers(origin.as_deref(), &self.config.allowed_origins);
-        // A browser on another site must not act with the user's cookie (cross-site request
-        // forgery): an Origin that is not allowed is refused before anything runs. Apps
-        // without an Origin (mobile, server) are not browsers and pass.
-        let mut reply = if origin.as_deref().is_some_and(|o| !origin_allowed(o, &self.config.allowed_origins)) {
-            Reply::error(&ApiError::UnknownOrigin)
-        } else if req.method() == Method::OPTIONS {
-            preflight(&req)
-        } else {
-            match self.dispatch(req, function).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    if e.status() >= 500 {
-                        tracing::error!(error = %crate::error::cause_chain(&e), "request failed");
-                    }
-                    Reply::error(&e)
-                }
-            }
+    /// Serves one request in-process through the same Router the servers run (for tests and
+    /// tools). `function` limits the routes to one Lambda function's.
+    pub async fn handle<B>(&self, req: Request<B>, function: Option<&str>) -> Response<Bytes>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        use tower::ServiceExt;
+        // The Router holds the app by `Arc`: it gets a twin sharing this one's store, sender
+        // and clock.
+        let twin =
+            || Arc::new(App::new(self.config.clone(), self.store.clone(), self.sender.clone(), self.clock.clone()));
+        let router = match function {
+            None => self.in_process.get_or_init(|| crate::http::router(twin(), routes())).clone(),
+            Some(f) => crate::http::router(twin(), routes().into_iter().filter(|r| r.function == f).collect()),
         };
-        reply.headers.extend(cors);
-        reply.into_response()
+        let response = match router.oneshot(req.map(axum::body::Body::new)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let (parts, body) = response.into_parts();
+        // A body the app made in memory; it does not fail.
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        Response::from_parts(parts, bytes)
     }
 
-    async fn dispatch(&self, req: Request, function: Option<&str>) -> Result<Reply, ApiError> {
-        let path = req.uri().path().to_string();
-        let (route, path_params) = self
-            .routes
-            .iter()
-            .filter(|r| r.method == req.method() && function.is_none_or(|f| f == r.function))
-            .find_map(|r| match_path(r.path, &path).map(|p| (r, p)))
-            .ok_or(ApiError::RouteNotFound)?;
-
-        let query = parse_query(req.uri().query());
-        let project = req
-            .headers()
-            .get("x-appwrite-project")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| query.iter().find(|(k, _)| k == "project").map(|(_, v)| v.clone()));
-        if project.is_some_and(|p| p != self.config.project_id) {
-            return Err(ApiError::ProjectNotFound);
-        }
-
-        let ip = client_ip(&req);
-        let secure = is_https(&req);
-        let (parts, body) = req.into_parts();
-        let body = if route.method == Method::GET { Default::default() } else { parse_body(body.as_ref())? };
-        let mut ctx = Ctx {
-            credentials: credentials(&parts.headers, &self.config.session_cookie()),
-            method: parts.method,
-            path,
-            path_params,
-            headers: parts.headers,
-            query,
-            body,
-            ip,
-            secure,
-            now: self.clock.now(),
-            auth: None,
-            found: Found::default(),
-            rate: None,
-        };
+    /// Runs `route`'s handler for a request: where the route needs a caller, their session
+    /// is read (with what the route looks up) and checked first.
+    pub async fn run(&self, route: &Route, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         if route.access != Access::Public {
-            let lookup = (route.lookup)(&ctx);
-            self.load(&mut ctx, lookup, true).await?;
+            let lookup = (route.lookup)(ctx);
+            self.load(ctx, lookup, true).await?;
             let authed = ctx.auth.as_ref().ok_or(ApiError::Unauthorized)?;
             if route.access == Access::Full && authed.session.standing(&authed.user) != Standing::Full {
                 return Err(ApiError::MoreFactorsRequired);
             }
         }
-        let reply = (route.handler)(self, &mut ctx).await?;
+        let reply = (route.handler)(self, ctx).await?;
         Ok(match ctx.rate {
             Some(rate) => reply.rate_headers(rate),
             None => reply,
@@ -224,33 +220,4 @@ impl App {
         ctx.found = found;
         Ok(())
     }
-}
-
-fn client_ip(req: &Request) -> String {
-    if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() {
-        return ip.clone();
-    }
-    match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(c)) => c.http.source_ip.clone().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-fn is_https(req: &Request) -> bool {
-    req.request_context_ref().is_some()
-        || req.uri().scheme_str() == Some("https")
-        || req.headers().get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
-}
-
-fn preflight(req: &Request) -> Reply {
-    let asked = req
-        .headers()
-        .get("access-control-request-headers")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("Content-Type, X-Appwrite-Project, X-Appwrite-Session, X-Fallback-Cookies")
-        .to_string();
-    Reply::no_content()
-        .header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
-        .header("Access-Control-Allow-Headers", asked)
-        .header("Access-Control-Max-Age", "86400")
 }

@@ -1,7 +1,8 @@
 //! A request as the handlers see it: parameters, credentials and the caller's address.
 
+use axum::http::{HeaderMap, Method};
+use axum_extra::extract::CookieJar;
 use base64::Engine;
-use lambda_http::http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
 use crate::clock::Millis;
@@ -51,6 +52,7 @@ pub struct Authed {
 }
 
 pub struct Ctx {
+    /// The route's method (a `HEAD` request runs its `GET` route).
     pub method: Method,
     pub path: String,
     pub path_params: Vec<(String, String)>,
@@ -138,21 +140,15 @@ pub fn parse_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
-}
-
-/// Session credentials in Appwrite's order: cookie, `X-Appwrite-Session`, `X-Fallback-Cookies`.
+/// Session credentials in Appwrite's order: cookie (percent-decoded), `X-Appwrite-Session`,
+/// `X-Fallback-Cookies`.
 pub fn credentials(headers: &HeaderMap, cookie_name: &str) -> Option<Credentials> {
     let legacy = format!("{cookie_name}_legacy");
-    let from_cookies = headers
-        .get_all(lambda_http::http::header::COOKIE)
+    let cookies = CookieJar::from_headers(headers);
+    let from_cookies = [cookie_name, legacy.as_str()]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == cookie_name || *name == legacy)
-        .find_map(|(_, value)| Credentials::decode(&percent_decode(value)));
+        .filter_map(|name| cookies.get(name))
+        .find_map(|cookie| Credentials::decode(cookie.value()));
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     from_cookies.or_else(|| header("x-appwrite-session").and_then(Credentials::decode)).or_else(|| {
         let map: Map<String, Value> = serde_json::from_str(header("x-fallback-cookies")?).ok()?;
@@ -160,17 +156,10 @@ pub fn credentials(headers: &HeaderMap, cookie_name: &str) -> Option<Credentials
     })
 }
 
-fn percent_decode(value: &str) -> String {
-    url::form_urlencoded::parse(format!("v={}", value.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lambda_http::http::HeaderValue;
+    use axum::http::HeaderValue;
 
     fn creds() -> Credentials {
         Credentials { user_id: "alice".into(), secret: "s3cr3t".into() }

@@ -1,8 +1,11 @@
-//! Replies, Appwrite error bodies, session cookies, rate-limit and CORS headers.
+//! Replies, Appwrite error bodies (the one place an `ApiError` becomes a response), session
+//! cookies, rate-limit headers and which browser origins are allowed.
 
-use lambda_http::http::{HeaderValue, Response};
-use lambda_http::Body;
-use serde_json::{json, Value};
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 
 use crate::domain::limits::RateVerdict;
 use crate::error::{ApiError, API_VERSION};
@@ -49,10 +52,8 @@ impl Reply {
     }
 
     pub fn error(e: &ApiError) -> Reply {
-        let reply = Reply::json(
-            e.status(),
-            json!({ "message": e.to_string(), "code": e.status(), "type": e.kind(), "version": API_VERSION }),
-        );
+        let body = ErrorBody { message: e.to_string(), code: e.status(), kind: e.kind(), version: API_VERSION };
+        let reply = Reply::json(e.status(), serde_json::to_value(body).unwrap_or_default());
         match e.rate() {
             Some(rate) => reply.rate_headers(rate),
             None => reply,
@@ -64,26 +65,49 @@ impl Reply {
             .header("X-RateLimit-Remaining", rate.remaining.to_string())
             .header("X-RateLimit-Reset", (rate.reset_at / 1000).to_string())
     }
+}
 
-    pub fn into_response(self) -> Response<Body> {
-        let mut builder = Response::builder().status(self.status);
-        let body = match self.content {
-            Content::Json(v) => {
-                builder = builder.header("content-type", "application/json");
-                Body::Text(v.to_string())
-            }
-            Content::Bytes { content_type, bytes } => {
-                builder = builder.header("content-type", content_type);
-                Body::Binary(bytes)
-            }
-            Content::Empty => Body::Empty,
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let (content_type, body) = match self.content {
+            Content::Json(v) => (Some("application/json"), Body::from(v.to_string())),
+            Content::Bytes { content_type, bytes } => (Some(content_type), Body::from(bytes)),
+            Content::Empty => (None, Body::empty()),
         };
-        for (name, value) in &self.headers {
-            if let Ok(value) = HeaderValue::from_str(value) {
-                builder = builder.header(name.as_str(), value);
+        let mut response = Response::new(body);
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        if let Some(content_type) = content_type {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        }
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+                headers.append(name, value);
             }
         }
-        builder.body(body).unwrap_or_else(|_| Response::new(Body::Empty))
+        response
+    }
+}
+
+/// Appwrite's error model.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    message: String,
+    code: u16,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: &'static str,
+}
+
+/// Every error, of a handler or an extractor, is answered here. A 5xx is logged with its
+/// causes; its body says only what kind of failure it was.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status() >= 500 {
+            // The chain's messages only: a store error's debug form can carry items it met.
+            tracing::error!(error = %crate::error::cause_chain(&self), "request failed");
+        }
+        Reply::error(&self).into_response()
     }
 }
 
@@ -107,25 +131,33 @@ fn http_date(at_millis: i64) -> String {
         .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 GMT".into())
 }
 
-pub const EXPOSED_HEADERS: &str =
-    "X-Fallback-Cookies, X-Appwrite-Session, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset";
+/// Response headers a browser app may read (the web SDK reads `X-Fallback-Cookies`).
+pub const EXPOSED_HEADERS: [&str; 6] = [
+    "x-fallback-cookies",
+    "x-appwrite-session",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-request-id",
+];
 
+/// Whether a browser on `origin` may call: an entry `*` allows any origin, an entry
+/// `scheme://host:*` that host on any port (or the scheme's default), any other entry exactly
+/// its origin (ASCII case aside).
 pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
-    allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-}
-
-/// CORS headers for a request from `origin`, if that origin is allowed.
-pub fn cors_headers(origin: Option<&str>, allowed: &[String]) -> Vec<(String, String)> {
-    let Some(origin) = origin else { return vec![] };
-    if !origin_allowed(origin, allowed) {
-        return vec![];
-    }
-    vec![
-        ("Access-Control-Allow-Origin".into(), origin.to_string()),
-        ("Access-Control-Allow-Credentials".into(), "true".into()),
-        ("Access-Control-Expose-Headers".into(), EXPOSED_HEADERS.into()),
-        ("Vary".into(), "Origin".into()),
-    ]
+    allowed.iter().any(|entry| match entry.strip_suffix(":*") {
+        _ if entry == "*" => true,
+        Some(host) => {
+            origin.get(..host.len()).is_some_and(|start| start.eq_ignore_ascii_case(host)) && {
+                let port = &origin[host.len()..];
+                port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            }
+        }
+        None => entry.eq_ignore_ascii_case(origin),
+    })
 }
 
 #[cfg(test)]
@@ -151,11 +183,27 @@ mod tests {
     }
 
     #[test]
-    fn cors_only_for_allowed_origins() {
-        let allowed = vec!["https://app.example".to_string()];
-        assert!(cors_headers(Some("https://evil.example"), &allowed).is_empty());
-        let h = cors_headers(Some("https://app.example"), &allowed);
-        assert!(h.contains(&("Access-Control-Allow-Credentials".into(), "true".into())));
-        assert!(!cors_headers(Some("http://x"), &["*".into()]).is_empty());
+    fn origins_match_exactly_or_on_any_port() {
+        let allowed = vec!["https://app.example".to_string(), "http://localhost:*".to_string()];
+        assert!(origin_allowed("https://app.example", &allowed));
+        assert!(origin_allowed("HTTPS://APP.example", &allowed));
+        assert!(!origin_allowed("https://app.example:8443", &allowed));
+        assert!(!origin_allowed("https://evil.example", &allowed));
+        for ok in ["http://localhost", "http://localhost:5173", "http://LOCALHOST:1"] {
+            assert!(origin_allowed(ok, &allowed), "{ok}");
+        }
+        for refused in [
+            "http://localhost.evil.example",
+            "http://localhost:5173.evil.example",
+            "http://localhost:",
+            "http://localhost:123456",
+            "https://localhost:5173",
+            "http://localhos",
+            "null",
+            "",
+        ] {
+            assert!(!origin_allowed(refused, &allowed), "{refused}");
+        }
+        assert!(origin_allowed("https://anything.example", &["*".to_string()]));
     }
 }
