@@ -137,7 +137,8 @@ async fn email_from_an_unregistered_identity_is_a_delivery_error() {
     let message = templates::email_challenge("Demo", "someone@example.net", &random_code(), TTL);
 
     let error = AwsSender::new(&config, from).send(&message).await.expect_err("SES must refuse the sender");
-    let text = error.to_string();
+    // What the log gets: the error with its causes.
+    let text = mfa_core::error::cause_chain(&error);
     assert!(text.contains("SendEmail"), "error names the operation: {text}");
     assert!(text.contains("MessageRejected"), "error carries SES's reason: {text}");
 }

@@ -66,7 +66,7 @@ pub struct Ctx {
     pub credentials: Option<Credentials>,
     pub auth: Option<Authed>,
     /// What was read for the handler besides the caller (`Route::lookup`).
-    pub found: crate::store::Found,
+    pub found: crate::domain::lookup::Found,
     /// The tightest rate limit this request counted against, for the response headers.
     pub rate: Option<RateVerdict>,
 }

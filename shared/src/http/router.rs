@@ -24,8 +24,8 @@ use super::extract::{Client, JsonObject, KnownProject, PathParams, QueryPairs, S
 use super::request::{Ctx, MAX_BODY};
 use super::response::{origin_allowed, EXPOSED_HEADERS};
 use crate::api::{App, Route};
+use crate::domain::lookup::Found;
 use crate::error::ApiError;
-use crate::store::Found;
 
 /// The header carrying a request's id, in both directions.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
