@@ -8,10 +8,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::ORIGIN;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
+use axum::Extension;
 use axum::Router;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::normalize_path::NormalizePath;
@@ -22,7 +23,7 @@ use tracing::Span;
 
 use super::extract::{Client, JsonObject, KnownProject, PathParams, QueryPairs, SessionCredentials};
 use super::request::{Ctx, MAX_BODY};
-use super::response::{origin_allowed, EXPOSED_HEADERS};
+use super::response::{origin_allowed, Reply, EXPOSED_HEADERS};
 use crate::api::{App, Route};
 use crate::error::ApiError;
 use crate::store::Found;
@@ -39,41 +40,7 @@ pub fn router(app: Arc<App>, routes: Vec<Route>) -> Router {
             // Routes use the methods of the Appwrite API, all of which axum routes.
             continue;
         };
-        let path = route.path;
-        let route = Arc::new(route);
-        endpoints = endpoints.route(
-            path,
-            on(
-                filter,
-                move |State(app): State<Arc<App>>,
-                      _: KnownProject,
-                      PathParams(path_params): PathParams,
-                      QueryPairs(query): QueryPairs,
-                      client: Client,
-                      SessionCredentials(credentials): SessionCredentials,
-                      uri: axum::http::Uri,
-                      headers: axum::http::HeaderMap,
-                      JsonObject(body): JsonObject| async move {
-                    Span::current().record("route", display(route.path)).record("function", display(route.function));
-                    let mut ctx = Ctx {
-                        method: route.method.clone(),
-                        path: uri.path().to_string(),
-                        path_params,
-                        headers,
-                        query,
-                        body,
-                        ip: client.ip,
-                        secure: client.secure,
-                        now: app.clock.now(),
-                        credentials,
-                        auth: None,
-                        found: Found::default(),
-                        rate: None,
-                    };
-                    app.run(&route, &mut ctx).await
-                },
-            ),
-        );
+        endpoints = endpoints.route(route.path, on(filter, endpoint).layer(Extension(Arc::new(route))));
     }
     let endpoints = endpoints.fallback(not_found).method_not_allowed_fallback(not_found).with_state(app.clone());
 
@@ -108,6 +75,40 @@ pub fn router(app: Arc<App>, routes: Vec<Route>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Every route's handler: builds the request's context from the extractors and runs the
+/// route. They run in this order: a wrong project is refused before a bad body is.
+#[allow(clippy::too_many_arguments)]
+async fn endpoint(
+    Extension(route): Extension<Arc<Route>>,
+    State(app): State<Arc<App>>,
+    _: KnownProject,
+    PathParams(path_params): PathParams,
+    QueryPairs(query): QueryPairs,
+    client: Client,
+    SessionCredentials(credentials): SessionCredentials,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Reply, ApiError> {
+    Span::current().record("route", display(route.path)).record("function", display(route.function));
+    let mut ctx = Ctx {
+        method: route.method.clone(),
+        path: uri.path().to_string(),
+        path_params,
+        headers,
+        query,
+        body,
+        ip: client.ip,
+        secure: client.secure,
+        now: app.clock.now(),
+        credentials,
+        auth: None,
+        found: Found::default(),
+        rate: None,
+    };
+    app.run(&route, &mut ctx).await
 }
 
 async fn not_found() -> ApiError {
