@@ -287,12 +287,13 @@ async fn out_of_file_descriptors_the_server_waits_instead_of_spinning_and_recove
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let child = KillOnDrop(child);
     let mut line = String::new();
     while !line.contains("listening on") {
         line.clear();
         assert!(stdout.read_line(&mut line).unwrap() > 0, "mfa-local exited before listening");
     }
-    let pid = child.id();
+    let pid = child.0.id();
 
     let mut held = Vec::new();
     for _ in 0..100 {
@@ -317,6 +318,17 @@ async fn out_of_file_descriptors_the_server_waits_instead_of_spinning_and_recove
         }
     };
     assert_eq!(answered, 404);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
+}
+
+/// A server process, stopped when the test ends, passed or not.
+#[cfg(target_os = "linux")]
+struct KillOnDrop(std::process::Child);
+
+#[cfg(target_os = "linux")]
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

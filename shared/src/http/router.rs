@@ -8,10 +8,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header::ORIGIN;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
+use axum::Extension;
 use axum::Router;
 use tower_http::cors::{AllowCredentials, AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::normalize_path::NormalizePath;
@@ -22,7 +23,7 @@ use tracing::Span;
 
 use super::extract::{Client, JsonObject, KnownProject, PathParams, QueryPairs, SessionCredentials};
 use super::request::{Ctx, MAX_BODY};
-use super::response::{origin_allowed, EXPOSED_HEADERS};
+use super::response::{origin_allowed, Reply, EXPOSED_HEADERS};
 use crate::api::{App, Route};
 use crate::domain::lookup::Found;
 use crate::error::ApiError;
@@ -39,41 +40,7 @@ pub fn router(app: Arc<App>, routes: Vec<Route>) -> Router {
             // Routes use the methods of the Appwrite API, all of which axum routes.
             continue;
         };
-        let path = route.path;
-        let route = Arc::new(route);
-        endpoints = endpoints.route(
-            path,
-            on(
-                filter,
-                move |State(app): State<Arc<App>>,
-                      _: KnownProject,
-                      PathParams(path_params): PathParams,
-                      QueryPairs(query): QueryPairs,
-                      client: Client,
-                      SessionCredentials(credentials): SessionCredentials,
-                      uri: axum::http::Uri,
-                      headers: axum::http::HeaderMap,
-                      JsonObject(body): JsonObject| async move {
-                    Span::current().record("route", display(route.path)).record("function", display(route.function));
-                    let mut ctx = Ctx {
-                        method: route.method.clone(),
-                        path: uri.path().to_string(),
-                        path_params,
-                        headers,
-                        query,
-                        body,
-                        ip: client.ip,
-                        secure: client.secure,
-                        now: app.clock.now(),
-                        credentials,
-                        auth: None,
-                        found: Found::default(),
-                        rate: None,
-                    };
-                    app.run(&route, &mut ctx).await
-                },
-            ),
-        );
+        endpoints = endpoints.route(route.path, on(filter, endpoint).layer(Extension(Arc::new(route))));
     }
     let endpoints = endpoints.fallback(not_found).method_not_allowed_fallback(not_found).with_state(app.clone());
 
@@ -108,6 +75,40 @@ pub fn router(app: Arc<App>, routes: Vec<Route>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, NewRequestId))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+}
+
+/// Every route's handler: builds the request's context from the extractors and runs the
+/// route. They run in this order: a wrong project is refused before a bad body is.
+#[allow(clippy::too_many_arguments)]
+async fn endpoint(
+    Extension(route): Extension<Arc<Route>>,
+    State(app): State<Arc<App>>,
+    _: KnownProject,
+    PathParams(path_params): PathParams,
+    QueryPairs(query): QueryPairs,
+    client: Client,
+    SessionCredentials(credentials): SessionCredentials,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<Reply, ApiError> {
+    Span::current().record("route", display(route.path)).record("function", display(route.function));
+    let mut ctx = Ctx {
+        method: route.method.clone(),
+        path: uri.path().to_string(),
+        path_params,
+        headers,
+        query,
+        body,
+        ip: client.ip,
+        secure: client.secure,
+        now: app.clock.now(),
+        credentials,
+        auth: None,
+        found: Found::default(),
+        rate: None,
+    };
+    app.run(&route, &mut ctx).await
 }
 
 async fn not_found() -> ApiError {
@@ -155,5 +156,144 @@ impl MakeRequestId for NewRequestId {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let id = hex::encode(rand::random::<[u8; 16]>());
         HeaderValue::try_from(id).ok().map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, Response};
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    use crate::api::App;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::delivery::outbox::Outbox;
+    use crate::store::embedded::EmbeddedStore;
+
+    struct Edge {
+        app: App,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Edge {
+        fn new() -> Edge {
+            let dir = tempfile::tempdir().unwrap();
+            let now = 1_800_000_000_000;
+            let mut config = Config::for_project("p", b"an edge test server key of enough length");
+            config.allowed_origins = vec!["https://app.example".into()];
+            let app = App::new(
+                config,
+                Arc::new(EmbeddedStore::open(&dir.path().join("db"), now).unwrap()),
+                Arc::new(Outbox::new(dir.path().join("outbox.jsonl"))),
+                Arc::new(ManualClock::at(now)),
+            );
+            Edge { app, _dir: dir }
+        }
+
+        async fn send(&self, req: Request<Body>) -> (Response<Bytes>, Value) {
+            let res = self.app.handle(req, None).await;
+            let body = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
+            (res, body)
+        }
+    }
+
+    fn request(method: &str, uri: &str) -> axum::http::request::Builder {
+        Request::builder().method(method).uri(uri)
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_not_found() {
+        let edge = Edge::new();
+        for (method, uri) in [("GET", "/v1/nothing"), ("DELETE", "/v1/account"), ("PUT", "/v1/avatars/qr")] {
+            let (res, body) = edge.send(request(method, uri).body(Body::empty()).unwrap()).await;
+            assert_eq!(res.status(), 404, "{method} {uri}");
+            assert_eq!(body["type"], "general_route_not_found", "{method} {uri}");
+            assert_eq!(body["code"], 404);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trailing_slash_is_the_same_route() {
+        let edge = Edge::new();
+        let (res, body) = edge.send(request("GET", "/v1/account/").body(Body::empty()).unwrap()).await;
+        assert_eq!((res.status().as_u16(), body["type"].as_str()), (401, Some("general_unauthorized_scope")));
+    }
+
+    #[tokio::test]
+    async fn another_project_is_not_found_before_the_body_is_read() {
+        let edge = Edge::new();
+        let req = request("POST", "/v1/account").header("x-appwrite-project", "other").body(Body::from("{")).unwrap();
+        let (res, body) = edge.send(req).await;
+        assert_eq!((res.status().as_u16(), body["type"].as_str()), (404, Some("project_not_found")));
+        let (res, _) = edge.send(request("GET", "/v1/account?project=other").body(Body::empty()).unwrap()).await;
+        assert_eq!(res.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn bodies_must_be_json_objects_of_at_most_16_kib() {
+        let edge = Edge::new();
+        for bad in ["{", "[]", "\"x\"", "nul"] {
+            let (res, body) = edge.send(request("POST", "/v1/account").body(Body::from(bad)).unwrap()).await;
+            assert_eq!(
+                (res.status().as_u16(), body["type"].as_str()),
+                (400, Some("general_argument_invalid")),
+                "{bad}"
+            );
+        }
+        let big = format!("{{\"email\":\"{}\"}}", "x".repeat(16 * 1024));
+        let (res, body) = edge.send(request("POST", "/v1/account").body(Body::from(big)).unwrap()).await;
+        assert_eq!((res.status().as_u16(), body["type"].as_str()), (413, Some("general_argument_invalid")));
+    }
+
+    #[tokio::test]
+    async fn unknown_origins_are_refused_before_routing_and_allowed_ones_get_cors() {
+        let edge = Edge::new();
+        for (method, uri) in [("POST", "/v1/account"), ("GET", "/v1/nothing"), ("OPTIONS", "/v1/account")] {
+            let req = request(method, uri).header("origin", "https://evil.example").body(Body::empty()).unwrap();
+            let (res, body) = edge.send(req).await;
+            assert_eq!((res.status().as_u16(), body["type"].as_str()), (403, Some("general_unknown_origin")));
+            assert!(res.headers().get("access-control-allow-origin").is_none());
+        }
+        let req = request("GET", "/v1/account").header("origin", "https://app.example").body(Body::empty()).unwrap();
+        let (res, _) = edge.send(req).await;
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+        assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+        let exposed = res.headers()["access-control-expose-headers"].to_str().unwrap();
+        assert!(exposed.contains("x-fallback-cookies"), "{exposed}");
+    }
+
+    #[tokio::test]
+    async fn a_preflight_allows_the_asked_headers_with_no_content() {
+        let edge = Edge::new();
+        let req = request("OPTIONS", "/v1/account/sessions/email")
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-appwrite-project,x-fallback-cookies")
+            .body(Body::empty())
+            .unwrap();
+        let res = edge.app.handle(req, None).await;
+        assert_eq!(res.status(), 204);
+        assert_eq!(res.headers()["access-control-allow-origin"], "https://app.example");
+        assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+        assert_eq!(res.headers()["access-control-allow-headers"], "content-type,x-appwrite-project,x-fallback-cookies");
+        assert!(res.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_a_request_id_the_clients_if_it_sent_one() {
+        let edge = Edge::new();
+        let (first, _) = edge.send(request("GET", "/v1/nothing").body(Body::empty()).unwrap()).await;
+        let (second, _) = edge.send(request("GET", "/v1/account").body(Body::empty()).unwrap()).await;
+        let id = |res: &Response<Bytes>| res.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_eq!(id(&first).len(), 32);
+        assert_ne!(id(&first), id(&second));
+        let req = request("GET", "/v1/account").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
+        let (res, _) = edge.send(req).await;
+        assert_eq!(id(&res), "abc-123");
     }
 }
