@@ -1,12 +1,12 @@
 //! `POST/GET /account`, `PATCH /account/email`, `PATCH /account/phone`.
 
+use serde::Deserialize;
+
 use super::budget::{Budget, Charged};
 use super::models::Account;
 use super::App;
 use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
-use serde::Deserialize;
-
 use crate::domain::values::{Email, Name, NewPassword, NewUserId, Phone};
 use crate::domain::User;
 use crate::error::ApiError;

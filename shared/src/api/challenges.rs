@@ -1,13 +1,13 @@
 //! `POST/PUT /account/mfa/challenges`: send or prepare a challenge, then complete it.
 
+use serde::Deserialize;
+
 use super::budget::{self, Budget, Charged};
 use super::models::{MfaChallenge, SessionModel};
 use super::App;
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
-use serde::Deserialize;
-
 use crate::domain::values::{ChallengeFactor, Id, Otp};
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
 use crate::error::ApiError;

@@ -1,10 +1,10 @@
 //! MFA switch, factor list, TOTP authenticator and recovery codes.
 
+use serde::Deserialize;
+
 use super::budget::{self, Charged};
 use super::models::{Account, MfaFactors, MfaRecoveryCodes, MfaType};
 use super::App;
-use serde::Deserialize;
-
 use crate::domain::values::Otp;
 use crate::domain::{recovery, totp, Authenticator, AuthenticatorKind, Factor, User};
 use crate::error::ApiError;
@@ -17,7 +17,7 @@ struct UpdateMfa {
 }
 
 #[derive(Deserialize)]
-struct VerifyAuthenticator {
+struct AuthenticatorCode {
     otp: Otp,
 }
 
@@ -96,7 +96,7 @@ pub fn verify_lookup(ctx: &Ctx) -> Lookup {
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     authenticator_kind(ctx)?;
-    let VerifyAuthenticator { otp } = ctx.params()?;
+    let AuthenticatorCode { otp } = ctx.params()?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
     let authenticator = user.totp().ok_or(ApiError::AuthenticatorNotFound)?;

@@ -1,12 +1,12 @@
 //! Email + password sessions, and signing out.
 
+use serde::Deserialize;
+
 use super::budget::{Budget, Charged};
 use super::models::SessionModel;
 use super::App;
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
-use serde::Deserialize;
-
 use crate::domain::values::{parse_id, Email};
 use crate::domain::{session, Factor, Session};
 use crate::error::ApiError;

@@ -1,5 +1,7 @@
 //! Email and phone verification.
 
+use serde::Deserialize;
+
 use super::budget::{Budget, Charged};
 use super::models::Token;
 use super::App;
@@ -9,8 +11,6 @@ use crate::domain::limits::{
     CODE_ATTEMPTS_PER_IP, EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER,
     SMS_PER_PHONE,
 };
-use serde::Deserialize;
-
 use crate::domain::values::{parse_redirect_url, Id, Otp};
 use crate::domain::verification::{EMAIL_TOKEN_TTL, MAX_ATTEMPTS, PHONE_TOKEN_TTL};
 use crate::domain::{Channel, VerificationToken};
