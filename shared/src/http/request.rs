@@ -90,40 +90,6 @@ impl Ctx {
     pub fn authed(&self) -> Result<&Authed, ApiError> {
         self.auth.as_ref().ok_or(ApiError::Unauthorized)
     }
-
-    fn raw(&self, name: &str) -> Option<Value> {
-        if self.method == Method::GET {
-            self.query.iter().find(|(k, _)| k == name).map(|(_, v)| Value::String(v.clone()))
-        } else {
-            self.body.get(name).filter(|v| !v.is_null()).cloned()
-        }
-    }
-
-    pub fn opt_string(&self, name: &str) -> Result<Option<String>, ApiError> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(ApiError::invalid(name, "Value must be a valid string")),
-        }
-    }
-
-    pub fn string(&self, name: &str) -> Result<String, ApiError> {
-        self.opt_string(name)?.ok_or_else(|| ApiError::missing(name))
-    }
-
-    /// A required string run through a parser; its rule becomes the error message.
-    pub fn parsed<T>(&self, name: &str, parse: impl FnOnce(&str) -> Result<T, &'static str>) -> Result<T, ApiError> {
-        parse(&self.string(name)?).map_err(|rule| ApiError::invalid(name, rule))
-    }
-
-    /// A strict JSON boolean.
-    pub fn boolean(&self, name: &str) -> Result<bool, ApiError> {
-        match self.raw(name) {
-            None => Err(ApiError::missing(name)),
-            Some(Value::Bool(b)) => Ok(b),
-            Some(_) => Err(ApiError::invalid(name, "Value must be a valid boolean")),
-        }
-    }
 }
 
 /// Parses a JSON object body; an empty body is `{}`.
