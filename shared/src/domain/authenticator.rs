@@ -65,12 +65,14 @@ impl Authenticator {
     /// The id of a user's TOTP authenticator: Appwrite's API has one per user, addressed by
     /// its type, so it takes the type's name and a new one replaces an unverified one.
     pub const TOTP_ID: &'static str = "totp";
+    /// What a TOTP authenticator is called until the user names it.
+    pub const TOTP_NAME: &'static str = "Authenticator app";
 
     /// A new, unverified TOTP authenticator for the sealed secret.
     pub fn totp(sealed: String, now: Millis) -> Authenticator {
         Authenticator {
             id: Authenticator::TOTP_ID.into(),
-            name: "Authenticator app".into(),
+            name: Authenticator::TOTP_NAME.into(),
             created_at: now,
             last_used_at: None,
             verified: false,

@@ -112,7 +112,7 @@ fn legacy_authenticators(legacy: serde_json::Value) -> serde_json::Value {
     }
     serde_json::json!([{
         "id": Authenticator::TOTP_ID,
-        "name": Authenticator::totp(String::new(), 0).name,
+        "name": Authenticator::TOTP_NAME,
         "created_at": legacy["created_at"],
         "last_used_at": null,
         "verified": legacy["verified"],
