@@ -564,10 +564,15 @@ async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<d
 
 const REJECTED: Decided = Err(Refused::Rejected);
 
+fn totp_removal() -> UserChange {
+    UserChange::RemoveAuthenticators { ids: vec![Authenticator::TOTP_ID.into()], factor: Factor::Totp, last: true }
+}
+
 /// The user's challenge with this id, as stored, if it is there and unexpired.
 async fn challenge_of(store: &Arc<dyn Store>, user: &User, id: &str, now: Millis) -> Option<Challenge> {
-    let lookup = Lookup { challenge: Some((user.id.clone(), id.to_string())), ..Lookup::default() };
-    store.load(&lookup, now).await.unwrap().challenge
+    let slot = Challenge::slot_of(id)?;
+    let lookup = Lookup { challenge: Some((user.id.clone(), slot)), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().challenge.filter(|c| c.id == id)
 }
 
 async fn miss(store: &Arc<dyn Store>, c: &Challenge, now: Millis) -> Decided {
@@ -991,16 +996,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         done(
             &store,
             &user,
-            store
-                .update_user(
-                    &reload(&store, &user).await,
-                    UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
-                    None,
-                    t,
-                    &[]
-                )
-                .await
-                .unwrap()
+            store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap()
         )
         .await
         .totp()
@@ -1008,16 +1004,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         None
     );
     assert_eq!(
-        store
-            .update_user(
-                &reload(&store, &user).await,
-                UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
-                None,
-                t,
-                &[]
-            )
-            .await
-            .unwrap(),
+        store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap(),
         Updated::Rejected
     );
     let fresh = authenticator(false, None, t);
@@ -1224,10 +1211,7 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     assert_eq!(reload(&store, &user).await.recovery_codes, codes[1..].to_vec(), "the code was spent");
 
     // Removing the authenticator forgets who added it.
-    let removed = store
-        .update_user(&user, UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()), None, t + 2, &[])
-        .await
-        .unwrap();
+    let removed = store.update_user(&user, totp_removal(), None, t + 2, &[]).await.unwrap();
     let user = done(&store, &user, removed).await;
     assert_eq!(user.added_by.get(&Factor::Totp), None);
     assert_eq!(reload(&store, &user).await.added_by.get(&Factor::Totp), None);
