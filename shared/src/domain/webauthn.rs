@@ -2,7 +2,7 @@
 //! party, its two ceremonies, and why a browser's answer is refused. Ceremony states are
 //! opaque strings to the rest of the service; they stay server-side, in a challenge.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde::Deserialize as _;
 use serde_json::Value;
@@ -152,11 +152,16 @@ impl RelyingParty {
     /// Checks the browser's attestation against the ceremony `state`.
     pub fn finish_registration(&self, state: &str, answer: &Value) -> Result<Result<NewKey, Refusal>, StateError> {
         let state: SecurityKeyRegistration = serde_json::from_str(state).map_err(state_error)?;
+        let Some(raw_id) = credential_id_of(answer) else { return Ok(Err(Refusal::Malformed)) };
         let Ok(answer) = RegisterPublicKeyCredential::deserialize(answer) else { return Ok(Err(Refusal::Malformed)) };
         let key = match self.webauthn.finish_securitykey_registration(&answer, &state) {
             Ok(key) => key,
             Err(e) => return Ok(Err(Refusal::of(&e))),
         };
+        // The key attested this id; a browser sends the same one beside it.
+        if key.cred_id().as_slice() != raw_id.as_slice() {
+            return Ok(Err(Refusal::Malformed));
+        }
         let credential = serde_json::to_value(&key).map_err(state_error)?;
         Ok(Ok(NewKey {
             credential_id: URL_SAFE_NO_PAD.encode(key.cred_id().as_slice()),
@@ -189,6 +194,20 @@ impl RelyingParty {
         answer: &Value,
     ) -> Result<Result<KeyUse, Refusal>, StateError> {
         let state: SecurityKeyAuthentication = serde_json::from_str(state).map_err(state_error)?;
+        if credential_id_of(answer).is_none() {
+            return Ok(Err(Refusal::Malformed));
+        }
+        // The key may name whose it is (WebAuthn 7.2, step 6): then it must be this user.
+        match &answer["response"]["userHandle"] {
+            Value::Null => {}
+            Value::String(handle) if handle.is_empty() => {}
+            Value::String(handle) => match URL_SAFE_NO_PAD.decode(handle) {
+                Ok(bytes) if bytes == user_handle(&user.id).as_bytes() => {}
+                Ok(_) => return Ok(Err(Refusal::UnknownKey)),
+                Err(_) => return Ok(Err(Refusal::Malformed)),
+            },
+            _ => return Ok(Err(Refusal::Malformed)),
+        }
         let Ok(answer) = PublicKeyCredential::deserialize(answer) else { return Ok(Err(Refusal::Malformed)) };
         let result = match self.webauthn.finish_securitykey_authentication(&answer, &state) {
             Ok(result) => result,
@@ -209,6 +228,20 @@ impl RelyingParty {
         }
         Ok(Err(Refusal::UnknownKey))
     }
+}
+
+/// The credential id of a browser's answer, if the answer has the shape the WebAuthn JSON
+/// encoding gives it: `type` is `public-key`, and `id` (base64url) names the same bytes as
+/// `rawId`. The checks of `webauthn-rs` read neither `type` nor `id`; a browser never sends
+/// them otherwise, so an answer that does was altered.
+fn credential_id_of(answer: &Value) -> Option<Vec<u8>> {
+    if answer["type"] != "public-key" {
+        return None;
+    }
+    let id = URL_SAFE_NO_PAD.decode(answer["id"].as_str()?).ok()?;
+    let raw = answer["rawId"].as_str()?;
+    let raw_bytes = URL_SAFE_NO_PAD.decode(raw).or_else(|_| STANDARD.decode(raw)).ok()?;
+    (id == raw_bytes).then_some(id)
 }
 
 /// A user's registered keys, with the authenticator each is stored in.
