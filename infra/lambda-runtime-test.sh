@@ -94,6 +94,7 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AW
 export AWS_ENDPOINT_URL_DYNAMODB="$MFA_TEST_DYNAMODB_ENDPOINT"
 export AWS_ENDPOINT_URL_SESV2="$MFA_TEST_MOTO_ENDPOINT" AWS_ENDPOINT_URL_SNS="$MFA_TEST_MOTO_ENDPOINT"
 export MFA_STORE=dynamodb MFA_SENDER=aws MFA_TABLE="$TABLE" MFA_EMAIL_FROM=no-reply@mfa.example
+export MFA_WEBAUTHN_RP_ID=app.mfa.example MFA_WEBAUTHN_ORIGINS=https://app.mfa.example
 export MFA_PROJECT_ID=lambda-test MFA_PROJECT_NAME="Lambda Test"
 export MFA_ALLOWED_ORIGINS="*" MFA_REDIRECT_HOSTS=localhost
 MFA_SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"

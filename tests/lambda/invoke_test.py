@@ -249,6 +249,18 @@ def list_mfa_factors_answers_200():
 
 
 @check
+def security_key_registration_starts_with_the_configured_relying_party():
+    ceremony = expect(invoke("create-mfa-authenticator", "POST", "/v1/account/mfa/authenticators/webauthn",
+                             {}, session=state["session"]), 200)
+    public_key = ceremony["options"]["publicKey"]
+    assert public_key["rp"]["id"] == "app.mfa.example", public_key
+    assert public_key["challenge"] and ceremony["$id"].startswith("k"), ceremony
+    keys = expect(invoke("list-mfa-authenticators", "GET", "/v1/account/mfa/authenticators/webauthn",
+                         session=state["session"]), 200)
+    assert keys == {"total": 0, "authenticators": []}, keys
+
+
+@check
 def create_mfa_challenge_recoverycode_answers_201():
     ch = expect(invoke("create-mfa-challenge", "POST", "/v1/account/mfa/challenges",
                        {"factor": "recoverycode"}, session=state["session"]), 201)

@@ -1,5 +1,7 @@
 //! The rules of the product: pure values and functions of plain inputs and a `now`.
 
+pub mod activity;
+pub mod api_key;
 pub mod authenticator;
 pub mod budget;
 pub mod challenge;
@@ -9,6 +11,7 @@ pub mod factor;
 pub mod limits;
 pub mod lookup;
 pub mod password;
+pub mod query;
 pub mod recovery;
 pub mod session;
 pub mod totp;
