@@ -173,6 +173,8 @@ function render() {
     $('email-unverified').hidden = user.emailVerification || !user.email;
 
     if (!$('phone-number').value) $('phone-number').value = user.phone ?? '';
+    $('phone-save').textContent = user.phone ? 'Change phone number' : 'Save phone number';
+    $('phone-save').className = user.phone ? 'secondary' : '';
     $('phone-verify').hidden = !user.phone;
     $('phone-verified-text').hidden = !user.phoneVerification;
     $('phone-unverified').hidden = user.phoneVerification;
@@ -245,7 +247,7 @@ $('sign-in-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const form = event.currentTarget;
     const { email, password } = Object.fromEntries(new FormData(form));
-    ui.clearError();
+    ui.notify('');
     ui.busy(form.querySelector('button'), async () => {
         await signIn(email, password);
         form.reset();
@@ -268,7 +270,7 @@ $('sign-up-form').addEventListener('submit', (event) => {
     event.preventDefault();
     const form = event.currentTarget;
     const { name, email, password } = Object.fromEntries(new FormData(form));
-    ui.clearError();
+    ui.notify('');
     ui.busy(form.querySelector('button'), async () => {
         await account.create({ userId: ID.unique(), email, password, name: name || undefined });
         await signIn(email, password);
@@ -334,7 +336,8 @@ async function openChallenge(purpose) {
         button.className = 'choice';
         button.dataset.factor = f.factor;
         button.textContent = f.label;
-        button.addEventListener('click', () => ui.busy(button, () => choose(f.factor)));
+        button.setAttribute('aria-pressed', 'false');
+        button.addEventListener('click', () => ui.busy(button, () => choose(button, f.factor)));
         li.append(button);
         return li;
     });
@@ -343,8 +346,12 @@ async function openChallenge(purpose) {
     ui.show('screen-challenge');
 }
 
-async function choose(factor) {
-    ui.clearError();
+async function choose(button, factor) {
+    ui.notify('');
+    for (const other of $('challenge-factors').querySelectorAll('button')) {
+        other.setAttribute('aria-pressed', String(other === button));
+    }
+    $('challenge-form').hidden = true;
     if (factor === 'webauthn') {
         const begun = await keys.challenge(client);
         await keys.complete(client, begun);
