@@ -91,7 +91,11 @@ async function start() {
         }
         return;
     }
-    await refresh();
+    try {
+        await refresh();
+    } catch (error) {
+        ui.showError(error);
+    }
     ui.show('screen-account');
 }
 
@@ -280,18 +284,18 @@ $('sign-up-form').addEventListener('submit', (event) => {
     });
 });
 
-$('sign-out').addEventListener('click', (event) =>
-    ui.busy(event.currentTarget, async () => {
-        try {
-            await account.deleteSession({ sessionId: 'current' });
-        } catch {
-            // Gone already, or unreachable: this browser forgets it all the same.
-        }
-        localStorage.removeItem(SDK_SESSION_KEY);
-        signedOutView();
-        ui.notify('You are signed out.');
-    }),
-);
+async function signOut() {
+    try {
+        await account.deleteSession({ sessionId: 'current' });
+    } catch {
+        // Gone already, or unreachable: this browser forgets it all the same.
+    }
+    localStorage.removeItem(SDK_SESSION_KEY);
+    signedOutView();
+    ui.notify('You are signed out.');
+}
+
+$('sign-out').addEventListener('click', (event) => ui.busy(event.currentTarget, signOut));
 
 // ---------- challenges: the second step of signing in, and confirming a change ----------
 
@@ -398,13 +402,13 @@ async function challengeDone() {
 
 $('challenge-cancel').addEventListener('click', (event) => {
     ui.clearError();
-    if (challengeFor) {
-        challengeFor = null;
-        ui.show('screen-account');
+    if (!challengeFor) {
+        ui.busy(event.currentTarget, signOut);
         return;
     }
+    challengeFor = null;
     $('sign-out').hidden = false;
-    $('sign-out').click();
+    ui.show('screen-account');
 });
 
 // ---------- MFA on and off ----------
@@ -480,7 +484,7 @@ $('email-link-form').addEventListener('submit', (event) => {
     });
 });
 
-/** Completes an email verification from a link's query; false if it holds none. */
+/** Completes an email verification from a link's query (`userId`, `secret`). */
 async function verifyEmail(query) {
     const userId = query.get('userId');
     const secret = query.get('secret');

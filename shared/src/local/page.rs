@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 
 /// The page loads only its own scripts and styles: no inline script, no eval, no frames.
 /// The API it calls, and the QR image it shows, may live on another origin (a deployed
@@ -37,13 +38,14 @@ pub const SETTINGS_PATH: &str = "/page-settings.json";
 pub fn router(project_id: &str) -> Router {
     let mut router = Router::new();
     for &(path, content_type, body) in FILES {
-        router = router.route(path, get(move || async move { file(content_type, body) }));
+        router =
+            router.route(path, get(move || async move { file(content_type, Bytes::from_static(body.as_bytes())) }));
     }
-    let settings = serde_json::json!({ "projectId": project_id }).to_string();
-    router.route(SETTINGS_PATH, get(move || async move { file("application/json", &settings) }))
+    let settings = Bytes::from(serde_json::json!({ "projectId": project_id }).to_string());
+    router.route(SETTINGS_PATH, get(move || async move { file("application/json", settings) }))
 }
 
-fn file(content_type: &'static str, body: &str) -> Response {
+fn file(content_type: &'static str, body: Bytes) -> Response {
     let headers = [
         (CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (HeaderName::from_static("content-security-policy"), HeaderValue::from_static(CONTENT_SECURITY_POLICY)),
@@ -54,7 +56,7 @@ fn file(content_type: &'static str, body: &str) -> Response {
         // A new mfa-local brings a new page: the browser asks again each time.
         (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
     ];
-    (headers, body.to_string()).into_response()
+    (headers, body).into_response()
 }
 
 /// The address to open the page at, for a server listening on `addr`. Security keys need
