@@ -2,7 +2,8 @@
 //!
 //! Drives the seed flow (sign up, recovery codes, email and phone verification, TOTP
 //! enrolment, MFA on, sign out, sign in, the 401, factors, a challenge of every factor,
-//! signing out another session and everywhere)
+//! a security key registered, listed, used and removed, signing out another session and
+//! everywhere)
 //! through the same handler code as the Lambda functions, in-process, on DynamoDB Local
 //! (a fresh table), and prints one markdown row per request; exits 1 if a request is over
 //! its target (`infra/test.sh` runs it). Not deployed:
@@ -25,10 +26,15 @@ use mfa_core::domain::totp;
 use mfa_core::store::dynamo::{create_table, DynamoStore, Usage};
 use mfa_core::App;
 use serde_json::{json, Value};
+use webauthn_authenticator_rs::softtoken::SoftToken;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::Url;
 
 const PASSWORD: &str = "correct horse battery";
 const EMAIL: &str = "bench@example.com";
 const PHONE: &str = "+12065550100";
+/// The page a browser would run the WebAuthn ceremonies on (the local default origin).
+const ORIGIN: &str = "http://localhost:8080";
 /// Targets: DynamoDB calls per request. A request that checks a password counts it in a
 /// write of its own before the hash runs, so that parallel requests cannot hash past their
 /// budgets: one more call (a few ms) beside a hash of about 50 ms.
@@ -331,7 +337,51 @@ async fn run_flow(b: &mut Bench) {
     let r = b.call("GET", "/v1/account", "/v1/account", "full session", s, json!({})).await;
     expect(&r, 200);
 
-    // 6. Sign out another session by its id, then everywhere.
+    // 6. A security key (a software one): registered with the session's recent challenge,
+    // listed, then used and removed by another session.
+    let mut key = SoftToken::new(false).unwrap().0;
+    let path = "/v1/account/mfa/authenticators/webauthn";
+    let route = "/v1/account/mfa/authenticators/:type";
+    let r = b.call("POST", route, path, "webauthn: creation options", s, json!({})).await;
+    expect(&r, 200);
+    let options = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let attestation = key.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
+    let r = b.call("PUT", route, path, "webauthn: attestation", s, json!({"credential": attestation})).await;
+    expect(&r, 200);
+    let r = b.call("GET", route, path, "webauthn", s, json!({})).await;
+    expect(&r, 200);
+    let key_id = r.body["authenticators"][0]["$id"].as_str().unwrap().to_string();
+    let r = b
+        .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in", none, login.clone())
+        .await;
+    expect(&r, 201);
+    let other = r.fallback.unwrap();
+    let o = Some(other.as_str());
+    let r = b
+        .call(
+            "POST",
+            "/v1/account/mfa/challenges",
+            "/v1/account/mfa/challenges",
+            "webauthn",
+            o,
+            json!({"factor": "webauthn"}),
+        )
+        .await;
+    expect(&r, 201);
+    let id = r.body["$id"].as_str().unwrap().to_string();
+    let options = serde_json::from_value(r.body["options"].clone()).unwrap();
+    let assertion = key.do_authentication(Url::parse(ORIGIN).unwrap(), options).unwrap();
+    let body = json!({"challengeId": id, "credential": assertion});
+    let r = b.call("PUT", "/v1/account/mfa/challenges", "/v1/account/mfa/challenges", "webauthn", o, body).await;
+    expect(&r, 200);
+    let one = format!("{path}/{key_id}");
+    let r =
+        b.call("DELETE", "/v1/account/mfa/authenticators/:type/:authenticatorId", &one, "webauthn", o, json!({})).await;
+    expect(&r, 204);
+
+    // 7. Sign out another session by its id, then everywhere (the key's removal ended the
+    // first session: the second one does it).
+    let s = o;
     let r = b
         .call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "another sign-in", none, login)
         .await;

@@ -2,6 +2,7 @@
 
 use crate::clock::{Millis, DAY, SECOND};
 use crate::domain::challenge::CHALLENGE_TTL;
+use crate::domain::webauthn;
 
 /// Browser origins mfa-local allows without `MFA_ALLOWED_ORIGINS`: pages served from this
 /// machine, on any port (mfa-local adds its own origin).
@@ -22,7 +23,13 @@ pub struct Config {
     pub redirect_hosts: Vec<String>,
     pub session_ttl: Millis,
     pub challenge_ttl: Millis,
+    /// Security keys and passkeys, where an RP id is configured (`MFA_WEBAUTHN_*`).
+    pub webauthn: Option<webauthn::Settings>,
 }
+
+/// The WebAuthn relying party of the local server: `localhost`, on any port of it.
+pub const LOCAL_RP_ID: &str = "localhost";
+pub const LOCAL_WEBAUTHN_ORIGIN: &str = "http://localhost:8080";
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -53,6 +60,42 @@ fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
     }
 }
 
+/// The WebAuthn relying party from `MFA_WEBAUTHN_RP_ID`, `MFA_WEBAUTHN_RP_NAME` and
+/// `MFA_WEBAUTHN_ORIGINS`; on the local server `localhost` by default, elsewhere none
+/// (the WebAuthn routes then answer 501) unless configured.
+fn webauthn_settings(local: bool, project_name: &str) -> Result<Option<webauthn::Settings>, ConfigError> {
+    let Some(rp_id) = var("MFA_WEBAUTHN_RP_ID").or_else(|| local.then(|| LOCAL_RP_ID.to_string())) else {
+        return Ok(None);
+    };
+    if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
+        return Err(ConfigError(format!(
+            "MFA_WEBAUTHN_RP_ID {rp_id:?} is an IP address; WebAuthn needs a domain name (localhost on this machine)"
+        )));
+    }
+    let default_origin =
+        if rp_id == LOCAL_RP_ID { LOCAL_WEBAUTHN_ORIGIN.to_string() } else { format!("https://{rp_id}") };
+    let origins = list("MFA_WEBAUTHN_ORIGINS", Some(&default_origin))?
+        .iter()
+        .map(|o| url::Url::parse(o).map_err(|e| ConfigError(format!("MFA_WEBAUTHN_ORIGINS: {o:?} is not a URL: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = webauthn::Settings {
+        rp_name: var("MFA_WEBAUTHN_RP_NAME").unwrap_or_else(|| project_name.to_string()),
+        rp_id,
+        origins,
+    };
+    webauthn::RelyingParty::new(&settings).map_err(ConfigError)?;
+    Ok(Some(settings))
+}
+
+fn local_webauthn(project_name: &str) -> webauthn::Settings {
+    webauthn::Settings {
+        rp_id: LOCAL_RP_ID.into(),
+        rp_name: project_name.into(),
+        // ok: a constant that parses.
+        origins: vec![url::Url::parse(LOCAL_WEBAUTHN_ORIGIN).expect("a valid URL")],
+    }
+}
+
 impl Config {
     /// Reads `MFA_*` variables. The local server passes the key it keeps in its data folder
     /// and gets defaults for development (origins on this machine, any redirect host);
@@ -69,14 +112,17 @@ impl Config {
             Some(_) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
             None => local_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
         };
+        let project_name = var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone());
+        let webauthn = webauthn_settings(local, &project_name)?;
         Ok(Config {
-            project_name: var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone()),
+            project_name,
             project_id,
             secret_key,
             allowed_origins: list("MFA_ALLOWED_ORIGINS", local.then_some(LOCAL_ORIGINS))?,
             redirect_hosts: list("MFA_REDIRECT_HOSTS", local.then_some("*"))?,
             session_ttl: seconds("MFA_SESSION_TTL_SECONDS", SESSION_TTL)?,
             challenge_ttl: seconds("MFA_CHALLENGE_TTL_SECONDS", CHALLENGE_TTL)?,
+            webauthn,
         })
     }
 
@@ -90,6 +136,7 @@ impl Config {
             redirect_hosts: vec!["*".into()],
             session_ttl: SESSION_TTL,
             challenge_ttl: CHALLENGE_TTL,
+            webauthn: Some(local_webauthn(project_id)),
         }
     }
 

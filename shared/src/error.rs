@@ -2,6 +2,7 @@
 
 use crate::delivery::DeliveryError;
 use crate::domain::limits::RateVerdict;
+use crate::domain::webauthn::Refusal;
 use crate::store::{Cause, StoreError};
 
 /// The Appwrite API version whose wire format this service speaks.
@@ -61,6 +62,11 @@ pub enum ApiError {
     AuthenticatorNotFound,
     #[error("This authenticator is already verified on the current user.")]
     AuthenticatorAlreadyVerified,
+    /// A security key's answer that parsed but does not hold.
+    #[error("{}", .0.message())]
+    KeyRefused(Refusal),
+    #[error("A user can register at most {0} security keys or passkeys. Remove one first.")]
+    TooManyKeys(usize),
     #[error("A recently succeeded challenge is required to complete this action.")]
     ChallengeRequired,
     #[error(
@@ -95,6 +101,9 @@ impl ApiError {
             }
             Unauthorized | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists | InvalidToken
             | ChallengeRequired => 401,
+            KeyRefused(Refusal::AlreadyRegistered) => 409,
+            KeyRefused(_) => 401,
+            TooManyKeys(_) => 400,
             RouteNotFound
             | ProjectNotFound
             | SessionNotFound
@@ -124,7 +133,9 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         use ApiError::*;
         match self {
-            InvalidArgument(_) | InvalidBody | BodyTooLarge(_) => "general_argument_invalid",
+            InvalidArgument(_) | InvalidBody | BodyTooLarge(_) | TooManyKeys(_) => "general_argument_invalid",
+            KeyRefused(Refusal::AlreadyRegistered) => "user_authenticator_already_verified",
+            KeyRefused(_) => "user_invalid_token",
             RouteNotFound => "general_route_not_found",
             ProjectNotFound => "project_not_found",
             UnknownOrigin => "general_unknown_origin",

@@ -1,6 +1,10 @@
 //! Property-based fuzzing of the request layer: any method, path, headers, cookies, session
 //! values and body reach a clear Appwrite answer, never a panic or a 5xx.
 //!
+//! The WebAuthn routes get real answers of a software key, mutated: any field replaced,
+//! truncated or with a flipped character must be refused with a clear 4xx that spends
+//! nothing it should not.
+//!
 //! Bounded by default (256 cases per property); for a longer run:
 //! `PROPTEST_CASES=100000 cargo test -p mfa-core --test request_fuzz --release`.
 
@@ -13,11 +17,16 @@ use lambda_http::Body;
 use mfa_core::clock::ManualClock;
 use mfa_core::config::Config;
 use mfa_core::delivery::{DeliveryError, Message, Sender};
+use mfa_core::domain::Factor;
 use mfa_core::store::embedded::EmbeddedStore;
+use mfa_core::store::{Updated, UserChange};
 use mfa_core::App;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::Value;
+use webauthn_authenticator_rs::softtoken::SoftToken;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
 struct Discard;
 
@@ -90,7 +99,12 @@ fn check(
 }
 
 fn known_paths() -> Vec<String> {
-    mfa_core::routes().iter().map(|r| r.path.replace("{sessionId}", "current").replace("{type}", "totp")).collect()
+    let paths = mfa_core::routes().into_iter().map(|r| r.path.replace("{sessionId}", "current"));
+    paths
+        .flat_map(|p| ["totp", "webauthn"].map(|kind| p.replace("{type}", kind).replace("{authenticatorId}", "a1b2c3")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn path() -> impl Strategy<Value = String> {
@@ -129,8 +143,20 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-const PARAMS: &[&str] =
-    &["userId", "email", "password", "name", "phone", "url", "secret", "mfa", "factor", "challengeId", "otp"];
+const PARAMS: &[&str] = &[
+    "userId",
+    "email",
+    "password",
+    "name",
+    "phone",
+    "url",
+    "secret",
+    "mfa",
+    "factor",
+    "challengeId",
+    "otp",
+    "credential",
+];
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -198,5 +224,258 @@ proptest! {
         headers.push(("x-fallback-cookies", world.session.clone()));
         let uri = if query.is_empty() { path } else { format!("{path}?{query}") };
         check(world, method, &uri, &headers, &body)?;
+    }
+}
+
+/// A user with a registered software key and MFA on: every case signs in, asks for a
+/// challenge and answers it with a mutated assertion of the real key.
+struct KeyWorld {
+    rt: tokio::runtime::Runtime,
+    app: App,
+    clock: ManualClock,
+    key: std::sync::Mutex<SoftToken>,
+    /// The session of a user without MFA, who registers keys.
+    enrolling: String,
+    _dir: tempfile::TempDir,
+}
+
+const ORIGIN: &str = "http://localhost:8080";
+
+fn key_world() -> &'static KeyWorld {
+    static WORLD: OnceLock<KeyWorld> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_800_000_000_000;
+        let clock = ManualClock::at(now);
+        let store = EmbeddedStore::open(&dir.path().join("db"), now).unwrap();
+        let config = Config::for_project("p", b"a fuzzing server key of sufficient length");
+        let app = App::new(config, Arc::new(store), Arc::new(Discard), Arc::new(clock.clone()));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let world = KeyWorld {
+            rt,
+            app,
+            clock,
+            key: std::sync::Mutex::new(SoftToken::new(false).unwrap().0),
+            enrolling: String::new(),
+            _dir: dir,
+        };
+        let signup = r#"{"userId":"keys","email":"keys@example.com","password":"a fuzzing password"}"#;
+        world.call("POST", "/v1/account", None, signup);
+        let login = r#"{"email":"keys@example.com","password":"a fuzzing password"}"#;
+        let owner = world.call("POST", "/v1/account/sessions/email", None, login).1.unwrap();
+        let (_, _, ceremony) = world.call("POST", "/v1/account/mfa/authenticators/webauthn", Some(&owner), "{}");
+        let options: CreationChallengeResponse = serde_json::from_value(ceremony["options"].clone()).unwrap();
+        let attestation = world.key.lock().unwrap().do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
+        let body = serde_json::json!({"credential": attestation}).to_string();
+        assert_eq!(world.call("PUT", "/v1/account/mfa/authenticators/webauthn", Some(&owner), &body).0, 200);
+        world.call("PATCH", "/v1/account/mfa", Some(&owner), r#"{"mfa":true}"#);
+        let signup = r#"{"userId":"enrol","email":"enrol@example.com","password":"a fuzzing password"}"#;
+        world.call("POST", "/v1/account", None, signup);
+        let login = r#"{"email":"enrol@example.com","password":"a fuzzing password"}"#;
+        let enrolling = world.call("POST", "/v1/account/sessions/email", None, login).1.unwrap();
+        KeyWorld { enrolling, ..world }
+    })
+}
+
+impl KeyWorld {
+    /// Status, the session a sign-in sets, and the JSON body.
+    fn call(&self, method: &str, path: &str, session: Option<&str>, body: &str) -> (u16, Option<String>, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(s) = session {
+            req = req.header("x-fallback-cookies", s);
+        }
+        let res = self.rt.block_on(self.app.handle(req.body(Body::Text(body.to_string())).unwrap(), None));
+        let session = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
+        (res.status().as_u16(), session, serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null))
+    }
+}
+
+/// One change to a browser's answer.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Replace(&'static str, Value),
+    Truncate(&'static str, usize),
+    Flip(&'static str, usize),
+    Remove(&'static str),
+}
+
+const ANSWER_FIELDS: &[&str] = &[
+    "/id",
+    "/rawId",
+    "/type",
+    "/response/authenticatorData",
+    "/response/clientDataJSON",
+    "/response/signature",
+    "/response/userHandle",
+    "/response/attestationObject",
+    "/extensions",
+    "/response",
+];
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let field = proptest::sample::select(ANSWER_FIELDS);
+    prop_oneof![
+        (field.clone(), json_value()).prop_map(|(f, v)| Mutation::Replace(f, v)),
+        (field.clone(), 0usize..400).prop_map(|(f, n)| Mutation::Truncate(f, n)),
+        (field.clone(), 0usize..400).prop_map(|(f, n)| Mutation::Flip(f, n)),
+        field.prop_map(Mutation::Remove),
+    ]
+}
+
+/// Fields of an assertion outside what the key signs that may change and leave the genuine
+/// answer: client extension results are advisory, and the user handle is optional (absent,
+/// or this user's).
+fn ignored_in_assertion(m: &Mutation) -> bool {
+    match m {
+        Mutation::Remove("/response/userHandle") | Mutation::Replace("/response/userHandle", Value::Null) => true,
+        m => m.field() == "/extensions",
+    }
+}
+
+/// The same for an attestation: without an attestation asked for, the statement in the
+/// attestation object is not verified (the browser's client data, with the challenge and
+/// origin, binds the answer), so a change there registers the genuine key or is refused.
+fn ignored_in_attestation(m: &Mutation) -> bool {
+    matches!(m.field(), "/extensions" | "/response/attestationObject")
+}
+
+impl Mutation {
+    fn field(&self) -> &'static str {
+        match self {
+            Mutation::Replace(f, _) | Mutation::Truncate(f, _) | Mutation::Flip(f, _) | Mutation::Remove(f) => f,
+        }
+    }
+}
+
+/// Applies `m` to `answer`; `false` if it left the answer as it was.
+fn mutate(answer: &mut Value, m: &Mutation) -> bool {
+    let before = answer.clone();
+    let field = m.field();
+    let (parent, name) = field.rsplit_once('/').unwrap();
+    let Some(Value::Object(object)) = answer.pointer_mut(if parent.is_empty() { "" } else { parent }) else {
+        return false;
+    };
+    // Fields the answer does not have are unknown to the checks, which ignore them.
+    if !object.contains_key(name) {
+        return false;
+    }
+    match m {
+        Mutation::Replace(_, v) => {
+            object.insert(name.to_string(), v.clone());
+        }
+        Mutation::Remove(_) => {
+            object.remove(name);
+        }
+        Mutation::Truncate(_, n) | Mutation::Flip(_, n) => {
+            if let Some(Value::String(text)) = object.get_mut(name) {
+                if text.is_empty() {
+                    return false;
+                }
+                let at = n % text.len();
+                if matches!(m, Mutation::Truncate(..)) {
+                    text.truncate(at);
+                } else {
+                    let flipped: String = text
+                        .chars()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            if i == at {
+                                if c == 'A' {
+                                    'B'
+                                } else {
+                                    'A'
+                                }
+                            } else {
+                                c
+                            }
+                        })
+                        .collect();
+                    *text = flipped;
+                }
+            }
+        }
+    }
+    *answer != before
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_mutated_assertion_is_a_clear_4xx_and_never_signs_in(m in mutation(), as_otp in any::<bool>()) {
+        let w = key_world();
+        // A fresh hour each case: the per-user budgets stay open.
+        w.clock.advance(3_600_000);
+        let login = r#"{"email":"keys@example.com","password":"a fuzzing password"}"#;
+        let pending = w.call("POST", "/v1/account/sessions/email", None, login).1.unwrap();
+        let (status, _, challenge) =
+            w.call("POST", "/v1/account/mfa/challenges", Some(&pending), r#"{"factor":"webauthn"}"#);
+        prop_assert_eq!(status, 201, "{}", challenge);
+        let options: RequestChallengeResponse = serde_json::from_value(challenge["options"].clone()).unwrap();
+        let assertion = w.key.lock().unwrap().do_authentication(Url::parse(ORIGIN).unwrap(), options).unwrap();
+        let mut answer = serde_json::to_value(assertion).unwrap();
+        if !mutate(&mut answer, &m) {
+            return Ok(());
+        }
+        let body = if as_otp {
+            serde_json::json!({"challengeId": challenge["$id"], "otp": answer.to_string()})
+        } else {
+            serde_json::json!({"challengeId": challenge["$id"], "credential": answer})
+        };
+        let (status, _, error) = w.call("PUT", "/v1/account/mfa/challenges", Some(&pending), &body.to_string());
+        // Only fields outside what the key signed, which the checks rightly ignore, may change
+        // and still leave the genuine answer.
+        if status == 200 {
+            prop_assert!(ignored_in_assertion(&m), "{:?} was accepted", m);
+            return Ok(());
+        }
+        // 413: the whole body is over the size limit.
+        prop_assert!(matches!(status, 400 | 401 | 413), "{:?} -> {} {}", m, status, error);
+        prop_assert_eq!(error["code"].as_u64(), Some(u64::from(status)));
+        let message = error["message"].as_str().unwrap_or_default();
+        prop_assert!(!message.is_empty() && !message.contains("\"response\""), "{}", message);
+        let (status, _, _) = w.call("GET", "/v1/account", Some(&pending), "");
+        prop_assert_eq!(status, 401, "the session still owes its second factor");
+    }
+
+    #[test]
+    fn a_mutated_attestation_is_a_clear_4xx_and_registers_nothing(m in mutation()) {
+        let w = key_world();
+        w.clock.advance(3_600_000);
+        let path = "/v1/account/mfa/authenticators/webauthn";
+        let (status, _, ceremony) = w.call("POST", path, Some(&w.enrolling), "{}");
+        prop_assert_eq!(status, 200, "{}", ceremony);
+        let options: CreationChallengeResponse = serde_json::from_value(ceremony["options"].clone()).unwrap();
+        let mut fresh = SoftToken::new(false).unwrap().0;
+        let attestation = fresh.do_registration(Url::parse(ORIGIN).unwrap(), options).unwrap();
+        let mut answer = serde_json::to_value(attestation).unwrap();
+        let genuine = answer["rawId"].as_str().unwrap().to_string();
+        if !mutate(&mut answer, &m) {
+            return Ok(());
+        }
+        let body = serde_json::json!({"credential": answer}).to_string();
+        let (status, _, error) = w.call("PUT", path, Some(&w.enrolling), &body);
+        if status == 200 {
+            // Undo first, so that a failure below leaves the next case a clean user.
+            let user = w.rt.block_on(w.app.store.user("enrol")).unwrap().unwrap();
+            let added: Vec<_> = user.keys().cloned().collect();
+            let ids = added.iter().map(|a| a.id.clone()).collect();
+            let change = UserChange::RemoveAuthenticators { ids, factor: Factor::Webauthn, last: true };
+            let removed = w.rt.block_on(w.app.store.update_user(&user, change, None, 0, &[])).unwrap();
+            prop_assert_eq!(removed, Updated::Done);
+            // Only fields outside what the key signed may change and leave the genuine answer,
+            // which registers the key that made it and nothing else.
+            prop_assert!(ignored_in_attestation(&m), "{:?} was accepted", m);
+            prop_assert_eq!(added.len(), 1);
+            prop_assert_eq!(added[0].credential_id(), Some(genuine.as_str()));
+            return Ok(());
+        }
+        prop_assert!(matches!(status, 400 | 401 | 409 | 413), "{:?} -> {} {}", m, status, error);
+        prop_assert_eq!(error["code"].as_u64(), Some(u64::from(status)));
+        let (_, _, listed) = w.call("GET", path, Some(&w.enrolling), "");
+        prop_assert_eq!(listed["total"].as_u64(), Some(0), "nothing registered");
     }
 }

@@ -15,6 +15,7 @@ use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
 use mfa_core::domain::limits::{Count, Limit};
+use mfa_core::domain::webauthn::{KeyUse, NewKey};
 use mfa_core::domain::{
     Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken,
 };
@@ -132,6 +133,9 @@ conformance!(
     twenty_parallel_completions_of_one_challenge_let_one_win,
     twenty_parallel_spends_of_one_recovery_code_let_one_win,
     twenty_parallel_uses_of_one_totp_step_let_one_win,
+    a_key_use_moves_its_counter_forward_only,
+    a_key_registration_keeps_its_ceremony_apart_and_is_spent_once,
+    removing_keys_removes_exactly_those,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -564,10 +568,15 @@ async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<d
 
 const REJECTED: Decided = Err(Refused::Rejected);
 
+fn totp_removal() -> UserChange {
+    UserChange::RemoveAuthenticators { ids: vec![Authenticator::TOTP_ID.into()], factor: Factor::Totp, last: true }
+}
+
 /// The user's challenge with this id, as stored, if it is there and unexpired.
 async fn challenge_of(store: &Arc<dyn Store>, user: &User, id: &str, now: Millis) -> Option<Challenge> {
-    let lookup = Lookup { challenge: Some((user.id.clone(), id.to_string())), ..Lookup::default() };
-    store.load(&lookup, now).await.unwrap().challenge
+    let slot = Challenge::slot_of(id)?;
+    let lookup = Lookup { challenge: Some((user.id.clone(), slot)), ..Lookup::default() };
+    store.load(&lookup, now).await.unwrap().challenge.filter(|c| c.id == id)
 }
 
 async fn miss(store: &Arc<dyn Store>, c: &Challenge, now: Millis) -> Decided {
@@ -991,16 +1000,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         done(
             &store,
             &user,
-            store
-                .update_user(
-                    &reload(&store, &user).await,
-                    UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
-                    None,
-                    t,
-                    &[]
-                )
-                .await
-                .unwrap()
+            store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap()
         )
         .await
         .totp()
@@ -1008,16 +1008,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         None
     );
     assert_eq!(
-        store
-            .update_user(
-                &reload(&store, &user).await,
-                UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()),
-                None,
-                t,
-                &[]
-            )
-            .await
-            .unwrap(),
+        store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap(),
         Updated::Rejected
     );
     let fresh = authenticator(false, None, t);
@@ -1224,10 +1215,7 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     assert_eq!(reload(&store, &user).await.recovery_codes, codes[1..].to_vec(), "the code was spent");
 
     // Removing the authenticator forgets who added it.
-    let removed = store
-        .update_user(&user, UserChange::RemoveAuthenticator(Authenticator::TOTP_ID.into()), None, t + 2, &[])
-        .await
-        .unwrap();
+    let removed = store.update_user(&user, totp_removal(), None, t + 2, &[]).await.unwrap();
     let user = done(&store, &user, removed).await;
     assert_eq!(user.added_by.get(&Factor::Totp), None);
     assert_eq!(reload(&store, &user).await.added_by.get(&Factor::Totp), None);
@@ -1362,4 +1350,123 @@ async fn twenty_parallel_uses_of_one_totp_step_let_one_win(store: Arc<dyn Store>
     assert_eq!(won, 1);
     assert_eq!(untouched, 3, "only the winner's challenge is used up");
     assert_eq!(reload(&store, &user).await.totp().and_then(|a| a.totp_secret()).and_then(|(_, step)| step), Some(42));
+}
+
+// ---------------------------------------------------------------------------------------
+// Security keys
+
+fn key(counter: u32, by: &str, now: Millis) -> Authenticator {
+    let id = new_id();
+    let new = NewKey { credential: format!("{{\"cred\":\"{id}\"}}"), credential_id: format!("cred-{id}"), counter };
+    Authenticator::webauthn(id, "Key".into(), new, by, now)
+}
+
+fn key_state(user: &User, id: &str) -> Option<(u32, String, Option<Millis>)> {
+    user.authenticators.iter().find(|a| a.id == id).and_then(|a| match &a.secret {
+        AuthenticatorSecret::Webauthn { counter, credential, .. } => {
+            Some((*counter, credential.clone(), a.last_used_at))
+        }
+        AuthenticatorSecret::Totp { .. } => None,
+    })
+}
+
+fn key_use(key: &Authenticator, counter: u32) -> Spend {
+    Spend::Key(KeyUse { authenticator_id: key.id.clone(), counter, credential: format!("{{\"counter\":{counter}}}") })
+}
+
+async fn webauthn_challenge(store: &Arc<dyn Store>, user: &User, now: Millis) -> Challenge {
+    let challenge = Challenge::webauthn(&user.id, format!("state-{}", new_id()), now, CHALLENGE_TTL);
+    store.put_challenge(&challenge, &[]).await.unwrap().unwrap();
+    challenge
+}
+
+async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
+    let t = now();
+    let (counting, counterless) = (key(5, "s0", t), key(0, "s0", t));
+    let user =
+        created(&store, User { authenticators: vec![counting.clone(), counterless.clone()], ..new_user(t) }).await;
+    let session = signed_in(&store, &user, t).await;
+
+    let challenge = webauthn_challenge(&store, &user, t).await;
+    let stored = challenge_of(&store, &user, &challenge.id, t).await.unwrap();
+    assert_eq!(stored.ceremony_state(false), challenge.ceremony_state(false), "the ceremony state is kept");
+    for regressed in [5, 4, 0] {
+        let spend = win(&challenge, &session, key_use(&counting, regressed), t);
+        assert_eq!(store.finish_challenge(&spend, &[]).await.unwrap(), REJECTED, "counter {regressed}");
+    }
+    let spend = win(&challenge, &session, key_use(&counting, 6), t + 1);
+    assert_eq!(store.finish_challenge(&spend, &[]).await.unwrap(), Ok(()));
+    let after = reload(&store, &user).await;
+    assert_eq!(key_state(&after, &counting.id), Some((6, "{\"counter\":6}".into(), Some(t + 1))));
+    let factors = session_of(&store, &session, t).await.map(|s| s.factors);
+    assert_eq!(factors, Some(vec![Factor::Password, Factor::Webauthn]));
+
+    // A key that keeps no counter always sends 0; once it counts, 0 is a regression.
+    let challenge = webauthn_challenge(&store, &user, t).await;
+    assert_eq!(
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &[]).await.unwrap(),
+        Ok(())
+    );
+    let challenge = webauthn_challenge(&store, &user, t).await;
+    assert_eq!(
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 2), t), &[]).await.unwrap(),
+        Ok(())
+    );
+    let challenge = webauthn_challenge(&store, &user, t).await;
+    assert_eq!(
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &[]).await.unwrap(),
+        REJECTED
+    );
+    assert_eq!(key_state(&reload(&store, &user).await, &counterless.id).map(|k| k.0), Some(2));
+
+    // A key the user no longer has proves nothing.
+    let challenge = webauthn_challenge(&store, &user, t).await;
+    let gone = key(0, "s0", t);
+    assert_eq!(store.finish_challenge(&win(&challenge, &session, key_use(&gone, 1), t), &[]).await.unwrap(), REJECTED);
+}
+
+async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let sign_in = webauthn_challenge(&store, &user, t).await;
+    let registration = Challenge::registration(&user.id, "registration-state".into(), t, CHALLENGE_TTL);
+    store.put_challenge(&registration, &[]).await.unwrap().unwrap();
+    // Both live: a registration does not replace a sign-in, nor the other way round.
+    assert!(challenge_of(&store, &user, &sign_in.id, t).await.is_some());
+    let stored = challenge_of(&store, &user, &registration.id, t).await.unwrap();
+    assert_eq!((stored.is_registration(), stored.ceremony_state(true)), (true, Some("registration-state")));
+
+    let new_key = key(0, &session.id, t);
+    let register = |key: Authenticator| ChallengeWin {
+        factor: Factor::Webauthn,
+        recent: false,
+        ..win(&registration, &session, Spend::Register(key), t)
+    };
+    assert_eq!(store.finish_challenge(&register(new_key.clone()), &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&register(key(0, &session.id, t)), &[]).await.unwrap(), REJECTED, "spent");
+    let after = reload(&store, &user).await;
+    assert_eq!(after.keys().map(|k| k.id.clone()).collect::<Vec<_>>(), vec![new_key.id.clone()]);
+    assert_eq!(after.keys().next().unwrap().registered_by(), Some(session.id.as_str()));
+    assert!(after.has_factor(Factor::Webauthn));
+    assert!(challenge_of(&store, &user, &registration.id, t).await.is_none());
+    assert!(challenge_of(&store, &user, &sign_in.id, t).await.is_some(), "the sign-in ceremony is untouched");
+    let factors = session_of(&store, &session, t).await.map(|s| s.factors);
+    assert_eq!(factors, Some(vec![Factor::Password, Factor::Webauthn]));
+}
+
+async fn removing_keys_removes_exactly_those(store: Arc<dyn Store>) {
+    let t = now();
+    let (a, b, c) = (key(0, "s0", t), key(0, "s0", t), key(0, "s0", t));
+    let user = created(&store, User { authenticators: vec![a.clone(), b.clone(), c.clone()], ..new_user(t) }).await;
+    let remove = |ids: Vec<&Authenticator>| UserChange::RemoveAuthenticators {
+        ids: ids.into_iter().map(|k| k.id.clone()).collect(),
+        factor: Factor::Webauthn,
+        last: false,
+    };
+    let user = done(&store, &user, store.update_user(&user, remove(vec![&a, &c]), None, t, &[]).await.unwrap()).await;
+    assert_eq!(user.keys().map(|k| k.id.clone()).collect::<Vec<_>>(), vec![b.id.clone()]);
+    let again = store.update_user(&user, remove(vec![&a, &b]), None, t, &[]).await.unwrap();
+    assert_eq!(again, Updated::Rejected, "one of them is gone: nothing is removed");
+    assert_eq!(reload(&store, &user).await.keys().count(), 1);
 }

@@ -1,4 +1,4 @@
-//! `DELETE /v1/account/mfa/authenticators/:type`
+//! `DELETE /v1/account/mfa/authenticators/:type`, `DELETE /v1/account/mfa/authenticators/:type/:authenticatorId`
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

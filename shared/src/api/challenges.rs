@@ -5,11 +5,13 @@ use serde::Deserialize;
 use super::budget::{self, Budget, Charged};
 use super::models::{MfaChallenge, SessionModel};
 use super::App;
+use crate::clock::Millis;
 use crate::delivery::templates;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
-use crate::domain::values::{ChallengeFactor, Id, Otp};
-use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor};
+use crate::domain::values::{parse_otp, ChallengeFactor, Id};
+use crate::domain::webauthn::Refusal;
+use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{ChallengeWin, Lookup, Spend};
@@ -31,13 +33,46 @@ struct CreateChallenge {
 #[serde(rename_all = "camelCase")]
 struct CompleteChallenge {
     challenge_id: Id,
-    otp: Otp,
+    /// The code; for a `webauthn` challenge the assertion's JSON, or that in `credential`.
+    otp: Option<String>,
+    credential: Option<serde_json::Value>,
+}
+
+/// What a challenge is completed with.
+enum Proof {
+    Code(String),
+    Assertion(serde_json::Value),
+}
+
+impl CompleteChallenge {
+    /// Refuses at once what is no answer to any challenge: no `otp` (nor `credential`), or an
+    /// `otp` that is neither a code nor JSON.
+    fn check(&self) -> Result<(), ApiError> {
+        match (&self.otp, &self.credential) {
+            (None, None) => Err(ApiError::missing("otp")),
+            (Some(otp), None) if !otp.trim_start().starts_with('{') => {
+                parse_otp(otp).map(drop).map_err(|rule| ApiError::invalid("otp", rule))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The answer, read as the challenge's factor needs it.
+    fn proof(self, factor: Factor) -> Result<Proof, ApiError> {
+        if factor == Factor::Webauthn {
+            let answer = super::webauthn::Answer { credential: self.credential, otp: self.otp };
+            return answer.json().map(Proof::Assertion);
+        }
+        let otp = self.otp.ok_or_else(|| ApiError::missing("otp"))?;
+        parse_otp(&otp).map(Proof::Code).map_err(|rule| ApiError::invalid("otp", rule))
+    }
 }
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let CreateChallenge { factor: ChallengeFactor(factor) } = ctx.params()?;
     let user = ctx.authed()?.user.clone();
     let mut challenge = Challenge::new(&user.id, factor, ctx.now, app.config.challenge_ttl);
+    let mut options_out = None;
     let mut budget = create_budget(ctx);
     let message = match factor {
         Factor::Email => {
@@ -54,6 +89,12 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             }
             budget = budget.every(SMS_PER_PHONE, &phone);
             Some((phone, templates::sms_challenge as fn(&str, &str, &str, i64) -> _))
+        }
+        Factor::Webauthn => {
+            let (ceremony, options) = super::webauthn::sign_in(app, &user, ctx.now)?;
+            challenge = ceremony;
+            options_out = Some(options);
+            None
         }
         Factor::Totp if !user.totp_verified() => return Err(ApiError::AuthenticatorNotFound),
         Factor::RecoveryCode if user.recovery_codes.is_empty() => return Err(ApiError::RecoveryCodesNotFound),
@@ -79,20 +120,27 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             return Err(ApiError::DeliveryFailed(e));
         }
     }
-    Ok(Reply::model(201, &MfaChallenge::of(&challenge)))
+    let mut model = MfaChallenge::of(&challenge);
+    if let Some(options) = options_out {
+        model = model.with_options(options);
+    }
+    Ok(Reply::model(201, &model))
 }
 
 pub fn complete_lookup(ctx: &Ctx) -> Lookup {
     let challenge = ctx.params::<CompleteChallenge>().ok();
+    let slot = challenge.and_then(|c| Challenge::slot_of(&c.challenge_id));
     Lookup {
-        challenge: challenge.map(|c| (ctx.caller_id().to_string(), c.challenge_id.into_inner())),
+        challenge: slot.map(|slot| (ctx.caller_id().to_string(), slot)),
         counters: budget::code_checks(ctx).counters(ctx.now),
         ..Lookup::default()
     }
 }
 
 pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let CompleteChallenge { challenge_id, otp } = ctx.params()?;
+    let params: CompleteChallenge = ctx.params()?;
+    params.check()?;
+    let challenge_id = params.challenge_id.clone();
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
     let mut budget = budget::code_checks(ctx);
@@ -101,27 +149,21 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .found
         .challenge
         .take()
-        .filter(|c| c.id == *challenge_id && c.user_id == user.id && c.is_usable(ctx.now))
+        .filter(|c| c.id == *challenge_id && c.user_id == user.id && !c.is_registration() && c.is_usable(ctx.now))
         .ok_or(ApiError::InvalidToken)?;
 
-    let spend = match challenge.factor {
-        Factor::Email | Factor::Phone => {
-            let expected = challenge.code_hash.as_deref().unwrap_or_default();
-            let given = app.keys.code_hash(&challenge.code_context(), &otp);
-            constant_time_eq(expected, &given).then_some(Spend::Nothing)
-        }
-        Factor::Totp => {
-            let authenticator = user.totp().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
-            let (secret, last_step) = super::mfa::totp_secret(app, user, authenticator)?;
-            totp::accept(&secret, &otp, ctx.now, last_step).map(Spend::TotpStep)
-        }
-        Factor::RecoveryCode => {
-            let given = recovery::hash(&app.keys, &user.id, &otp);
-            // Compare against every code so timing does not reveal which one matched.
-            let found = user.recovery_codes.iter().fold(false, |hit, h| constant_time_eq(h, &given) | hit);
-            found.then_some(Spend::RecoveryCode(given))
-        }
-        Factor::Password => None,
+    let mut refusal = None;
+    let spend = match params.proof(challenge.factor)? {
+        Proof::Assertion(answer) => match super::webauthn::check_assertion(app, user, &challenge, &answer)? {
+            Ok(spend) => Some(spend),
+            // An answer that is not one changes nothing, not even the attempts left.
+            Err(Refusal::Malformed) => return Err(super::webauthn::refused(Refusal::Malformed)),
+            Err(why) => {
+                refusal = Some(why);
+                None
+            }
+        },
+        Proof::Code(otp) => code_spend(app, user, &challenge, &otp, ctx.now)?,
     };
 
     // The write that spends the attempt or completes the challenge also counts it: a
@@ -129,8 +171,9 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let Some(spend) = spend else {
         let missed = app.store.miss_challenge(&user.id, &challenge.id, ctx.now, &budget.failure(ctx.now)).await?;
         budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
-        return Err(ApiError::InvalidToken);
+        return Err(refusal.map_or(ApiError::InvalidToken, super::webauthn::refused));
     };
+    let recent = authed.session.proves_with(user, challenge.factor, spend.key());
     let win = ChallengeWin {
         user_id: user.id.clone(),
         challenge_id: challenge.id.clone(),
@@ -139,11 +182,40 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         factor: challenge.factor,
         spend,
         now: ctx.now,
-        recent: authed.session.proves_with(user, challenge.factor),
+        recent,
     };
     let finished = app.store.finish_challenge(&win, &budget.success(ctx.now)).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut session = authed.session.clone();
     win.upgrade().apply_to_session(&mut session, ctx.now);
     Ok(Reply::model(200, &SessionModel::of(&session, true)))
+}
+
+/// What a right code spends on a code challenge; `None` for a wrong one.
+fn code_spend(
+    app: &App,
+    user: &User,
+    challenge: &Challenge,
+    otp: &str,
+    now: Millis,
+) -> Result<Option<Spend>, ApiError> {
+    Ok(match challenge.factor {
+        Factor::Email | Factor::Phone => {
+            let expected = challenge.code_hash.as_deref().unwrap_or_default();
+            let given = app.keys.code_hash(&challenge.code_context(), otp);
+            constant_time_eq(expected, &given).then_some(Spend::Nothing)
+        }
+        Factor::Totp => {
+            let authenticator = user.totp().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
+            let (secret, last_step) = super::mfa::totp_secret(app, user, authenticator)?;
+            totp::accept(&secret, otp, now, last_step).map(Spend::TotpStep)
+        }
+        Factor::RecoveryCode => {
+            let given = recovery::hash(&app.keys, &user.id, otp);
+            // Compare against every code so timing does not reveal which one matched.
+            let found = user.recovery_codes.iter().fold(false, |hit, h| constant_time_eq(h, &given) | hit);
+            found.then_some(Spend::RecoveryCode(given))
+        }
+        Factor::Password | Factor::Webauthn => None,
+    })
 }

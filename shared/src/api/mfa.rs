@@ -46,8 +46,8 @@ pub async fn factors(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     Ok(Reply::model(200, &MfaFactors::of(&ctx.authed()?.user)))
 }
 
-/// The `{type}` of an authenticator route; Appwrite's API has one authenticator per type.
-fn authenticator_kind(ctx: &Ctx) -> Result<AuthenticatorKind, ApiError> {
+/// The `{type}` of an authenticator route.
+pub(super) fn authenticator_kind(ctx: &Ctx) -> Result<AuthenticatorKind, ApiError> {
     AuthenticatorKind::parse(ctx.path_param("type")).map_err(|rule| ApiError::invalid("type", rule))
 }
 
@@ -67,7 +67,9 @@ pub(super) fn totp_secret(
 }
 
 pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    authenticator_kind(ctx)?;
+    if authenticator_kind(ctx)? == AuthenticatorKind::Webauthn {
+        return super::webauthn::start_registration(app, ctx).await;
+    }
     let authed = ctx.authed()?;
     let user = &authed.user;
     if user.totp_verified() {
@@ -91,11 +93,16 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 }
 
 pub fn verify_lookup(ctx: &Ctx) -> Lookup {
-    Lookup { counters: budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() }
+    match AuthenticatorKind::parse(ctx.path_param("type")) {
+        Ok(AuthenticatorKind::Webauthn) => super::webauthn::finish_lookup(ctx),
+        _ => Lookup { counters: budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() },
+    }
 }
 
 pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    authenticator_kind(ctx)?;
+    if authenticator_kind(ctx)? == AuthenticatorKind::Webauthn {
+        return super::webauthn::finish_registration(app, ctx).await;
+    }
     let AuthenticatorCode { otp } = ctx.params()?;
     let authed = ctx.authed()?.clone();
     let user = &authed.user;
@@ -128,14 +135,25 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     }
 }
 
+/// Removes the user's authenticators of the type: the TOTP authenticator, or every security
+/// key (one at a time: `DELETE .../webauthn/{authenticatorId}`).
 pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let kind = authenticator_kind(ctx)?;
     let authed = ctx.authed()?;
     if !authed.session.has_recent_challenge(ctx.now) {
         return Err(ApiError::ChallengeRequired);
     }
-    let id = authed.user.authenticator(kind).ok_or(ApiError::AuthenticatorNotFound)?.id.clone();
-    let change = UserChange::RemoveAuthenticator(id);
+    let ids: Vec<String> =
+        authed.user.authenticators.iter().filter(|a| a.kind() == kind).map(|a| a.id.clone()).collect();
+    if ids.is_empty() {
+        return Err(ApiError::AuthenticatorNotFound);
+    }
+    remove(app, ctx, UserChange::RemoveAuthenticators { ids, factor: kind.factor(), last: true }).await
+}
+
+/// Carries out the removal of authenticators, ending the user's other sessions.
+pub(super) async fn remove(app: &App, ctx: &Ctx, change: UserChange) -> Result<Reply, ApiError> {
+    let authed = ctx.authed()?;
     match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
         Updated::Done => Ok(Reply::no_content()),
         Updated::SessionEnded => Err(ApiError::Unauthorized),

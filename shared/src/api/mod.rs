@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
 use crate::domain::crypto::{sha256_hex, Keys};
+use crate::domain::webauthn::RelyingParty;
 use crate::domain::{session, Standing};
 use crate::error::ApiError;
 use crate::http::{Authed, Ctx, Reply};
@@ -24,6 +25,7 @@ mod mfa;
 mod models;
 mod sessions;
 mod verification;
+mod webauthn;
 
 /// What a route asks of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,9 +117,13 @@ functions! {
     ];
     update_mfa => [route!(PATCH "/v1/account/mfa" => "update-mfa", Full, mfa::update)];
     list_mfa_factors => [route!(GET "/v1/account/mfa/factors" => "list-mfa-factors", Session, mfa::factors)];
-    create_mfa_authenticator => [route!(POST "/v1/account/mfa/authenticators/{type}" => "create-mfa-authenticator", Full, mfa::create_authenticator)];
+    create_mfa_authenticator => [route!(POST "/v1/account/mfa/authenticators/{type}" => "create-mfa-authenticator", Full, mfa::create_authenticator, webauthn::start_lookup)];
+    list_mfa_authenticators => [route!(GET "/v1/account/mfa/authenticators/{type}" => "list-mfa-authenticators", Full, webauthn::list)];
     update_mfa_authenticator => [route!(PUT "/v1/account/mfa/authenticators/{type}" => "update-mfa-authenticator", Full, mfa::verify_authenticator, mfa::verify_lookup)];
-    delete_mfa_authenticator => [route!(DELETE "/v1/account/mfa/authenticators/{type}" => "delete-mfa-authenticator", Full, mfa::delete_authenticator)];
+    delete_mfa_authenticator => [
+        route!(DELETE "/v1/account/mfa/authenticators/{type}" => "delete-mfa-authenticator", Full, mfa::delete_authenticator),
+        route!(DELETE "/v1/account/mfa/authenticators/{type}/{authenticatorId}" => "delete-mfa-authenticator", Full, webauthn::delete_one),
+    ];
     create_mfa_recovery_codes => [route!(POST "/v1/account/mfa/recovery-codes" => "create-mfa-recovery-codes", Full, mfa::create_recovery_codes)];
     get_mfa_recovery_codes => [route!(GET "/v1/account/mfa/recovery-codes" => "get-mfa-recovery-codes", Full, mfa::get_recovery_codes)];
     update_mfa_recovery_codes => [route!(PATCH "/v1/account/mfa/recovery-codes" => "update-mfa-recovery-codes", Full, mfa::replace_recovery_codes)];
@@ -139,6 +145,8 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub sender: Arc<dyn Sender>,
     pub clock: Arc<dyn Clock>,
+    /// The WebAuthn relying party, where configured.
+    pub webauthn: Option<RelyingParty>,
     /// The Router of every route over this app, for [`App::handle`]; made on first use.
     in_process: OnceLock<axum::Router>,
 }
@@ -151,7 +159,15 @@ pub struct ClientIp(pub String);
 impl App {
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
         let keys = Keys::derive(&config.secret_key);
-        App { config, keys, store, sender, clock, in_process: OnceLock::new() }
+        // Settings read from the environment were checked by building one already.
+        let webauthn = config.webauthn.as_ref().and_then(|settings| match RelyingParty::new(settings) {
+            Ok(rp) => Some(rp),
+            Err(e) => {
+                tracing::error!(error = %e, "WebAuthn is off: its settings are invalid");
+                None
+            }
+        });
+        App { config, keys, store, sender, clock, webauthn, in_process: OnceLock::new() }
     }
 
     /// Serves one request in-process through the same Router the servers run (for tests and

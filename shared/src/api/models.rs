@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::clock::iso;
-use crate::domain::{Challenge, Factor, Session, User, VerificationToken};
+use crate::domain::{Authenticator, Challenge, Factor, Session, User, VerificationToken};
 
 /// `Account` (Appwrite's `User` model as the Account API shows it); never a password hash.
 #[derive(Debug, Serialize)]
@@ -168,6 +168,10 @@ pub struct MfaChallenge {
     pub created_at: String,
     pub user_id: String,
     pub expire: String,
+    /// For WebAuthn: the options for `navigator.credentials.create` or `.get`, as
+    /// `{"publicKey": {...}}` with binary fields in base64url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<serde_json::Value>,
 }
 
 impl MfaChallenge {
@@ -177,12 +181,57 @@ impl MfaChallenge {
             created_at: iso(c.created_at),
             user_id: c.user_id.clone(),
             expire: iso(c.expire),
+            options: None,
         }
+    }
+
+    pub fn with_options(self, options: serde_json::Value) -> MfaChallenge {
+        MfaChallenge { options: Some(options), ..self }
+    }
+}
+
+/// One of a user's authenticators, as listed; never its secret or public key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticatorModel {
+    #[serde(rename = "$id")]
+    pub id: String,
+    #[serde(rename = "$createdAt")]
+    pub created_at: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub last_used_at: String,
+    /// A security key's credential id (base64url); empty for other types.
+    pub credential_id: String,
+}
+
+/// A list of authenticators, in the shape of Appwrite's lists.
+#[derive(Debug, Serialize)]
+pub struct AuthenticatorList {
+    pub total: usize,
+    pub authenticators: Vec<AuthenticatorModel>,
+}
+
+impl AuthenticatorList {
+    pub fn of(listed: &[&Authenticator]) -> AuthenticatorList {
+        let authenticators: Vec<AuthenticatorModel> = listed
+            .iter()
+            .map(|a| AuthenticatorModel {
+                id: a.id.clone(),
+                created_at: iso(a.created_at),
+                name: a.name.clone(),
+                kind: a.kind().as_str(),
+                last_used_at: a.last_used_at.map(iso).unwrap_or_default(),
+                credential_id: a.credential_id().unwrap_or_default().to_string(),
+            })
+            .collect();
+        AuthenticatorList { total: authenticators.len(), authenticators }
     }
 }
 
 /// `MfaFactors`: whether each second factor is ready, by its name (`totp`, `email`,
-/// `phone`, `recoveryCode`), derived from the factors themselves.
+/// `phone`, `recoveryCode`, `webauthn`), derived from the factors themselves.
 #[derive(Debug, Serialize)]
 pub struct MfaFactors {
     #[serde(flatten)]

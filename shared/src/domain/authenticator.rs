@@ -28,20 +28,28 @@ pub enum AuthenticatorSecret {
     /// associated data, and the newest time step ever accepted (older or equal ones are
     /// refused).
     Totp { sealed: String, last_step: Option<u64> },
+    /// A security key or passkey: its credential as `webauthn-rs` serialises it (public
+    /// key, flags; nothing secret), its id (base64url) and its signature counter, which
+    /// must move forward on every use unless the key keeps none (always 0); and the session
+    /// that registered it: a challenge that session completes with this key proves nothing
+    /// the account had before (see `Session::proves_with`).
+    Webauthn { credential: String, credential_id: String, counter: u32, registered_by: String },
 }
 
 /// The kinds of authenticator, as `POST /account/mfa/authenticators/{type}` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthenticatorKind {
     Totp,
+    Webauthn,
 }
 
 impl AuthenticatorKind {
-    pub const ALL: [AuthenticatorKind; 1] = [AuthenticatorKind::Totp];
+    pub const ALL: [AuthenticatorKind; 2] = [AuthenticatorKind::Totp, AuthenticatorKind::Webauthn];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AuthenticatorKind::Totp => "totp",
+            AuthenticatorKind::Webauthn => "webauthn",
         }
     }
 
@@ -49,6 +57,7 @@ impl AuthenticatorKind {
     pub fn factor(self) -> Factor {
         match self {
             AuthenticatorKind::Totp => Factor::Totp,
+            AuthenticatorKind::Webauthn => Factor::Webauthn,
         }
     }
 
@@ -57,7 +66,7 @@ impl AuthenticatorKind {
         AuthenticatorKind::ALL
             .into_iter()
             .find(|k| k.as_str().eq_ignore_ascii_case(raw))
-            .ok_or("Value must be one of (totp)")
+            .ok_or("Value must be one of (totp, webauthn)")
     }
 }
 
@@ -83,6 +92,7 @@ impl Authenticator {
     pub fn kind(&self) -> AuthenticatorKind {
         match self.secret {
             AuthenticatorSecret::Totp { .. } => AuthenticatorKind::Totp,
+            AuthenticatorSecret::Webauthn { .. } => AuthenticatorKind::Webauthn,
         }
     }
 
@@ -90,7 +100,49 @@ impl Authenticator {
     pub fn totp_secret(&self) -> Option<(&str, Option<u64>)> {
         match &self.secret {
             AuthenticatorSecret::Totp { sealed, last_step } => Some((sealed.as_str(), *last_step)),
+            AuthenticatorSecret::Webauthn { .. } => None,
         }
+    }
+
+    /// The credential id of a security key or passkey.
+    pub fn credential_id(&self) -> Option<&str> {
+        match &self.secret {
+            AuthenticatorSecret::Webauthn { credential_id, .. } => Some(credential_id),
+            AuthenticatorSecret::Totp { .. } => None,
+        }
+    }
+
+    /// The session that registered a security key.
+    pub fn registered_by(&self) -> Option<&str> {
+        match &self.secret {
+            AuthenticatorSecret::Webauthn { registered_by, .. } => Some(registered_by),
+            AuthenticatorSecret::Totp { .. } => None,
+        }
+    }
+
+    /// Whether a security key's signature `counter` may follow the stored one: it must move
+    /// forward, unless the key keeps no counter (both 0).
+    pub fn accepts_counter(&self, counter: u32) -> bool {
+        match &self.secret {
+            AuthenticatorSecret::Webauthn { counter: stored, .. } => {
+                counter > *stored || (counter == 0 && *stored == 0)
+            }
+            AuthenticatorSecret::Totp { .. } => false,
+        }
+    }
+
+    /// Records a use of a security key: its new counter and credential; `false` (nothing
+    /// changed) unless the counter may follow the stored one.
+    pub fn use_key(&mut self, new_counter: u32, new_credential: &str, now: Millis) -> bool {
+        if !self.accepts_counter(new_counter) {
+            return false;
+        }
+        if let AuthenticatorSecret::Webauthn { credential, counter, .. } = &mut self.secret {
+            *credential = new_credential.to_string();
+            *counter = new_counter;
+            self.last_used_at = Some(now);
+        }
+        true
     }
 
     /// Records the use of TOTP time step `step`; `false` (nothing changed) unless it is
@@ -102,7 +154,7 @@ impl Authenticator {
                 self.last_used_at = Some(now);
                 true
             }
-            AuthenticatorSecret::Totp { .. } => false,
+            AuthenticatorSecret::Totp { .. } | AuthenticatorSecret::Webauthn { .. } => false,
         }
     }
 }
@@ -125,7 +177,43 @@ mod tests {
     #[test]
     fn kinds_parse_case_insensitively() {
         assert_eq!(AuthenticatorKind::parse("TOTP"), Ok(AuthenticatorKind::Totp));
+        assert_eq!(AuthenticatorKind::parse("WebAuthn"), Ok(AuthenticatorKind::Webauthn));
         assert!(AuthenticatorKind::parse("hotp").is_err());
         assert_eq!(AuthenticatorKind::Totp.factor(), Factor::Totp);
+        assert_eq!(AuthenticatorKind::Webauthn.factor(), Factor::Webauthn);
+    }
+
+    fn key(counter: u32) -> Authenticator {
+        Authenticator {
+            id: "k1".into(),
+            name: "Key".into(),
+            created_at: 1,
+            last_used_at: None,
+            verified: true,
+            secret: AuthenticatorSecret::Webauthn {
+                credential: "{}".into(),
+                credential_id: "AQ".into(),
+                counter,
+                registered_by: "s".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_key_counter_only_moves_forward_unless_the_key_keeps_none() {
+        let mut k = key(5);
+        assert!(!k.use_key(5, "{\"v\":1}", 9), "an equal counter is a replay or a clone");
+        assert!(!k.use_key(4, "{\"v\":1}", 9));
+        assert!(!k.use_key(0, "{\"v\":1}", 9));
+        assert_eq!(k.last_used_at, None);
+        assert!(k.use_key(6, "{\"v\":2}", 9));
+        assert_eq!(k.last_used_at, Some(9));
+        assert!(
+            matches!(&k.secret, AuthenticatorSecret::Webauthn { counter: 6, credential, .. } if credential == "{\"v\":2}")
+        );
+        let mut counterless = key(0);
+        assert!(counterless.use_key(0, "{}", 9), "keys without a counter always send 0");
+        assert!(counterless.use_key(3, "{}", 9));
+        assert!(!counterless.use_key(0, "{}", 9), "once counting, 0 is a regression");
     }
 }

@@ -22,7 +22,24 @@ pub struct Challenge {
     pub attempts_left: u32,
     pub created_at: Millis,
     pub expire: Millis,
+    /// For WebAuthn: the ceremony it stands for, with the state that checks the browser's
+    /// answer. Kept here, server-side, and spent with the challenge.
+    #[serde(default)]
+    pub ceremony: Option<Ceremony>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ceremony {
+    /// Registering a new key rather than signing in with one.
+    pub registration: bool,
+    pub state: String,
+}
+
+/// Where a user's live challenge of each kind is kept: one per factor, and one for
+/// registering a security key (which proves no factor yet, and must not replace a sign-in).
+pub const REGISTRATION_SLOT: &str = "webauthnRegistration";
+/// The first character of a key-registration ceremony's id.
+const REGISTRATION_TAG: char = 'k';
 
 impl Challenge {
     pub fn new(user_id: &str, factor: Factor, now: Millis, ttl: Millis) -> Self {
@@ -34,13 +51,51 @@ impl Challenge {
             attempts_left: MAX_ATTEMPTS,
             created_at: now,
             expire: now + ttl,
+            ceremony: None,
         }
     }
 
-    /// The factor a challenge id was issued for: the store finds a challenge by it
-    /// without searching.
-    pub fn factor_of(id: &str) -> Option<Factor> {
-        Factor::second().find(|f| id.starts_with(tag(*f)) && id.len() > 1)
+    /// A WebAuthn sign-in challenge holding its ceremony `state`.
+    pub fn webauthn(user_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
+        let ceremony = Some(Ceremony { registration: false, state });
+        Challenge { ceremony, ..Challenge::new(user_id, Factor::Webauthn, now, ttl) }
+    }
+
+    /// The ceremony of registering a security key of `user_id`, holding its `state`.
+    pub fn registration(user_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
+        let ceremony = Some(Ceremony { registration: true, state });
+        let id = format!("{REGISTRATION_TAG}{}", super::crypto::new_id());
+        Challenge { id, ceremony, ..Challenge::new(user_id, Factor::Webauthn, now, ttl) }
+    }
+
+    pub fn is_registration(&self) -> bool {
+        self.ceremony.as_ref().is_some_and(|c| c.registration)
+    }
+
+    /// The ceremony state of a WebAuthn sign-in (`registration == false`) or registration.
+    pub fn ceremony_state(&self, registration: bool) -> Option<&str> {
+        self.ceremony.as_ref().filter(|c| c.registration == registration).map(|c| c.state.as_str())
+    }
+
+    /// Where this challenge is kept.
+    pub fn slot(&self) -> &'static str {
+        if self.is_registration() {
+            REGISTRATION_SLOT
+        } else {
+            self.factor.as_str()
+        }
+    }
+
+    /// Where the challenge with this id is kept: its first character says, so the store
+    /// finds it without searching.
+    pub fn slot_of(id: &str) -> Option<&'static str> {
+        if id.len() < 2 {
+            return None;
+        }
+        if id.starts_with(REGISTRATION_TAG) {
+            return Some(REGISTRATION_SLOT);
+        }
+        Factor::second().find(|f| id.starts_with(tag(*f))).map(Factor::as_str)
     }
 
     pub fn is_usable(&self, now: Millis) -> bool {
@@ -60,6 +115,7 @@ fn tag(factor: Factor) -> char {
         Factor::Email => 'e',
         Factor::Phone => 'p',
         Factor::RecoveryCode => 'r',
+        Factor::Webauthn => 'a',
         Factor::Password => 'w',
     }
 }
@@ -78,14 +134,26 @@ mod tests {
     }
 
     #[test]
-    fn a_challenge_id_names_its_factor() {
-        for factor in Factor::second() {
-            let c = Challenge::new("u", factor, 0, CHALLENGE_TTL);
-            assert_eq!(Challenge::factor_of(&c.id), Some(factor));
+    fn a_challenge_id_names_where_it_is_kept() {
+        let mut slots = std::collections::BTreeSet::new();
+        let registration = Challenge::registration("u", "state".into(), 0, CHALLENGE_TTL);
+        for c in Factor::second().map(|f| Challenge::new("u", f, 0, CHALLENGE_TTL)).chain([registration]) {
+            assert_eq!(Challenge::slot_of(&c.id), Some(c.slot()));
+            assert!(slots.insert(c.slot()), "{} has a slot of its own", c.slot());
             assert!(crate::domain::values::parse_id(&c.id).is_some(), "{} is a valid id", c.id);
         }
-        assert_eq!(Challenge::factor_of("x123"), None);
-        assert_eq!(Challenge::factor_of("t"), None);
+        assert_eq!(Challenge::slot_of("x123"), None);
+        assert_eq!(Challenge::slot_of("t"), None);
+    }
+
+    #[test]
+    fn a_ceremony_state_is_read_only_by_its_own_ceremony() {
+        let sign_in = Challenge::webauthn("u", "s1".into(), 0, CHALLENGE_TTL);
+        assert_eq!((sign_in.ceremony_state(false), sign_in.ceremony_state(true)), (Some("s1"), None));
+        assert_eq!(sign_in.slot(), "webauthn");
+        let registration = Challenge::registration("u", "s2".into(), 0, CHALLENGE_TTL);
+        assert_eq!((registration.ceremony_state(false), registration.ceremony_state(true)), (None, Some("s2")));
+        assert_eq!(Challenge::new("u", Factor::Totp, 0, CHALLENGE_TTL).ceremony_state(false), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! read-back.
 
 use crate::clock::Millis;
+use crate::domain::webauthn::KeyUse;
 use crate::domain::{Authenticator, Factor, Session, User};
 
 /// A change to a user record, each with the condition under which it applies.
@@ -27,8 +28,14 @@ pub enum UserChange {
         step: u64,
         secret_sealed: String,
     },
-    /// Applies only while the user has the authenticator with this id.
-    RemoveAuthenticator(String),
+    /// Removes authenticators of `factor`; applies only while the user has each of them.
+    /// `last`: they are all the user has of the factor, so the session that added it is
+    /// forgotten with it.
+    RemoveAuthenticators {
+        ids: Vec<String>,
+        factor: Factor,
+        last: bool,
+    },
     /// Applies only while the user has no recovery codes.
     CreateRecoveryCodes(Vec<String>),
     /// Applies only while the user has recovery codes.
@@ -90,12 +97,11 @@ impl UserChange {
                 }
                 auth.verified = true;
             }
-            UserChange::RemoveAuthenticator(id) => {
-                let before = user.authenticators.len();
-                user.authenticators.retain(|a| a.id != id);
-                if user.authenticators.len() == before {
+            UserChange::RemoveAuthenticators { ids, .. } => {
+                if ids.is_empty() || !ids.iter().all(|id| user.authenticators.iter().any(|a| a.id == *id)) {
                     return false;
                 }
+                user.authenticators.retain(|a| !ids.contains(&a.id));
             }
             UserChange::CreateRecoveryCodes(codes) => {
                 if !user.recovery_codes.is_empty() {
@@ -120,9 +126,10 @@ impl UserChange {
         match self {
             UserChange::Email(_) => Some(Factor::Email),
             UserChange::Phone(_) => Some(Factor::Phone),
-            UserChange::PutAuthenticator(_) | UserChange::VerifyAuthenticator { .. } => Some(Factor::Totp),
+            UserChange::PutAuthenticator(auth) => Some(auth.kind().factor()),
+            UserChange::VerifyAuthenticator { .. } => Some(Factor::Totp),
             UserChange::CreateRecoveryCodes(_) | UserChange::ReplaceRecoveryCodes(_) => Some(Factor::RecoveryCode),
-            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticator(_) => None,
+            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticators { .. } => None,
         }
     }
 
@@ -137,8 +144,8 @@ impl UserChange {
                 user.added_by.remove(&factor);
             }
             (None, _) => {
-                if let UserChange::RemoveAuthenticator(_) = self {
-                    user.added_by.remove(&Factor::Totp);
+                if let UserChange::RemoveAuthenticators { factor, last: true, .. } = self {
+                    user.added_by.remove(factor);
                 }
             }
         }
@@ -189,6 +196,12 @@ pub enum Spend {
     TotpStep(u64),
     /// One recovery code hash; applies only if still unused.
     RecoveryCode(String),
+    /// A use of a security key: applies only while the key is the user's and its new
+    /// counter may follow the stored one.
+    Key(KeyUse),
+    /// Registers a security key (the challenge is its registration ceremony): applies only
+    /// while the user has no authenticator with its id.
+    Register(Authenticator),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +219,50 @@ pub struct ChallengeWin {
     pub recent: bool,
 }
 
+impl Spend {
+    /// The security key a sign-in uses, by its authenticator id.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Spend::Key(used) => Some(&used.authenticator_id),
+            Spend::Nothing | Spend::TotpStep(_) | Spend::RecoveryCode(_) | Spend::Register(_) => None,
+        }
+    }
+}
+
 impl ChallengeWin {
+    /// What completing the challenge does to its user; `false` (the write must be refused)
+    /// when what it spends no longer holds.
+    pub fn apply_to_user(&self, user: &mut User) -> bool {
+        let now = self.now;
+        let spent = match &self.spend {
+            Spend::Nothing => true,
+            Spend::TotpStep(step) => {
+                let totp = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID);
+                totp.is_some_and(|a| a.verified && a.use_step(*step, now))
+            }
+            Spend::RecoveryCode(hash) => {
+                let before = user.recovery_codes.len();
+                user.recovery_codes.retain(|h| h != hash);
+                user.recovery_codes.len() < before
+            }
+            Spend::Key(used) => {
+                let key = user.authenticators.iter_mut().find(|a| a.id == used.authenticator_id && a.verified);
+                key.is_some_and(|a| a.use_key(used.counter, &used.credential, now))
+            }
+            Spend::Register(auth) => {
+                if user.authenticators.iter().any(|a| a.id == auth.id) {
+                    return false;
+                }
+                user.authenticators.push(auth.clone());
+                true
+            }
+        };
+        if spent && self.recent {
+            user.mfa_updated_at = Some(now);
+        }
+        spent
+    }
+
     /// What completing the challenge does to the session.
     pub fn upgrade(&self) -> SessionUpgrade {
         SessionUpgrade {

@@ -22,6 +22,9 @@ pub enum Factor {
     Phone,
     #[serde(rename = "recoveryCode")]
     RecoveryCode,
+    /// A security key or passkey.
+    #[serde(rename = "webauthn")]
+    Webauthn,
 }
 
 /// The rule a challenge's `factor` breaks: the second factors, as the SDK spells them.
@@ -31,8 +34,10 @@ static CHALLENGE_RULE: LazyLock<String> = LazyLock::new(|| {
 });
 
 impl Factor {
-    /// Every factor, in canonical order (the order a session lists what it proved).
-    pub const ALL: [Factor; 5] = [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
+    /// Every factor, in canonical order (the order a session lists what it proved). New
+    /// factors go last: stored sessions rank their factors by this order.
+    pub const ALL: [Factor; 6] =
+        [Factor::Password, Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode, Factor::Webauthn];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +46,7 @@ impl Factor {
             Factor::Email => "email",
             Factor::Phone => "phone",
             Factor::RecoveryCode => "recoveryCode",
+            Factor::Webauthn => "webauthn",
         }
     }
 
@@ -48,7 +54,7 @@ impl Factor {
     pub fn is_second(self) -> bool {
         match self {
             Factor::Password => false,
-            Factor::Totp | Factor::Email | Factor::Phone | Factor::RecoveryCode => true,
+            Factor::Totp | Factor::Email | Factor::Phone | Factor::RecoveryCode | Factor::Webauthn => true,
         }
     }
 
@@ -56,7 +62,7 @@ impl Factor {
     /// stand in for another factor.
     pub fn enforces_mfa(self) -> bool {
         match self {
-            Factor::Totp | Factor::Email | Factor::Phone => true,
+            Factor::Totp | Factor::Email | Factor::Phone | Factor::Webauthn => true,
             Factor::Password | Factor::RecoveryCode => false,
         }
     }
@@ -88,6 +94,7 @@ mod tests {
             Factor::Email => 2,
             Factor::Phone => 3,
             Factor::RecoveryCode => 4,
+            Factor::Webauthn => 5,
         }
     }
 
@@ -104,7 +111,11 @@ mod tests {
         assert_eq!(Factor::parse_challenge("recoverycode"), Ok(Factor::RecoveryCode));
         assert_eq!(Factor::parse_challenge("recoveryCode"), Ok(Factor::RecoveryCode));
         assert_eq!(Factor::parse_challenge("TOTP"), Ok(Factor::Totp));
+        assert_eq!(Factor::parse_challenge("webauthn"), Ok(Factor::Webauthn));
         assert!(Factor::parse_challenge("password").is_err());
-        assert_eq!(Factor::parse_challenge("sms"), Err("Value must be one of (totp, email, phone, recoverycode)"));
+        assert_eq!(
+            Factor::parse_challenge("sms"),
+            Err("Value must be one of (totp, email, phone, recoverycode, webauthn)")
+        );
     }
 }

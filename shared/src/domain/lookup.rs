@@ -11,8 +11,8 @@ pub struct Lookup {
     pub user: Option<String>,
     /// The sign-in record of an email.
     pub login: Option<String>,
-    /// The challenge of (user id, challenge id).
-    pub challenge: Option<(String, String)>,
+    /// The live challenge of (user id, slot): see [`Challenge::slot_of`].
+    pub challenge: Option<(String, &'static str)>,
     pub token: Option<(String, Channel)>,
     /// Rate counters, by key.
     pub counters: Vec<String>,
@@ -24,7 +24,7 @@ pub struct Found {
     pub session: Option<Session>,
     pub user: Option<User>,
     pub login: Option<Login>,
-    /// Found while it has the asked id, whatever its attempts left.
+    /// Found while unexpired, whatever its attempts left: the caller checks its id.
     pub challenge: Option<Challenge>,
     pub token: Option<VerificationToken>,
     /// The counters' counts, in the order asked (0 for none).

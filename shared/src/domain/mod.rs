@@ -15,6 +15,7 @@ pub mod totp;
 pub mod user;
 pub mod values;
 pub mod verification;
+pub mod webauthn;
 
 pub use authenticator::{Authenticator, AuthenticatorKind, AuthenticatorSecret};
 pub use challenge::Challenge;

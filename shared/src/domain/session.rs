@@ -59,9 +59,13 @@ impl Session {
     }
 
     /// Whether completing a challenge of `factor` makes this session's challenge recent:
-    /// only with a factor the user had before this session added or changed it.
-    pub fn proves_with(&self, user: &User, factor: Factor) -> bool {
-        !user.factor_added_by(factor, &self.id)
+    /// only with a factor the user had before this session added or changed it. A security
+    /// key answers for itself (`key`): the user may hold others this session did not add.
+    pub fn proves_with(&self, user: &User, factor: Factor, key: Option<&str>) -> bool {
+        match key.and_then(|id| user.authenticators.iter().find(|a| a.id == id)) {
+            Some(key) => key.registered_by() != Some(self.id.as_str()),
+            None => !user.factor_added_by(factor, &self.id),
+        }
     }
 
     pub fn is_live(&self, now: Millis) -> bool {
@@ -165,12 +169,35 @@ mod tests {
     fn a_factor_the_session_added_itself_proves_nothing() {
         let mut user = sample_user("u");
         let s = session(vec![Factor::Password]);
-        assert!(s.proves_with(&user, Factor::Totp));
+        assert!(s.proves_with(&user, Factor::Totp, None));
         user.added_by.insert(Factor::Totp, s.id.clone());
-        assert!(!s.proves_with(&user, Factor::Totp));
-        assert!(s.proves_with(&user, Factor::Email));
+        assert!(!s.proves_with(&user, Factor::Totp, None));
+        assert!(s.proves_with(&user, Factor::Email, None));
         user.added_by.insert(Factor::Email, "another session".into());
-        assert!(s.proves_with(&user, Factor::Email));
+        assert!(s.proves_with(&user, Factor::Email, None));
+    }
+
+    #[test]
+    fn a_key_proves_something_unless_this_session_registered_it() {
+        use crate::domain::{Authenticator, AuthenticatorSecret};
+        let key = |id: &str, by: &str| Authenticator {
+            id: id.into(),
+            name: String::new(),
+            created_at: 0,
+            last_used_at: None,
+            verified: true,
+            secret: AuthenticatorSecret::Webauthn {
+                credential: "{}".into(),
+                credential_id: id.into(),
+                counter: 0,
+                registered_by: by.into(),
+            },
+        };
+        let mut user = sample_user("u");
+        user.authenticators = vec![key("old", "another session"), key("new", "s")];
+        let s = session(vec![Factor::Password]);
+        assert!(s.proves_with(&user, Factor::Webauthn, Some("old")));
+        assert!(!s.proves_with(&user, Factor::Webauthn, Some("new")));
     }
 
     #[test]

@@ -51,6 +51,11 @@ impl User {
         self.totp().is_some_and(|a| a.verified)
     }
 
+    /// The user's registered security keys and passkeys.
+    pub fn keys(&self) -> impl Iterator<Item = &Authenticator> {
+        self.authenticators.iter().filter(|a| a.verified && a.kind() == AuthenticatorKind::Webauthn)
+    }
+
     /// Whether the user has `factor` ready to prove: verified, or (recovery codes) unused.
     pub fn has_factor(&self, factor: Factor) -> bool {
         match factor {
@@ -59,6 +64,7 @@ impl User {
             Factor::Email => self.email.is_some() && self.email_verified,
             Factor::Phone => self.phone.is_some() && self.phone_verified,
             Factor::RecoveryCode => !self.recovery_codes.is_empty(),
+            Factor::Webauthn => self.keys().next().is_some(),
         }
     }
 

@@ -61,6 +61,17 @@ fn environment() -> Vec<(&'static str, String, &'static str)> {
             (crate::domain::challenge::CHALLENGE_TTL / SECOND).to_string(),
             "how long an MFA challenge's code is valid",
         ),
+        (
+            "MFA_WEBAUTHN_RP_ID",
+            crate::config::LOCAL_RP_ID.into(),
+            "WebAuthn relying party id: a domain, never an IP (open the page on localhost)",
+        ),
+        ("MFA_WEBAUTHN_RP_NAME", "the project name".into(), "name browsers show when a security key is used"),
+        (
+            "MFA_WEBAUTHN_ORIGINS",
+            crate::config::LOCAL_WEBAUTHN_ORIGIN.to_string() + " (any port on localhost)",
+            "page origins allowed to use security keys, comma list",
+        ),
         ("MFA_STORE", "embedded".into(), "embedded | dynamodb"),
         ("MFA_TABLE", super::DEFAULT_TABLE.into(), "the DynamoDB table, with MFA_STORE=dynamodb"),
         ("MFA_SENDER", "outbox".into(), "outbox | aws (SES v2 for email, SNS for SMS)"),

@@ -47,9 +47,11 @@ use super::{
     Updated, UserChange,
 };
 use crate::clock::Millis;
+use crate::domain::challenge::Ceremony;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
+use crate::domain::webauthn::KeyUse;
 use crate::domain::{Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken};
 
 type Item = HashMap<String, AttributeValue>;
@@ -218,8 +220,8 @@ fn session_key(user_id: &str, session_id: &str) -> Item {
     key(user_pk(user_id), format!("SESSION#{session_id}"))
 }
 const CHALLENGE_PREFIX: &str = "CHALLENGE#";
-fn challenge_key(user_id: &str, factor: Factor) -> Item {
-    key(user_pk(user_id), format!("{CHALLENGE_PREFIX}{}", factor.as_str()))
+fn challenge_key(user_id: &str, slot: &str) -> Item {
+    key(user_pk(user_id), format!("{CHALLENGE_PREFIX}{slot}"))
 }
 fn token_key(user_id: &str, channel: Channel) -> Item {
     key(user_pk(user_id), format!("TOKEN#{}", channel.as_str()))
@@ -438,6 +440,13 @@ fn authenticator_value(a: &Authenticator) -> AttributeValue {
                 m.insert("lastStep".into(), n(step));
             }
         }
+        AuthenticatorSecret::Webauthn { credential, credential_id, counter, registered_by } => {
+            m.insert("kind".into(), s("webauthn"));
+            m.insert("registeredBy".into(), s(registered_by));
+            m.insert("credential".into(), s(credential));
+            m.insert("credentialId".into(), s(credential_id));
+            m.insert("counter".into(), n(counter));
+        }
     }
     AttributeValue::M(m)
 }
@@ -447,6 +456,12 @@ fn authenticator_from(r: &Reader<'_>, id: &str, item: &AttributeValue) -> StoreR
     let a = Reader(m);
     let secret = match a.s("kind")?.as_str() {
         "totp" => AuthenticatorSecret::Totp { sealed: a.s("secret")?, last_step: a.opt_n("lastStep")? },
+        "webauthn" => AuthenticatorSecret::Webauthn {
+            credential: a.s("credential")?,
+            credential_id: a.s("credentialId")?,
+            counter: a.n("counter")?,
+            registered_by: a.s("registeredBy")?,
+        },
         _ => return Err(r.corrupt(AUTHENTICATORS, "authenticators of known kinds")),
     };
     Ok(Authenticator {
@@ -520,8 +535,10 @@ fn record_source(e: &mut Expr, factor: Factor, by: Option<&str>) {
 
 /// [`record_source`] for a user change made with `upgrade` (the acting session), if any.
 fn record_change_source(e: &mut Expr, change: &UserChange, upgrade: Option<&SessionUpgrade>) {
-    if let UserChange::RemoveAuthenticator(_) = change {
-        record_source(e, Factor::Totp, None);
+    if let UserChange::RemoveAuthenticators { factor, last, .. } = change {
+        if *last {
+            record_source(e, *factor, None);
+        }
     } else if let Some(factor) = change.adds_factor() {
         record_source(e, factor, upgrade.map(|up| up.session_id.as_str()));
     }
@@ -609,7 +626,7 @@ fn session_from(item: &Item) -> StoreResult<Session> {
 }
 
 fn challenge_item(c: &Challenge) -> Item {
-    let mut item = challenge_key(&c.user_id, c.factor);
+    let mut item = challenge_key(&c.user_id, c.slot());
     item.extend([
         ("id".to_string(), s(&c.id)),
         ("userId".to_string(), s(&c.user_id)),
@@ -621,6 +638,10 @@ fn challenge_item(c: &Challenge) -> Item {
     ]);
     if let Some(hash) = &c.code_hash {
         item.insert("codeHash".into(), s(hash));
+    }
+    if let Some(ceremony) = &c.ceremony {
+        item.insert("ceremony".into(), s(&ceremony.state));
+        item.insert("registration".into(), b(ceremony.registration));
     }
     item
 }
@@ -635,6 +656,10 @@ fn challenge_from(item: &Item) -> StoreResult<Challenge> {
         attempts_left: r.n("attemptsLeft")?,
         created_at: r.n("createdAt")?,
         expire: r.n("expire")?,
+        ceremony: match r.opt_s("ceremony")? {
+            Some(state) => Some(Ceremony { registration: r.bool("registration")?, state }),
+            None => None,
+        },
     })
 }
 
@@ -1196,13 +1221,44 @@ fn verify_authenticator_expr(step: u64, secret_sealed: &str, now: Millis) -> Exp
     e
 }
 
-fn remove_authenticator_expr(id: &str) -> Expr {
+fn remove_authenticators_expr(ids: &[String]) -> Expr {
     let mut e = Expr::default();
-    e.key("#authId", id)
-        .when("attribute_exists(#authenticators)")
-        .when("attribute_exists(#authenticators.#authId)")
-        .remove("#authenticators.#authId");
+    e.when("attribute_exists(#authenticators)");
+    for (i, id) in ids.iter().enumerate() {
+        let placeholder = format!("#authId{i}");
+        e.key(&placeholder, id)
+            .when(format!("attribute_exists(#authenticators.{placeholder})"))
+            .remove(format!("#authenticators.{placeholder}"));
+    }
     e
+}
+
+/// Uses a security key: its new counter and credential, only while the key is the user's
+/// and the counter may follow the stored one (forward, or 0 on a key that keeps none).
+fn key_use_expr(e: &mut Expr, used: &KeyUse, now: Millis) {
+    e.key("#keyId", &used.authenticator_id)
+        .when("attribute_exists(#authenticators)")
+        .when("#authenticators.#keyId.#verified = :true")
+        .set("#authenticators.#keyId.#counter = :counter, #authenticators.#keyId.#credential = :credential")
+        .set("#authenticators.#keyId.#lastUsedAt = :usedAt")
+        .bind(":true", b(true))
+        .bind(":counter", n(used.counter))
+        .bind(":credential", s(&used.credential))
+        .bind(":usedAt", n(now));
+    if used.counter == 0 {
+        e.when("#authenticators.#keyId.#counter = :counter");
+    } else {
+        e.when("#authenticators.#keyId.#counter < :counter");
+    }
+}
+
+/// Registers a security key while the user has no authenticator with its id.
+fn register_expr(e: &mut Expr, auth: &Authenticator) {
+    e.key("#newId", &auth.id)
+        .when("attribute_exists(#authenticators)")
+        .when("attribute_not_exists(#authenticators.#newId)")
+        .set("#authenticators.#newId = :newAuth")
+        .bind(":newAuth", authenticator_value(auth));
 }
 
 /// Sets the recovery codes while the user has none (`create`) or has some (replace).
@@ -1363,6 +1419,8 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
         Spend::RecoveryCode(hash) => {
             e.key("#code", hash).when("attribute_exists(#recoveryCodes.#code)").remove("#recoveryCodes.#code");
         }
+        Spend::Key(used) => key_use_expr(&mut e, used, now),
+        Spend::Register(auth) => register_expr(&mut e, auth),
     }
     e
 }
@@ -1373,10 +1431,7 @@ impl Store for DynamoStore {
         let session = lookup.session.as_ref().map(|(user_id, id, _)| session_key(user_id, id));
         let user = lookup.user.as_deref().map(user_key);
         let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
-        let challenge = lookup
-            .challenge
-            .as_ref()
-            .and_then(|(user_id, id)| Challenge::factor_of(id).map(|factor| challenge_key(user_id, factor)));
+        let challenge = lookup.challenge.as_ref().map(|(user_id, slot)| challenge_key(user_id, slot));
         let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
         let counters: Vec<Item> = lookup.counters.iter().map(|c| rate_key(c)).collect();
         let keys = [&session, &user, &login, &challenge, &token].into_iter().flatten().chain(&counters).cloned();
@@ -1404,8 +1459,8 @@ impl Store for DynamoStore {
             };
             found.login = Some(Login { user_id, password_hash });
         }
-        if let (Some(item), Some((_, id))) = (at(&challenge), &lookup.challenge) {
-            found.challenge = Some(challenge_from(item)?).filter(|c| c.id == *id && c.expire > now);
+        if let Some(item) = at(&challenge) {
+            found.challenge = Some(challenge_from(item)?).filter(|c| c.expire > now);
         }
         found.token = at(&token).map(token_from).transpose()?.filter(|t| t.expire > now);
         for k in &counters {
@@ -1459,7 +1514,7 @@ impl Store for DynamoStore {
             UserChange::VerifyAuthenticator { step, secret_sealed } => {
                 verify_authenticator_expr(*step, secret_sealed, now)
             }
-            UserChange::RemoveAuthenticator(id) => remove_authenticator_expr(id),
+            UserChange::RemoveAuthenticators { ids, .. } => remove_authenticators_expr(ids),
             UserChange::CreateRecoveryCodes(codes) => recovery_codes_expr(codes, true),
             UserChange::ReplaceRecoveryCodes(codes) => recovery_codes_expr(codes, false),
         };
@@ -1503,7 +1558,7 @@ impl Store for DynamoStore {
         let mut e = Expr::default();
         e.when("#id = :id").bind(":id", s(&challenge.id));
         // Already replaced or gone: nothing to withdraw.
-        decided(self.delete(challenge_key(&challenge.user_id, challenge.factor), &e).await).map(|_| ())
+        decided(self.delete(challenge_key(&challenge.user_id, challenge.slot()), &e).await).map(|_| ())
     }
 
     async fn miss_challenge(
@@ -1513,20 +1568,18 @@ impl Store for DynamoStore {
         now: Millis,
         counts: &[Count],
     ) -> StoreResult<Decided> {
-        let Some(factor) = Challenge::factor_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
+        let Some(slot) = Challenge::slot_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let mut e = usable(challenge_id, now);
         e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
-        let miss = Write::Update { key: challenge_key(user_id, factor), expr: e };
+        let miss = Write::Update { key: challenge_key(user_id, slot), expr: e };
         Ok(refused(self.commit(vec![miss], counts).await?))
     }
 
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
+        let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let writes = || {
             vec![
-                Write::Delete {
-                    key: challenge_key(&win.user_id, win.factor),
-                    expr: usable(&win.challenge_id, win.now),
-                },
+                Write::Delete { key: challenge_key(&win.user_id, slot), expr: usable(&win.challenge_id, win.now) },
                 user_spend(win),
                 upgrade_write(&win.user_id, &win.upgrade(), win.now),
             ]

@@ -12,13 +12,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
-    Updated, UserChange,
+    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Store, StoreError, StoreResult, Updated,
+    UserChange,
 };
 use crate::clock::{Millis, MINUTE};
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
-use crate::domain::{Authenticator, Challenge, Channel, Factor, Session, User, VerificationToken};
+use crate::domain::{Authenticator, Challenge, Channel, Session, User, VerificationToken};
 
 const ITEMS: TableDefinition<&str, &[u8]> = TableDefinition::new("items");
 
@@ -50,8 +50,8 @@ fn phone_key(phone: &str) -> String {
 fn session_key(user_id: &str, session_id: &str) -> String {
     key(&format!("USER#{user_id}"), &format!("SESSION#{session_id}"))
 }
-fn challenge_key(user_id: &str, factor: Factor) -> String {
-    key(&format!("USER#{user_id}"), &format!("CHALLENGE#{}", factor.as_str()))
+fn challenge_key(user_id: &str, slot: &str) -> String {
+    key(&format!("USER#{user_id}"), &format!("CHALLENGE#{slot}"))
 }
 fn token_key(user_id: &str, channel: Channel) -> String {
     key(&format!("USER#{user_id}"), &format!("TOKEN#{}", channel.as_str()))
@@ -362,11 +362,9 @@ impl Store for EmbeddedStore {
                     None => None,
                 };
                 let challenge = match &lookup.challenge {
-                    Some((user_id, id)) => match Challenge::factor_of(id) {
-                        Some(factor) => get::<Challenge>(t, &challenge_key(user_id, factor))?
-                            .filter(|c| c.id == *id && c.expire > now),
-                        None => None,
-                    },
+                    Some((user_id, slot)) => {
+                        get::<Challenge>(t, &challenge_key(user_id, slot))?.filter(|c| c.expire > now)
+                    }
                     None => None,
                 };
                 let token = match &lookup.token {
@@ -476,7 +474,7 @@ impl Store for EmbeddedStore {
     async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
         let c = challenge.clone();
         self.decide(counts, move |t| {
-            put(t, &challenge_key(&c.user_id, c.factor), &c)?;
+            put(t, &challenge_key(&c.user_id, c.slot()), &c)?;
             Ok(Ok(()))
         })
         .await
@@ -486,7 +484,7 @@ impl Store for EmbeddedStore {
         let c = challenge.clone();
         self.run(move |s| {
             s.write(|t| {
-                let k = challenge_key(&c.user_id, c.factor);
+                let k = challenge_key(&c.user_id, c.slot());
                 if get::<Challenge>(t, &k)?.is_some_and(|stored| stored.id == c.id) {
                     remove(t, &k)?;
                 }
@@ -505,8 +503,8 @@ impl Store for EmbeddedStore {
     ) -> StoreResult<Decided> {
         let (user_id, id) = (user_id.to_string(), challenge_id.to_string());
         self.decide(counts, move |t| {
-            let Some(factor) = Challenge::factor_of(&id) else { return Ok(Err(Refused::Rejected)) };
-            let k = challenge_key(&user_id, factor);
+            let Some(slot) = Challenge::slot_of(&id) else { return Ok(Err(Refused::Rejected)) };
+            let k = challenge_key(&user_id, slot);
             match get::<Challenge>(t, &k)? {
                 Some(mut c) if c.id == id && c.is_usable(now) => {
                     c.attempts_left -= 1;
@@ -522,7 +520,8 @@ impl Store for EmbeddedStore {
     async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
         let win = win.clone();
         self.decide(counts, move |t| {
-            let k = challenge_key(&win.user_id, win.factor);
+            let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
+            let k = challenge_key(&win.user_id, slot);
             match get::<Challenge>(t, &k)? {
                 Some(c) if c.id == win.challenge_id && c.is_usable(win.now) => remove(t, &k)?,
                 _ => return Ok(Err(Refused::Rejected)),
@@ -533,24 +532,8 @@ impl Store for EmbeddedStore {
                 // The session was ended while its code was being checked.
                 return Ok(Err(Refused::Rejected));
             }
-            match &win.spend {
-                Spend::Nothing => {}
-                Spend::TotpStep(step) => {
-                    let totp = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID);
-                    if !totp.is_some_and(|a| a.verified && a.use_step(*step, win.now)) {
-                        return Ok(Err(Refused::Rejected));
-                    }
-                }
-                Spend::RecoveryCode(hash) => {
-                    let before = user.recovery_codes.len();
-                    user.recovery_codes.retain(|h| h != hash);
-                    if user.recovery_codes.len() == before {
-                        return Ok(Err(Refused::Rejected));
-                    }
-                }
-            }
-            if win.recent {
-                user.mfa_updated_at = Some(win.now);
+            if !win.apply_to_user(&mut user) {
+                return Ok(Err(Refused::Rejected));
             }
             put(t, &uk, &user)?;
             if !upgrade_session(t, &win.user_id, &win.upgrade(), win.now)? {
