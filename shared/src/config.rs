@@ -67,11 +67,6 @@ fn webauthn_settings(local: bool, project_name: &str) -> Result<Option<webauthn:
     let Some(rp_id) = var("MFA_WEBAUTHN_RP_ID").or_else(|| local.then(|| LOCAL_RP_ID.to_string())) else {
         return Ok(None);
     };
-    if rp_id.parse::<std::net::IpAddr>().is_ok() || rp_id.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok() {
-        return Err(ConfigError(format!(
-            "MFA_WEBAUTHN_RP_ID {rp_id:?} is an IP address; WebAuthn needs a domain name (localhost on this machine)"
-        )));
-    }
     let default_origin =
         if rp_id == LOCAL_RP_ID { LOCAL_WEBAUTHN_ORIGIN.to_string() } else { format!("https://{rp_id}") };
     let origins = list("MFA_WEBAUTHN_ORIGINS", Some(&default_origin))?
@@ -83,7 +78,7 @@ fn webauthn_settings(local: bool, project_name: &str) -> Result<Option<webauthn:
         rp_id,
         origins,
     };
-    webauthn::RelyingParty::new(&settings).map_err(ConfigError)?;
+    webauthn::RelyingParty::new(&settings).map_err(|e| ConfigError(format!("MFA_WEBAUTHN_*: {e}")))?;
     Ok(Some(settings))
 }
 

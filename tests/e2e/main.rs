@@ -17,7 +17,10 @@ async fn login_needing_mfa(server: &Server, email: &str) -> String {
     // Step 6: the factors are listed while the session is still short of them.
     let r = server.call("GET", "/v1/account/mfa/factors", Some(&session), json!({})).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, json!({"totp": true, "email": true, "phone": true, "recoveryCode": true, "custom": false}));
+    assert_eq!(
+        r.body,
+        json!({"totp": true, "email": true, "phone": true, "recoveryCode": true, "webauthn": false, "custom": false})
+    );
     session
 }
 

@@ -122,6 +122,13 @@ fn state_error(e: impl std::fmt::Display) -> StateError {
 
 impl RelyingParty {
     pub fn new(settings: &Settings) -> Result<RelyingParty, String> {
+        let bare = settings.rp_id.trim_matches(['[', ']']);
+        if bare.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "RP id {:?} is an IP address; WebAuthn needs a domain name (localhost on this machine)",
+                settings.rp_id
+            ));
+        }
         let first = settings.origins.first().ok_or("at least one WebAuthn origin is required")?;
         let mut builder = WebauthnBuilder::new(&settings.rp_id, first)
             .map_err(|e| format!("RP id {:?} does not fit origin {first}: {e}", settings.rp_id))?
@@ -284,5 +291,68 @@ impl Authenticator {
                 registered_by: by.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_must_say_public_key_and_name_one_credential() {
+        let ok = json!({"type": "public-key", "id": "AQID", "rawId": "AQID"});
+        assert_eq!(credential_id_of(&ok), Some(vec![1, 2, 3]));
+        let standard_raw_id = json!({"type": "public-key", "id": "-_8", "rawId": "+/8="});
+        assert_eq!(credential_id_of(&standard_raw_id), Some(vec![0xfb, 0xff]), "rawId may be plain base64");
+        for bad in [
+            json!({"type": "public-keys", "id": "AQID", "rawId": "AQID"}),
+            json!({"id": "AQID", "rawId": "AQID"}),
+            json!({"type": "public-key", "id": "AQIE", "rawId": "AQID"}),
+            json!({"type": "public-key", "rawId": "AQID"}),
+            json!({"type": "public-key", "id": "AQID", "rawId": 5}),
+            json!({"type": "public-key", "id": "%%", "rawId": "%%"}),
+        ] {
+            assert_eq!(credential_id_of(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_user_handle_is_stable_per_user_and_names_no_one() {
+        assert_eq!(user_handle("alice"), user_handle("alice"));
+        assert_ne!(user_handle("alice"), user_handle("bob"));
+        assert!(!user_handle("alice").as_bytes().windows(5).any(|w| w == b"alice"));
+    }
+
+    #[test]
+    fn the_counter_is_read_from_a_serialised_key() {
+        assert_eq!(counter_of(&json!({"cred": {"counter": 7}})), 7);
+        assert_eq!(counter_of(&json!({"cred": {}})), 0);
+    }
+
+    #[test]
+    fn refusals_say_why_in_words() {
+        assert_eq!(Refusal::of(&WebauthnError::InvalidRPOrigin), Refusal::WrongSite);
+        assert_eq!(Refusal::of(&WebauthnError::InvalidRPIDHash), Refusal::WrongSite);
+        assert_eq!(Refusal::of(&WebauthnError::MismatchedChallenge), Refusal::WrongChallenge);
+        assert_eq!(Refusal::of(&WebauthnError::CredentialPossibleCompromise), Refusal::CounterRegressed);
+        assert_eq!(Refusal::of(&WebauthnError::ParseNOMFailure), Refusal::Malformed);
+        assert_eq!(Refusal::of(&WebauthnError::AuthenticationFailure), Refusal::BadSignature);
+        assert!(Refusal::CounterRegressed.message().contains("counter"));
+    }
+
+    #[test]
+    fn an_ip_address_is_no_rp_id_and_origins_must_fit_it() {
+        let settings = |rp_id: &str, origin: &str| Settings {
+            rp_id: rp_id.into(),
+            rp_name: "p".into(),
+            origins: vec![Url::parse(origin).unwrap()],
+        };
+        assert!(RelyingParty::new(&settings("localhost", "http://localhost:8080")).is_ok());
+        assert!(RelyingParty::new(&settings("example.com", "https://app.example.com")).is_ok());
+        assert!(RelyingParty::new(&settings("example.com", "https://example.org")).is_err());
+        let ip = RelyingParty::new(&settings("127.0.0.1", "http://127.0.0.1:8080")).unwrap_err();
+        assert!(ip.contains("IP address"), "{ip}");
+        assert!(RelyingParty::new(&settings("[::1]", "http://[::1]:8080")).is_err());
     }
 }
