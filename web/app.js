@@ -128,7 +128,8 @@ async function loadKeys() {
         $('keys').hidden = false;
         return list;
     } catch (error) {
-        if (error?.type !== 'general_route_not_found') throw error;
+        // An older API has no such route; one without a WebAuthn relying party says so.
+        if (error?.type !== 'general_route_not_found' && error?.type !== 'user_auth_method_unsupported') throw error;
         note.textContent = 'This API does not offer security keys.';
         note.hidden = false;
         $('keys').hidden = true;
