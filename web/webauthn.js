@@ -25,6 +25,17 @@ export function available() {
     return typeof window.PublicKeyCredential === 'function' && window.isSecureContext;
 }
 
+/** A browser credential as the API reads it, with its `response` already encoded. */
+function asJSON(credential, response) {
+    return {
+        id: credential.id,
+        rawId: toBase64url(credential.rawId),
+        type: credential.type,
+        response,
+        extensions: credential.getClientExtensionResults(),
+    };
+}
+
 function call(client, method, path, params = {}) {
     const headers = {
         'X-Appwrite-Project': client.config.project,
@@ -54,17 +65,11 @@ export async function register(client, name) {
     };
     const credential = await navigator.credentials.create({ publicKey });
     const response = credential.response;
-    const attestation = {
-        id: credential.id,
-        rawId: toBase64url(credential.rawId),
-        type: credential.type,
-        response: {
-            attestationObject: toBase64url(response.attestationObject),
-            clientDataJSON: toBase64url(response.clientDataJSON),
-            transports: typeof response.getTransports === 'function' ? response.getTransports() : [],
-        },
-        extensions: credential.getClientExtensionResults(),
-    };
+    const attestation = asJSON(credential, {
+        attestationObject: toBase64url(response.attestationObject),
+        clientDataJSON: toBase64url(response.clientDataJSON),
+        transports: typeof response.getTransports === 'function' ? response.getTransports() : [],
+    });
     const body = { credential: attestation };
     if (name) body.name = name;
     return call(client, 'put', KEYS, body);
@@ -90,17 +95,11 @@ export async function complete(client, started) {
     };
     const credential = await navigator.credentials.get({ publicKey });
     const response = credential.response;
-    const assertion = {
-        id: credential.id,
-        rawId: toBase64url(credential.rawId),
-        type: credential.type,
-        response: {
-            authenticatorData: toBase64url(response.authenticatorData),
-            clientDataJSON: toBase64url(response.clientDataJSON),
-            signature: toBase64url(response.signature),
-            userHandle: response.userHandle ? toBase64url(response.userHandle) : null,
-        },
-        extensions: credential.getClientExtensionResults(),
-    };
+    const assertion = asJSON(credential, {
+        authenticatorData: toBase64url(response.authenticatorData),
+        clientDataJSON: toBase64url(response.clientDataJSON),
+        signature: toBase64url(response.signature),
+        userHandle: response.userHandle ? toBase64url(response.userHandle) : null,
+    });
     return call(client, 'put', '/account/mfa/challenges', { challengeId: started.$id, credential: assertion });
 }
