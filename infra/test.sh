@@ -7,8 +7,10 @@
 #      of the seed flow, held to their targets (shared/examples/dynamo_calls.rs);
 #   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
 #   3. the official appwrite SDK client test against mfa-local, on both backends;
-#   4. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
-#   5. template.yaml through cfn-lint and `sam validate --lint` (template.rs, run in 1.,
+#   4. the page mfa-local serves at / walked in headless Chromium (tests/browser), through
+#      every factor, with a virtual security key; screenshots in target/screenshots/;
+#   5. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
+#   6. template.yaml through cfn-lint and `sam validate --lint` (template.rs, run in 1.,
 #      checks it declares exactly the route table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-step "install DynamoDB Local and moto (pinned)"
+step "install DynamoDB Local, moto (pinned) and Chromium"
 bash infra/dynamodb-local.sh install
 bash infra/moto.sh install
+bash infra/chromium.sh install
 
 step "build"
 cargo build --workspace --all-targets --locked
@@ -63,6 +66,11 @@ export MFA_LOCAL_BIN="$PWD/target/debug/mfa-local"
 
 step "official appwrite SDK against mfa-local on DynamoDB Local + moto"
 ( cd tests/sdk && env "${aws_env[@]}" npm test )
+
+step "the page in headless Chromium (screenshots in target/screenshots/)"
+( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )
+CHROMIUM="$(bash infra/chromium.sh path)"
+( cd tests/browser && CHROMIUM="$CHROMIUM" npm test )
 
 step "Lambda runtime: the functions under cargo lambda watch"
 bash infra/lambda-runtime-test.sh

@@ -153,7 +153,8 @@ impl RelyingParty {
             .webauthn
             .start_securitykey_registration(user_handle(&user.id), &name, &display, Some(exclude), None, None)
             .map_err(state_error)?;
-        Ok((serde_json::to_value(options).map_err(state_error)?, serde_json::to_string(&state).map_err(state_error)?))
+        let options = without_cred_protect(serde_json::to_value(options).map_err(state_error)?);
+        Ok((options, serde_json::to_string(&state).map_err(state_error)?))
     }
 
     /// Checks the browser's attestation against the ceremony `state`.
@@ -294,10 +295,43 @@ impl Authenticator {
     }
 }
 
+/// Creation options without the credProtect request. webauthn-rs asks security keys for
+/// credProtect "userVerificationRequired" while user verification is only preferred, and
+/// Chromium refuses that pair ("Requested protection policy is inconsistent", a
+/// NotSupportedError before any key is asked). Keys keep their default protection; the
+/// ceremony state only records whether a key reported one, which is not checked.
+fn without_cred_protect(mut options: Value) -> Value {
+    if let Some(extensions) = options.pointer_mut("/publicKey/extensions").and_then(Value::as_object_mut) {
+        extensions.remove("credentialProtectionPolicy");
+        extensions.remove("enforceCredentialProtectionPolicy");
+    }
+    options
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn creation_options_ask_no_credential_protection_chromium_would_refuse() {
+        let rp = RelyingParty::new(&Settings {
+            rp_id: "localhost".into(),
+            rp_name: "p".into(),
+            origins: vec![Url::parse("http://localhost:8080").unwrap()],
+        })
+        .unwrap();
+        let (options, _) = rp
+            .webauthn
+            .start_securitykey_registration(user_handle("alice"), "alice", "Alice", None, None, None)
+            .unwrap();
+        let options = without_cred_protect(serde_json::to_value(options).unwrap());
+        let extensions = &options["publicKey"]["extensions"];
+        assert!(extensions.get("credentialProtectionPolicy").is_none(), "{extensions}");
+        assert!(extensions.get("enforceCredentialProtectionPolicy").is_none(), "{extensions}");
+        assert_eq!(extensions["credProps"], true, "other extensions stay");
+        assert_eq!(options["publicKey"]["authenticatorSelection"]["userVerification"], "preferred");
+    }
 
     #[test]
     fn an_answer_must_say_public_key_and_name_one_credential() {

@@ -13,6 +13,7 @@ use crate::config::{var, Config};
 
 pub mod cli;
 mod conn;
+pub mod page;
 
 /// Where mfa-local listens without `MFA_LISTEN`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -127,6 +128,7 @@ pub async fn main() -> Result<(), String> {
 
     println!("MFA API listening on http://{addr}/v1");
     println!("Project ID: {project}");
+    println!("Open {} in a browser to try every factor", page::address(addr));
     match backends.store {
         StoreKind::Embedded => println!("Store: embedded, {}", backends.database.display()),
         StoreKind::DynamoDb => println!("Store: DynamoDB table {}", backends.table),
@@ -138,9 +140,10 @@ pub async fn main() -> Result<(), String> {
     serve(app, listener).await.map_err(|e| format!("server stopped: {e}"))
 }
 
-/// Serves every route on `listener` until the process is stopped.
+/// Serves every route, and the page at `/`, on `listener` until the process is stopped.
 pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
-    let router = crate::http::router(app, routes()).layer(axum::middleware::from_fn(conn::track));
+    let page = page::router(&app.config.project_id);
+    let router = page.merge(crate::http::router(app, routes())).layer(axum::middleware::from_fn(conn::track));
     axum::serve(conn::Listener(listener), router.into_make_service_with_connect_info::<conn::Peer>()).await
 }
 
