@@ -86,8 +86,7 @@ fn local_webauthn(project_name: &str) -> webauthn::Settings {
     webauthn::Settings {
         rp_id: LOCAL_RP_ID.into(),
         rp_name: project_name.into(),
-        // ok: a constant that parses.
-        origins: vec![url::Url::parse(LOCAL_WEBAUTHN_ORIGIN).expect("a valid URL")],
+        origins: vec![url::Url::parse(LOCAL_WEBAUTHN_ORIGIN).expect("a valid URL")], // ok: a constant that parses
     }
 }
 
