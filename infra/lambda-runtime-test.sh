@@ -9,14 +9,12 @@
 #
 # Uses DynamoDB Local and moto from MFA_TEST_DYNAMODB_ENDPOINT / MFA_TEST_MOTO_ENDPOINT when
 # set (infra/test.sh exports them); otherwise installs and starts them on free ports and stops
-# them again. cargo-lambda is pinned and kept in a venv at infra/.cache/cargo-lambda-venv.
+# them again. cargo-lambda is pinned and kept in a venv (infra/cargo-lambda.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
-CARGO_LAMBDA_VERSION="1.9.2"
 CACHE="$ROOT/infra/.cache"
-VENV="$CACHE/cargo-lambda-venv"
 WATCH_PID_FILE="$CACHE/lambda-watch.pid"
 WATCH_LOG="$CACHE/lambda-watch.log"
 
@@ -24,20 +22,9 @@ step() { printf '\n==> %s\n' "$*"; }
 die() { echo "lambda-runtime-test: $*" >&2; exit 1; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-step "install cargo-lambda $CARGO_LAMBDA_VERSION (pinned, venv at ${VENV#"$ROOT"/})"
-installed_cargo_lambda() {
-  [[ -x "$VENV/bin/cargo-lambda" ]] && "$VENV/bin/cargo-lambda" lambda --version 2>/dev/null | awk '{print $2}'
-}
-if [[ "$(installed_cargo_lambda || true)" == "$CARGO_LAMBDA_VERSION" ]]; then
-  echo "cargo-lambda $CARGO_LAMBDA_VERSION already installed"
-else
-  command -v python3 >/dev/null || die "python3 is required"
-  mkdir -p "$CACHE"
-  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" || die "could not create the venv at $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "cargo-lambda==$CARGO_LAMBDA_VERSION"
-  [[ "$(installed_cargo_lambda || true)" == "$CARGO_LAMBDA_VERSION" ]] || die "install did not produce cargo-lambda $CARGO_LAMBDA_VERSION"
-fi
-export PATH="$VENV/bin:$PATH" # `cargo lambda` finds the cargo-lambda binary on PATH
+step "install cargo-lambda (pinned, infra/cargo-lambda.sh)"
+bash infra/cargo-lambda.sh install
+export PATH="$(bash infra/cargo-lambda.sh bin):$PATH" # `cargo lambda` finds the cargo-lambda binary on PATH
 
 # Built here so that cargo lambda's build on the first invoke of each binary is a no-op
 # (cargo lambda watch runs `cargo run -p mfa-functions --bin <function>`; CARGO_TARGET_DIR,

@@ -9,9 +9,9 @@ import { after, before, describe, test } from 'node:test';
 
 import { Client } from 'appwrite';
 
-import { startServer } from './harness.mjs';
+import { projectIdFor, startServer } from './harness.mjs';
 
-const PROJECT_ID = 'sdk-cors';
+const PROJECT_ID = projectIdFor('sdk-cors');
 const APP_ORIGIN = 'http://localhost:5173';
 
 const listOf = (header) =>

@@ -1,5 +1,8 @@
 // Test plumbing for driving `mfa-local` with the official `appwrite` web SDK from Node:
 // a browser-like `window` for the SDK, the server child process, the outbox reader, TOTP.
+// With MFA_SDK_ENDPOINT set, the tests run against that API instead (the Lambda functions
+// behind infra/start-api.sh), which serves the project MFA_PROJECT_ID and sends through
+// SES/SNS to moto (MFA_TEST_MOTO_ENDPOINT).
 //
 // What the web SDK 28.0.0 touches on `window` (dist/esm/sdk.js, Client.prepareRequest / call):
 //   - `window.localStorage.getItem('cookieFallback')` before every request; when set, it is
@@ -75,11 +78,42 @@ export async function freePort() {
 
 export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
+/** The API under test when it is not a mfa-local started here, e.g. http://127.0.0.1:3000/v1. */
+export const externalEndpoint = process.env.MFA_SDK_ENDPOINT?.replace(/\/+$/, '');
+
+/** The project a test uses: its own on a mfa-local it starts, else the one the API serves. */
+export function projectIdFor(wanted) {
+    if (!externalEndpoint) return wanted;
+    const served = process.env.MFA_PROJECT_ID;
+    if (!served) throw new Error('MFA_SDK_ENDPOINT needs MFA_PROJECT_ID, the project that API serves');
+    return served;
+}
+
+/** The project name messages and TOTP apps show: as for projectIdFor. */
+export function projectNameFor(wanted) {
+    if (!externalEndpoint) return wanted;
+    return process.env.MFA_PROJECT_NAME || projectIdFor(wanted);
+}
+
+/** The API at MFA_SDK_ENDPOINT, shaped like a started server; it stays up after the tests. */
+async function externalServer() {
+    const outbox = new Outbox(emulatorMessages);
+    // moto is shared: only what is sent from now on is ours.
+    await outbox.skipExisting();
+    return {
+        endpoint: externalEndpoint,
+        outbox,
+        output: () => '',
+        async stop() {},
+    };
+}
+
 /**
  * Starts `mfa-local` on a free port with a fresh data directory and waits for its
- * "listening" line. Returns { endpoint, outbox, stop() }.
+ * "listening" line (or, with MFA_SDK_ENDPOINT, uses that API). Returns { endpoint, outbox, stop() }.
  */
 export async function startServer({ projectId, projectName, timeoutMs = 30_000 } = {}) {
+    if (externalEndpoint) return externalServer();
     const bin = process.env.MFA_LOCAL_BIN
         ? resolve(process.env.MFA_LOCAL_BIN)
         : resolve(here, '../../target/debug/mfa-local');

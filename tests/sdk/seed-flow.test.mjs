@@ -1,7 +1,8 @@
 // The seed flow (shared/seed/appwrite-mfa-guide.md) driven through the official `appwrite`
 // web SDK against `mfa-local`, as an app developer would write it.
 //
-// Run: npm ci && MFA_LOCAL_BIN=/work/main/target/debug/mfa-local npm test
+// Run: npm ci && MFA_LOCAL_BIN=../../target/debug/mfa-local npm test
+// (or against the Lambda functions: MFA_SDK_ENDPOINT, see harness.mjs)
 //
 // The tests of the `seed flow` suite run in order and share one server and one account: each
 // step needs the previous ones, and a step whose prerequisite failed says so instead of
@@ -10,14 +11,22 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { Authenticator, codeIn, installBrowserGlobals, linkIn, startServer } from './harness.mjs';
+import {
+    Authenticator,
+    codeIn,
+    installBrowserGlobals,
+    linkIn,
+    projectIdFor,
+    projectNameFor,
+    startServer,
+} from './harness.mjs';
 
 const storage = installBrowserGlobals();
 const { Account, AppwriteException, AuthenticationFactor, AuthenticatorType, Avatars, Client, ID } =
     await import('appwrite');
 
-const PROJECT_ID = 'sdk-e2e';
-const PROJECT_NAME = 'SDK E2E';
+const PROJECT_ID = projectIdFor('sdk-e2e');
+const PROJECT_NAME = projectNameFor('SDK E2E');
 const SESSION_COOKIE = `a_session_${PROJECT_ID}`;
 const PASSWORD = 'correct horse battery staple';
 const PHONE = '+12065550100';
