@@ -49,7 +49,7 @@ class TemplateError(Exception):
 class Route:
     method: str  # upper case, or ANY
     path: str  # as declared, e.g. /v1/account/sessions/{sessionId}
-    function: str  # the name cargo lambda watch invokes (the function's binary)
+    function: str  # the name cargo lambda watch invokes (a binary of the workspace)
     logical_id: str
 
     @property
@@ -174,13 +174,18 @@ class Template:
         for logical_id, resource in (self.doc.get("Resources") or {}).items():
             if resource.get("Type") != "AWS::Serverless::Function":
                 continue
-            function = ((resource.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+            # Deployed, the functions share one bootstrap and MFA_FUNCTION names each; cargo
+            # lambda watch runs one binary per function name, and each function has its own
+            # binary of that name for it.
+            variables = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
+            function = variables.get("MFA_FUNCTION") or (
+                ((resource.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary"))
             events = (resource.get("Properties") or {}).get("Events") or {}
             for event in events.values():
                 if event.get("Type") != "HttpApi":
                     continue
                 if not function:
-                    raise TemplateError(f"{logical_id}: no Metadata.BuildProperties.Binary to run")
+                    raise TemplateError(f"{logical_id}: neither MFA_FUNCTION nor a Binary names what to run")
                 props = event.get("Properties") or {}
                 api = props.get("ApiId", {"Ref": "ServerlessHttpApi"})
                 apis.add(api["Ref"] if isinstance(api, dict) and "Ref" in api else str(api))

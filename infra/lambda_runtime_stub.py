@@ -7,10 +7,11 @@ binary's first `GET /2018-06-01/runtime/invocation/next`: everything a cold star
 before it can take an event (tokio, logging, config, AWS SDK clients). Then it kills the
 binary. Never answers an event. Standard library only; not part of any deployed binary.
 
-  lambda_runtime_stub.py [--runs N] [--env-file FILE] NAME=PATH [NAME=PATH ...]
+  lambda_runtime_stub.py [--runs N] [--env-file FILE] [--name-env VAR] NAME=PATH [NAME=PATH ...]
 
 Prints one JSON line per function: {"function", "runs", "median_ms", "min_ms", "max_ms"}
-(or "error"). FILE holds KEY=VALUE lines added to every run's environment.
+(or "error"). FILE holds KEY=VALUE lines added to every run's environment; with --name-env,
+VAR=NAME is added to each function's runs (one bootstrap serving the function VAR names).
 """
 
 import argparse
@@ -76,6 +77,7 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for `next` per run")
     ap.add_argument("--env-file", help="KEY=VALUE lines for every run")
+    ap.add_argument("--name-env", help="a variable set to the function's NAME in its runs")
     ap.add_argument("functions", nargs="+", metavar="NAME=PATH")
     args = ap.parse_args()
 
@@ -112,6 +114,8 @@ def main():
             "LAMBDA_RUNTIME_DIR": "/var/runtime",
             "TZ": ":UTC",
         })
+        if args.name_env:
+            env[args.name_env] = name
         try:
             times = [one_run(listener, path, env, args.timeout) for _ in range(args.runs)]
         except RuntimeError as e:

@@ -6,12 +6,16 @@
 #      mfa-local on the embedded store + outbox; then the DynamoDB calls of every request
 #      of the seed flow, held to their targets (shared/examples/dynamo_calls.rs);
 #   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
-#   3. the official appwrite SDK client test against mfa-local, on both backends;
+#   3. the official appwrite SDK client test against mfa-local, on both backends, and through
+#      the local HTTP API (infra/start-api.sh: the Lambda functions under cargo lambda watch
+#      behind an API Gateway emulator) on DynamoDB Local + moto, with the gateway's own checks;
 #   4. the page mfa-local serves at / walked in headless Chromium (tests/browser), through
 #      every factor, with a virtual security key; screenshots in target/screenshots/;
 #   5. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
 #   6. template.yaml through cfn-lint and `sam validate --lint` (template.rs, run in 1.,
-#      checks it declares exactly the route table).
+#      checks it declares exactly the route table);
+#   7. `sam build`: every function built for arm64 in the release profile (one shared
+#      bootstrap, one build), each bootstrap checked to be aarch64, stripped and <= 6 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,7 @@ cargo build --workspace --all-targets --locked
 DDB_PORT=$(free_port)
 MOTO_PORT=$(free_port)
 stop_services() {
+  bash infra/start-api.sh stop || true
   bash infra/dynamodb-local.sh stop || true
   bash infra/moto.sh stop || true
 }
@@ -67,6 +72,26 @@ export MFA_LOCAL_BIN="$PWD/target/debug/mfa-local"
 step "official appwrite SDK against mfa-local on DynamoDB Local + moto"
 ( cd tests/sdk && env "${aws_env[@]}" npm test )
 
+step "official appwrite SDK through the local HTTP API (Lambda functions, DynamoDB Local + moto)"
+# The environment template.yaml gives the functions, pointed at the local stand-ins; a fresh
+# table. The SDK's CORS test runs in a browser origin the API allows.
+APP_ORIGIN="http://localhost:5173"
+api_env=(
+  -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL # never a developer's own AWS account
+  "${aws_env[@]}" AWS_DEFAULT_REGION=us-east-1
+  MFA_TABLE="sdk-api-$(date +%s)-$RANDOM" MFA_PROJECT_ID=sdk-e2e MFA_PROJECT_NAME="SDK E2E"
+  MFA_ALLOWED_ORIGINS="$APP_ORIGIN" MFA_REDIRECT_HOSTS=localhost
+  MFA_WEBAUTHN_RP_ID=localhost MFA_WEBAUTHN_ORIGINS="$APP_ORIGIN"
+  MFA_SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+)
+env "${api_env[@]}" target/debug/mfa-local setup
+API_PORT=$(free_port)
+env "${api_env[@]}" bash infra/start-api.sh "$API_PORT"
+( cd tests/sdk && env "${api_env[@]}" MFA_SDK_ENDPOINT="http://127.0.0.1:$API_PORT/v1" npm test )
+env "${api_env[@]}" API_URL="http://127.0.0.1:$API_PORT" API_ALLOWED_ORIGIN="$APP_ORIGIN" \
+  python3 tests/lambda/api_emulator_test.py
+bash infra/start-api.sh stop
+
 step "the page in headless Chromium (screenshots in target/screenshots/)"
 ( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )
 CHROMIUM="$(bash infra/chromium.sh path)"
@@ -77,3 +102,6 @@ bash infra/lambda-runtime-test.sh
 
 step "template.yaml: cfn-lint and sam validate --lint"
 bash infra/lint-template.sh
+
+step "sam build: every function for arm64 (release), bootstraps <= 6 MB"
+bash infra/build-lambda.sh --sam

@@ -11,6 +11,8 @@ const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
 const BINARIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin");
 /// The local server: every route on one listener, not a Lambda function.
 const LOCAL_SERVER: &str = "mfa-local";
+/// The one bootstrap every function deploys; `MFA_FUNCTION` names the function it serves.
+const DEPLOYED_BINARY: &str = "mfa-lambda";
 
 /// DynamoDB actions on items of one table, as IAM names them. `TransactWriteItems` is not
 /// among them: IAM authorizes each write inside a transaction as its own item action.
@@ -63,10 +65,10 @@ impl Template {
             .collect()
     }
 
-    fn function(&self, binary: &str) -> Function<'_> {
-        let mut found = self.functions().into_iter().filter(|f| f.binary() == binary);
-        let function = found.next().unwrap_or_else(|| panic!("no function deploys binary {binary}"));
-        assert!(found.next().is_none(), "binary {binary} is deployed twice");
+    fn function(&self, name: &str) -> Function<'_> {
+        let mut found = self.functions().into_iter().filter(|f| f.name() == name);
+        let function = found.next().unwrap_or_else(|| panic!("no function is named {name}"));
+        assert!(found.next().is_none(), "function {name} is deployed twice");
         function
     }
 
@@ -78,6 +80,14 @@ impl Template {
 }
 
 impl Function<'_> {
+    /// The function's name (`MFA_FUNCTION`): which routes the shared bootstrap serves, and
+    /// the binary cargo lambda watch runs for it locally.
+    fn name(&self) -> &str {
+        self.resource["Properties"]["Environment"]["Variables"]["MFA_FUNCTION"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} has no Environment.Variables.MFA_FUNCTION", self.logical_id))
+    }
+
     fn binary(&self) -> &str {
         self.resource["Metadata"]["BuildProperties"]["Binary"]
             .as_str()
@@ -189,7 +199,7 @@ fn lambda_binaries() -> BTreeSet<String> {
         .map(|entry| entry.expect("directory entry").path())
         .filter(|path| path.extension().is_some_and(|e| e == "rs"))
         .map(|path| Path::new(&path).file_stem().unwrap().to_string_lossy().into_owned())
-        .filter(|name| name != LOCAL_SERVER)
+        .filter(|name| name != LOCAL_SERVER && name != DEPLOYED_BINARY)
         .collect()
 }
 
@@ -199,7 +209,7 @@ fn the_template_declares_exactly_the_routes_of_the_route_table_each_with_its_fun
     let mut declared = Vec::new();
     for function in template.functions() {
         for (method, path, _) in function.http_routes() {
-            declared.push((method, path, function.binary().to_string()));
+            declared.push((method, path, function.name().to_string()));
         }
     }
     let unique: BTreeSet<_> = declared.iter().cloned().collect();
@@ -232,22 +242,40 @@ fn every_route_goes_through_the_one_http_api() {
 }
 
 #[test]
-fn every_lambda_binary_is_deployed_and_no_function_lacks_a_binary() {
+fn every_function_binary_is_deployed_and_no_function_lacks_one() {
     let template = Template::load();
     let binaries = lambda_binaries();
     assert!(!binaries.is_empty(), "functions/src/bin has Lambda binaries");
 
     let mut deployed = BTreeMap::new();
     for function in template.functions() {
-        let previous = deployed.insert(function.binary().to_string(), function.logical_id.clone());
-        assert!(previous.is_none(), "binary {} is deployed twice", function.binary());
+        let previous = deployed.insert(function.name().to_string(), function.logical_id.clone());
+        assert!(previous.is_none(), "function {} is deployed twice", function.name());
+        assert!(
+            mfa_core::api::functions::by_name(function.name()).is_some(),
+            "MFA_FUNCTION={} of {} names no function of the route table",
+            function.name(),
+            function.logical_id
+        );
     }
     let deployed_names: BTreeSet<_> = deployed.keys().cloned().collect();
-    assert_eq!(deployed_names, binaries, "deployed functions differ from functions/src/bin (without {LOCAL_SERVER})");
+    assert_eq!(
+        deployed_names, binaries,
+        "deployed functions differ from functions/src/bin (without {LOCAL_SERVER} and {DEPLOYED_BINARY})"
+    );
     assert!(!deployed.contains_key(LOCAL_SERVER), "the local server is not a Lambda function");
 
-    for (binary, logical_id) in &deployed {
-        assert_eq!(logical_id, &format!("{}Function", pascal_case(binary)), "logical id of {binary}");
+    for (name, logical_id) in &deployed {
+        assert_eq!(logical_id, &format!("{}Function", pascal_case(name)), "logical id of {name}");
+    }
+}
+
+#[test]
+fn every_function_deploys_the_one_shared_bootstrap() {
+    // One build for all functions: `sam build` runs it once for identical build metadata.
+    let template = Template::load();
+    for function in template.functions() {
+        assert_eq!(function.binary(), DEPLOYED_BINARY, "{} deploys another binary", function.logical_id);
     }
 }
 

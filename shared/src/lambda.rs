@@ -13,6 +13,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::REQUEST_ID;
 
+/// Serves the function `MFA_FUNCTION` names (one bootstrap deployed as every function).
+pub async fn serve_function_from_env() -> Result<(), Error> {
+    let name = std::env::var("MFA_FUNCTION").map_err(|_| "MFA_FUNCTION is not set: it names the function to serve")?;
+    let routes =
+        crate::api::functions::by_name(&name).ok_or_else(|| format!("MFA_FUNCTION={name} names no function"))?;
+    serve(routes).await
+}
+
 /// Builds the app and the Router once (cold start) and serves `routes`, a function's own,
 /// until the runtime stops.
 pub async fn serve(routes: Vec<Route>) -> Result<(), Error> {

@@ -78,6 +78,13 @@ macro_rules! functions {
             $(pub fn $name() -> Vec<Route> {
                 vec![$($route),+]
             })+
+
+            /// The routes of the function named `name` (its name in template.yaml's
+            /// `MFA_FUNCTION`, e.g. `get-qr`); links every handler.
+            pub fn by_name(name: &str) -> Option<Vec<Route>> {
+                let all: &[fn() -> Vec<Route>] = &[$($name),+];
+                all.iter().map(|routes| routes()).find(|routes| routes.first().is_some_and(|r| r.function == name))
+            }
         }
 
         /// Every route of the API. Old and new spellings of an endpoint share its function.
