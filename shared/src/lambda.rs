@@ -13,11 +13,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::http::REQUEST_ID;
 
-/// Serves the function `MFA_FUNCTION` names (one bootstrap deployed as every function).
-pub async fn serve_function_from_env() -> Result<(), Error> {
-    let name = std::env::var("MFA_FUNCTION").map_err(|_| "MFA_FUNCTION is not set: it names the function to serve")?;
+/// Serves the function named `name` (template.yaml's `MFA_FUNCTION`): how the one bootstrap
+/// every function deploys becomes that function.
+pub async fn serve_named(name: &str) -> Result<(), Error> {
     let routes =
-        crate::api::functions::by_name(&name).ok_or_else(|| format!("MFA_FUNCTION={name} names no function"))?;
+        crate::api::functions::by_name(name).ok_or_else(|| format!("MFA_FUNCTION={name} names no function"))?;
     serve(routes).await
 }
 

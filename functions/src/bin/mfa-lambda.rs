@@ -3,5 +3,6 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    mfa_core::lambda::serve_function_from_env().await
+    let name = std::env::var("MFA_FUNCTION").map_err(|_| "MFA_FUNCTION is not set: it names the function to serve")?;
+    mfa_core::lambda::serve_named(&name).await
 }
