@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
+use crate::domain::activity::{Action, Event, Origin};
 use crate::domain::crypto::{sha256_hex, Keys};
 use crate::domain::webauthn::RelyingParty;
 use crate::domain::{session, Standing};
@@ -157,6 +158,17 @@ pub struct App {
 pub struct ClientIp(pub String);
 
 impl App {
+    /// The activity event of `action` on `user_id`, made by the caller of `ctx` now.
+    pub fn event(&self, ctx: &Ctx, user_id: &str, action: Action, detail: &str) -> Event {
+        let origin = Origin {
+            ip: ctx.ip.clone(),
+            user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
+            key_id: None,
+            ttl: self.config.log_ttl,
+        };
+        origin.event(user_id, action, detail, ctx.now)
+    }
+
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
         let keys = Keys::derive(&config.secret_key);
         // Settings read from the environment were checked by building one already.

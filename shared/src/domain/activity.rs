@@ -49,6 +49,30 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 17] = [
+        Action::SessionCreate,
+        Action::SessionDelete,
+        Action::SessionsDelete,
+        Action::ChallengeCreate,
+        Action::ChallengeComplete,
+        Action::ChallengeFail,
+        Action::FactorAdd,
+        Action::FactorRemove,
+        Action::MfaUpdate,
+        Action::RecoveryCodesCreate,
+        Action::RecoveryCodesReplace,
+        Action::RecoveryCodeUse,
+        Action::PasswordUpdate,
+        Action::PasswordResetCreate,
+        Action::PasswordReset,
+        Action::Verification,
+        Action::UserUpdate,
+    ];
+
+    pub fn parse(raw: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::SessionCreate => "session.create",
@@ -142,9 +166,10 @@ mod tests {
 
     #[test]
     fn actions_have_their_wire_names() {
-        for action in [Action::SessionCreate, Action::RecoveryCodeUse, Action::PasswordReset] {
+        for action in Action::ALL {
             let json = serde_json::to_string(&action).unwrap();
             assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(Action::parse(action.as_str()), Some(action));
         }
     }
 }

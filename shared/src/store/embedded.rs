@@ -12,10 +12,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Store, StoreError, StoreResult, Updated,
-    UserChange,
+    Also, ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Store, StoreError, StoreResult,
+    Updated, UserChange,
 };
 use crate::clock::{Millis, MINUTE};
+use crate::domain::activity::Event;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
 use crate::domain::{Authenticator, Challenge, Channel, Session, User, VerificationToken};
@@ -37,6 +38,9 @@ const PRUNE_EVERY: Millis = MINUTE;
 
 fn key(pk: &str, sk: &str) -> String {
     format!("{pk}\u{1}{sk}")
+}
+fn event_key(user_id: &str, event_id: &str) -> String {
+    key(&format!("USER#{user_id}"), &format!("LOG#{event_id}"))
 }
 fn user_key(id: &str) -> String {
     key(&format!("USER#{id}"), "PROFILE")
@@ -126,9 +130,27 @@ fn put<T: Serialize>(table: &mut Items<'_>, k: &str, value: &T) -> StoreResult<(
     Ok(())
 }
 
-fn remove(table: &mut Items<'_>, k: &str) -> StoreResult<()> {
-    table.remove(k).map_err(unavailable)?;
-    Ok(())
+/// Removes an item; `true` if there was one.
+fn remove(table: &mut Items<'_>, k: &str) -> StoreResult<bool> {
+    Ok(table.remove(k).map_err(unavailable)?.is_some())
+}
+
+/// Every item whose key starts with `prefix`, in key order.
+fn in_range<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+) -> StoreResult<Vec<T>> {
+    let mut items = Vec::new();
+    for entry in table.range::<&str>(prefix..).map_err(unavailable)? {
+        let (k, v) = entry.map_err(unavailable)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        let item =
+            serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(format!("{}: {e}", k.value()).into()))?;
+        items.push(item);
+    }
+    Ok(items)
 }
 
 /// Applies `up` to the live session it names; `false` when there is none.
@@ -262,8 +284,12 @@ fn over_limit(t: &Items<'_>, counts: &[Count]) -> StoreResult<Option<usize>> {
     Ok(None)
 }
 
-fn apply_counts(t: &mut Items<'_>, counts: &[Count]) -> StoreResult<()> {
-    for count in counts {
+/// Stores what a decided write carries: its counts and its events.
+fn apply_also(t: &mut Items<'_>, also: &Also) -> StoreResult<()> {
+    for event in &also.events {
+        put(t, &event_key(&event.user_id, &event.id), event)?;
+    }
+    for count in &also.counts {
         let k = rate_key(&count.counter);
         if count.reset {
             remove(t, &k)?;
@@ -309,21 +335,21 @@ impl EmbeddedStore {
     /// commits only when the counts are within their limits and `change` was not refused.
     async fn decide<R: Send + 'static>(
         &self,
-        counts: &[Count],
+        also: &Also,
         change: impl FnOnce(&mut Items<'_>) -> StoreResult<Result<R, Refused>> + Send + 'static,
     ) -> StoreResult<Result<R, Refused>> {
-        let counts = counts.to_vec();
+        let also = also.clone();
         self.run(move |s| {
             let txn = s.db.begin_write().map_err(unavailable)?;
             let outcome = {
                 let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
-                if let Some(i) = over_limit(&t, &counts)? {
+                if let Some(i) = over_limit(&t, &also.counts)? {
                     return Ok(Err(Refused::Limited(i)));
                 }
                 s.prune_if_due(&mut t)?;
                 let outcome = change(&mut t)?;
                 if outcome.is_ok() {
-                    apply_counts(&mut t, &counts)?;
+                    apply_also(&mut t, &also)?;
                 }
                 outcome
             };
@@ -420,15 +446,15 @@ impl Store for EmbeddedStore {
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Updated> {
-        let (read, counts) = (user.clone(), counts.to_vec());
+        let (read, also) = (user.clone(), also.clone());
         let id = read.id.clone();
         self.run(move |s| {
             let txn = s.db.begin_write().map_err(unavailable)?;
             {
                 let mut t = txn.open_table(ITEMS).map_err(unavailable)?;
-                if let Some(i) = over_limit(&t, &counts)? {
+                if let Some(i) = over_limit(&t, &also.counts)? {
                     return Ok(Updated::Limited(i));
                 }
                 let Some(mut user) = get_user(&t, &user_key(&id))? else { return Ok(Updated::NotFound) };
@@ -449,7 +475,7 @@ impl Store for EmbeddedStore {
                     up.apply_to_user(&mut user, now);
                 }
                 put(&mut t, &user_key(&id), &user)?;
-                apply_counts(&mut t, &counts)?;
+                apply_also(&mut t, &also)?;
             }
             txn.commit().map_err(unavailable)?;
             Ok(Updated::Done)
@@ -457,23 +483,24 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided> {
+    async fn create_session(&self, session: &Session, also: &Also) -> StoreResult<Decided> {
         let session = session.clone();
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             put(t, &session_key(&session.user_id, &session.id), &session)?;
             Ok(Ok(()))
         })
         .await
     }
 
-    async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
+    async fn delete_session(&self, user_id: &str, session_id: &str, also: &Also) -> StoreResult<bool> {
         let k = session_key(user_id, session_id);
-        self.run(move |s| s.write(|t| Ok(t.remove(k.as_str()).map_err(unavailable)?.is_some()))).await
+        let deleted = self.decide(also, move |t| Ok(if remove(t, &k)? { Ok(()) } else { Err(Refused::Rejected) }));
+        Ok(deleted.await?.is_ok())
     }
 
-    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided> {
         let c = challenge.clone();
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             put(t, &challenge_key(&c.user_id, c.slot()), &c)?;
             Ok(Ok(()))
         })
@@ -499,10 +526,10 @@ impl Store for EmbeddedStore {
         user_id: &str,
         challenge_id: &str,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Decided> {
         let (user_id, id) = (user_id.to_string(), challenge_id.to_string());
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             let Some(slot) = Challenge::slot_of(&id) else { return Ok(Err(Refused::Rejected)) };
             let k = challenge_key(&user_id, slot);
             match get::<Challenge>(t, &k)? {
@@ -517,13 +544,15 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
+    async fn finish_challenge(&self, win: &ChallengeWin, also: &Also) -> StoreResult<Decided> {
         let win = win.clone();
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
             let k = challenge_key(&win.user_id, slot);
             match get::<Challenge>(t, &k)? {
-                Some(c) if c.id == win.challenge_id && c.is_usable(win.now) => remove(t, &k)?,
+                Some(c) if c.id == win.challenge_id && c.is_usable(win.now) => {
+                    remove(t, &k)?;
+                }
                 _ => return Ok(Err(Refused::Rejected)),
             }
             let uk = user_key(&win.user_id);
@@ -544,9 +573,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_token(&self, token: &VerificationToken, also: &Also) -> StoreResult<Decided> {
         let token = token.clone();
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             put(t, &token_key(&token.user_id, token.channel), &token)?;
             Ok(Ok(()))
         })
@@ -573,10 +602,10 @@ impl Store for EmbeddedStore {
         channel: Channel,
         token_id: &str,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Decided> {
         let (k, id) = (token_key(user_id, channel), token_id.to_string());
-        self.decide(counts, move |t| match get::<VerificationToken>(t, &k)? {
+        self.decide(also, move |t| match get::<VerificationToken>(t, &k)? {
             Some(mut token) if token.id == id && token.is_usable(now) => {
                 token.attempts_left -= 1;
                 put(t, &k, &token)?;
@@ -587,9 +616,9 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided> {
         let token = token.clone();
-        self.decide(counts, move |t| {
+        self.decide(also, move |t| {
             let (tk, uk) = (token_key(&token.user_id, token.channel), user_key(&token.user_id));
             let Some(stored) = get::<VerificationToken>(t, &tk)? else { return Ok(Err(Refused::Rejected)) };
             let Some(mut user) = get_user(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
@@ -612,8 +641,22 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
-        self.decide(counts, |_| Ok(Ok(()))).await
+    async fn count(&self, also: &Also) -> StoreResult<Decided> {
+        self.decide(also, |_| Ok(Ok(()))).await
+    }
+
+    async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {
+        let prefix = key(&format!("USER#{user_id}"), "SESSION#");
+        self.run(move |s| s.read(|t| in_range(t, &prefix))).await
+    }
+
+    async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>> {
+        let prefix = key(&format!("USER#{user_id}"), "LOG#");
+        let mut events: Vec<Event> = self.run(move |s| s.read(|t| in_range(t, &prefix))).await?;
+        // Expired events are skipped, as DynamoDB's TTL would have deleted them.
+        events.retain(|e| e.expire > now);
+        events.reverse();
+        Ok(events)
     }
 }
 
@@ -634,13 +677,13 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), t).unwrap();
         let short = Limit { scope: "short", max: 10, window: SECOND };
         let long = Limit { scope: "long", max: 10, window: HOUR };
-        store.count(&[short.hit("a", t, 0), long.hit("a", t, 0)]).await.unwrap().unwrap();
+        store.count(&vec![short.hit("a", t, 0), long.hit("a", t, 0)].into()).await.unwrap().unwrap();
         assert_eq!(counter_keys(&store).len(), 2);
 
         // Requests go on; a minute later the next write drops the counter that expired.
         let later = t + PRUNE_EVERY;
         store.load(&Lookup::default(), later).await.unwrap();
-        store.count(&[long.hit("b", later, 0)]).await.unwrap().unwrap();
+        store.count(&vec![long.hit("b", later, 0)].into()).await.unwrap().unwrap();
         let left = counter_keys(&store);
         assert_eq!(left.len(), 2, "{left:?}");
         assert!(left.iter().all(|k| k.starts_with("RATE#long#")), "{left:?}");
