@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
+use mfa_core::domain::activity::{Action, Event, Origin, LOG_TTL};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
 use mfa_core::domain::limits::{Count, Limit};
@@ -138,6 +139,9 @@ conformance!(
     a_key_use_moves_its_counter_forward_only,
     a_key_registration_keeps_its_ceremony_apart_and_is_spent_once,
     removing_keys_removes_exactly_those,
+    an_event_is_stored_only_with_its_change,
+    events_are_read_newest_first_until_they_expire,
+    a_users_sessions_are_listed_and_only_theirs,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1596,4 +1600,76 @@ async fn removing_keys_removes_exactly_those(store: Arc<dyn Store>) {
     let again = store.update_user(&user, remove(vec![&a, &b]), None, t, &Also::NONE).await.unwrap();
     assert_eq!(again, Updated::Rejected, "one of them is gone: nothing is removed");
     assert_eq!(reload(&store, &user).await.keys().count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Activity log and listings
+
+fn event(user: &User, action: Action, at: Millis, ttl: Millis) -> Event {
+    let origin = Origin { ip: "203.0.113.9".into(), user_agent: "tests".into(), key_id: None, ttl };
+    origin.event(&user.id, action, "detail", at)
+}
+
+async fn an_event_is_stored_only_with_its_change(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { mfa: false, ..new_user(t) }).await;
+    let on = Also::events(vec![event(&user, Action::MfaUpdate, t, LOG_TTL)]);
+    assert_eq!(store.update_user(&user, UserChange::Mfa(true), None, t, &on).await.unwrap(), Updated::Done);
+    // A change whose condition fails records nothing.
+    let create = Also::events(vec![event(&user, Action::RecoveryCodesCreate, t + 1, LOG_TTL)]);
+    let codes = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
+    assert_eq!(store.update_user(&user, codes, None, t + 1, &create).await.unwrap(), Updated::Rejected);
+    // Nor does a write a count refuses.
+    let limit = test_limit(0);
+    let refused =
+        Also { counts: vec![limit.hit("k", t, 0)], events: vec![event(&user, Action::SessionCreate, t + 2, LOG_TTL)] };
+    let session = new_session(&user, t);
+    assert_eq!(store.create_session(&session, &refused).await.unwrap(), Err(Refused::Limited(0)));
+    // A session deleted with its event; a second delete finds none and records none.
+    let session = signed_in(&store, &user, t).await;
+    let ended = Also::events(vec![event(&user, Action::SessionDelete, t + 3, LOG_TTL)]);
+    assert!(store.delete_session(&user.id, &session.id, &ended).await.unwrap());
+    let again = Also::events(vec![event(&user, Action::SessionDelete, t + 4, LOG_TTL)]);
+    assert!(!store.delete_session(&user.id, &session.id, &again).await.unwrap());
+
+    let actions: Vec<Action> = store.events(&user.id, t).await.unwrap().iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec![Action::SessionDelete, Action::MfaUpdate]);
+    let stored = &store.events(&user.id, t).await.unwrap()[1];
+    assert_eq!(
+        (stored.ip.as_str(), stored.user_agent.as_str(), stored.detail.as_str()),
+        ("203.0.113.9", "tests", "detail")
+    );
+}
+
+async fn events_are_read_newest_first_until_they_expire(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let events = vec![
+        event(&user, Action::SessionCreate, t, LOG_TTL),
+        event(&user, Action::ChallengeCreate, t + 1, LOG_TTL),
+        event(&user, Action::ChallengeComplete, t + 2, MINUTE),
+        event(&other, Action::SessionCreate, t + 3, LOG_TTL),
+    ];
+    store.count(&Also::events(events)).await.unwrap().unwrap();
+    let read = |at: Millis| {
+        let store = store.clone();
+        let id = user.id.clone();
+        async move { store.events(&id, at).await.unwrap().iter().map(|e| e.action).collect::<Vec<_>>() }
+    };
+    assert_eq!(read(t + 3).await, vec![Action::ChallengeComplete, Action::ChallengeCreate, Action::SessionCreate]);
+    assert_eq!(read(t + 2 + MINUTE).await, vec![Action::ChallengeCreate, Action::SessionCreate], "expired");
+}
+
+async fn a_users_sessions_are_listed_and_only_theirs(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let (one, two) = (signed_in(&store, &user, t).await, signed_in(&store, &user, t + 1).await);
+    signed_in(&store, &other, t).await;
+    let mut ids: Vec<String> = store.sessions(&user.id).await.unwrap().into_iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut want = vec![one.id, two.id];
+    want.sort();
+    assert_eq!(ids, want);
 }
