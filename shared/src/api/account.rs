@@ -76,6 +76,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),
+        prefs: Default::default(),
     };
     if !app.store.create_user(&user).await? {
         return Err(ApiError::UserAlreadyExists);

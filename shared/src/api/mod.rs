@@ -19,11 +19,13 @@ use crate::http::{Authed, Ctx, Reply};
 use crate::store::{Lookup, Store};
 
 mod account;
+mod activity;
 mod avatars;
 mod budget;
 mod challenges;
 mod mfa;
 mod models;
+mod profile;
 mod sessions;
 mod verification;
 mod webauthn;
@@ -99,6 +101,13 @@ functions! {
         route!(POST "/v1/account/sessions" => "create-email-session", Public, sessions::create),
     ];
     delete_session => [route!(DELETE "/v1/account/sessions/{sessionId}" => "delete-session", Session, sessions::delete_one)];
+    list_sessions => [route!(GET "/v1/account/sessions" => "list-sessions", Full, sessions::list)];
+    get_session => [route!(GET "/v1/account/sessions/{sessionId}" => "get-session", Full, sessions::get_one)];
+    update_password => [route!(PATCH "/v1/account/password" => "update-password", Full, profile::update_password, profile::password_lookup)];
+    update_name => [route!(PATCH "/v1/account/name" => "update-name", Full, profile::update_name)];
+    get_prefs => [route!(GET "/v1/account/prefs" => "get-prefs", Full, profile::get_prefs)];
+    update_prefs => [route!(PATCH "/v1/account/prefs" => "update-prefs", Full, profile::update_prefs)];
+    list_logs => [route!(GET "/v1/account/logs" => "list-logs", Full, activity::account_logs)];
     delete_sessions => [route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all)];
     create_email_verification => [
         route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use super::budget::{Budget, Charged};
-use super::models::SessionModel;
+use super::models::{SessionList, SessionModel};
 use super::App;
 use crate::domain::activity::Action;
 use crate::domain::crypto::{new_id, sha256_hex};
@@ -88,6 +88,35 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Err(ApiError::SessionNotFound);
     }
     Ok(if target == current { signed_out(app, ctx) } else { Reply::no_content() })
+}
+
+/// The user's live sessions, oldest first.
+pub async fn list(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let authed = ctx.authed()?;
+    let sessions = live_sessions(app, ctx).await?;
+    let models: Vec<SessionModel> = sessions.iter().map(|s| SessionModel::of(s, s.id == authed.session.id)).collect();
+    Ok(Reply::model(200, &SessionList { total: models.len(), sessions: models }))
+}
+
+/// One of the user's live sessions, by id or `current`.
+pub async fn get_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let current = ctx.authed()?.session.clone();
+    let wanted = ctx.path_param("sessionId");
+    if wanted == "current" || wanted == current.id {
+        return Ok(Reply::model(200, &SessionModel::of(&current, true)));
+    }
+    let wanted = parse_id(wanted).ok_or(ApiError::SessionNotFound)?;
+    let found = live_sessions(app, ctx).await?.into_iter().find(|s| s.id == wanted);
+    Ok(Reply::model(200, &SessionModel::of(&found.ok_or(ApiError::SessionNotFound)?, false)))
+}
+
+/// The caller's user's sessions that are still good: unexpired and not ended.
+async fn live_sessions(app: &App, ctx: &Ctx) -> Result<Vec<Session>, ApiError> {
+    let user = &ctx.authed()?.user;
+    let mut sessions: Vec<Session> =
+        app.store.sessions(&user.id).await?.into_iter().filter(|s| s.is_live(ctx.now) && s.survives(user)).collect();
+    sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(sessions)
 }
 
 /// Signs out everywhere: every session of the user confirmed up to now is over at once (the

@@ -413,6 +413,9 @@ fn user_item(user: &User) -> Item {
     );
     put("recoveryCodes", recovery_codes(&user.recovery_codes));
     put("sessionsValidFrom", n(user.sessions_valid_from));
+    if !user.prefs.is_empty() {
+        put("prefs", s(&serde_json::Value::Object(user.prefs.clone()).to_string()));
+    }
     for (factor, by) in &user.added_by {
         put(&added_by_attribute(*factor), s(by));
     }
@@ -573,6 +576,10 @@ fn user_from(item: &Item) -> StoreResult<User> {
         added_by: Factor::second()
             .filter_map(|f| r.opt_s(&added_by_attribute(f)).map(|by| by.map(|by| (f, by))).transpose())
             .collect::<StoreResult<_>>()?,
+        prefs: match r.opt_s("prefs")? {
+            None => Default::default(),
+            Some(json) => serde_json::from_str(&json).map_err(|_| r.corrupt("prefs", "a JSON object"))?,
+        },
     })
 }
 
@@ -815,6 +822,7 @@ impl Expr {
 }
 
 /// One write of a transaction.
+#[derive(Clone)]
 enum Write {
     Put {
         item: Item,
@@ -1562,6 +1570,23 @@ impl Store for DynamoStore {
             UserChange::Email(email) => return self.move_target(user, Target::Email, email, upgrade, now, also).await,
             UserChange::Phone(phone) => return self.move_target(user, Target::Phone, phone, upgrade, now, also).await,
             UserChange::Mfa(on) => mfa_expr(*on),
+            UserChange::Name(name) => {
+                let mut e = Expr::default();
+                e.set("#name = :name").bind(":name", s(name));
+                e
+            }
+            UserChange::Prefs(prefs) => {
+                let mut e = Expr::default();
+                e.set("#prefs = :prefs").bind(":prefs", s(&serde_json::Value::Object(prefs.clone()).to_string()));
+                e
+            }
+            UserChange::Password(hash) => {
+                let mut e = Expr::default();
+                e.set("#passwordHash = :hash, #passwordUpdatedAt = :changedAt")
+                    .bind(":hash", s(hash))
+                    .bind(":changedAt", n(now));
+                e
+            }
             UserChange::EndSessions(at) => {
                 // The cut only moves forward: a late request cannot revive ended sessions.
                 let mut e = Expr::default();
@@ -1580,9 +1605,22 @@ impl Store for DynamoStore {
         };
         stamp(&mut e, upgrade, now);
         record_change_source(&mut e, &change, upgrade);
+        // Signing in reads the password hash kept with the email's claim: it changes with the user's.
+        let claim = match (&change, &user.email) {
+            (UserChange::Password(hash), Some(email)) => {
+                let mut e = Expr::default();
+                e.when("#userId = :owner")
+                    .set("#passwordHash = :hash")
+                    .bind(":owner", s(&user.id))
+                    .bind(":hash", s(hash));
+                Some(Write::Update { key: Target::Email.index_key(email), expr: e })
+            }
+            _ => None,
+        };
         let writes = || {
             let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e.clone() }];
             writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
+            writes.extend(claim.clone());
             writes
         };
         Ok(match self.commit_migrating(writes, 0, also).await? {
