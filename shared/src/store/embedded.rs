@@ -438,15 +438,6 @@ impl EmbeddedStore {
         f(&table)
     }
 
-    /// Runs blocking database work off the async executor.
-    async fn run<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&EmbeddedStore) -> StoreResult<R> + Send + 'static,
-    ) -> StoreResult<R> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(unavailable)?
-    }
-
     /// Every stored item as (key, raw value), for inspection tools and tests.
     pub fn dump(&self) -> StoreResult<Vec<(String, String)>> {
         self.read(|t| {
@@ -547,49 +538,49 @@ impl EmbeddedStore {
 impl Store for EmbeddedStore {
     async fn load(&self, lookup: &Lookup, now: Millis) -> StoreResult<Found> {
         self.times.latest.fetch_max(now, Ordering::Relaxed);
-        let lookup = lookup.clone();
-        self.run(move |s| {
-            s.read(|t| {
-                let session = match &lookup.session {
-                    Some((user_id, id, hash)) => get::<Session>(t, &session_key(user_id, id))?
-                        .filter(|x| constant_time_eq(&x.secret_hash, hash) && x.is_live(now)),
+        // On the calling thread: a read transaction sees committed state without waiting
+        // for the writer, and its pages are in redb's cache (or the OS's) after the first
+        // reads. Handing it to another thread cost more CPU than the read itself.
+        self.read(|t| {
+            let session = match &lookup.session {
+                Some((user_id, id, hash)) => get::<Session>(t, &session_key(user_id, id))?
+                    .filter(|x| constant_time_eq(&x.secret_hash, hash) && x.is_live(now)),
+                None => None,
+            };
+            let user = match &lookup.user {
+                Some(id) => get_user(t, &user_key(id))?,
+                None => None,
+            };
+            let login = match &lookup.login {
+                Some(email) => match get::<Index>(t, &email_key(email))? {
+                    Some(index) => get_user(t, &user_key(&index.user_id))?
+                        .map(|u| Login { user_id: u.id, password_hash: u.password_hash }),
                     None => None,
-                };
-                let user = match &lookup.user {
-                    Some(id) => get_user(t, &user_key(id))?,
-                    None => None,
-                };
-                let login = match &lookup.login {
-                    Some(email) => match get::<Index>(t, &email_key(email))? {
-                        Some(index) => get_user(t, &user_key(&index.user_id))?
-                            .map(|u| Login { user_id: u.id, password_hash: u.password_hash }),
-                        None => None,
-                    },
-                    None => None,
-                };
-                let challenge = match &lookup.challenge {
-                    Some((user_id, id)) => match Challenge::factor_of(id) {
-                        Some(factor) => get::<Challenge>(t, &challenge_key(user_id, factor))?
-                            .filter(|c| c.id == *id && c.expire > now),
-                        None => None,
-                    },
-                    None => None,
-                };
-                let token = match &lookup.token {
-                    Some((user_id, channel)) => {
-                        get::<VerificationToken>(t, &token_key(user_id, *channel))?.filter(|x| x.expire > now)
+                },
+                None => None,
+            };
+            let challenge = match &lookup.challenge {
+                Some((user_id, id)) => match Challenge::factor_of(id) {
+                    Some(factor) => {
+                        get::<Challenge>(t, &challenge_key(user_id, factor))?.filter(|c| c.id == *id && c.expire > now)
                     }
                     None => None,
-                };
-                let mut counts = Vec::new();
-                for counter in &lookup.counters {
-                    let c = get::<Counter>(t, &rate_key(counter))?.filter(|c| c.expire > now);
-                    counts.push(c.map_or(0, |c| c.count));
+                },
+                None => None,
+            };
+            let token = match &lookup.token {
+                Some((user_id, channel)) => {
+                    get::<VerificationToken>(t, &token_key(user_id, *channel))?.filter(|x| x.expire > now)
                 }
-                Ok(Found { session, user, login, challenge, token, counts })
-            })
+                None => None,
+            };
+            let mut counts = Vec::new();
+            for counter in &lookup.counters {
+                let c = get::<Counter>(t, &rate_key(counter))?.filter(|c| c.expire > now);
+                counts.push(c.map_or(0, |c| c.count));
+            }
+            Ok(Found { session, user, login, challenge, token, counts })
         })
-        .await
     }
 
     async fn create_user(&self, user: &User) -> StoreResult<bool> {
