@@ -5,7 +5,7 @@
 //! takes little of the CPU it shares with the server. Appends one JSON line of results:
 //!
 //! ```sh
-//! bench_load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY
+//! bench-load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY
 //! ```
 
 use std::net::SocketAddr;
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mfa_core::domain::totp;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Deserialize)]
@@ -53,7 +52,7 @@ impl Conn {
             self.project,
             body.len()
         );
-        self.stream.write_all([head.as_bytes(), body.as_bytes()].concat().as_slice()).await?;
+        self.write_all(&[head.as_bytes(), body.as_bytes()].concat()).await?;
         self.buf.clear();
         let end = loop {
             if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -76,14 +75,32 @@ impl Conn {
         Ok((status, body))
     }
 
+    async fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), Failure> {
+        while !bytes.is_empty() {
+            self.stream.writable().await?;
+            match self.stream.try_write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     async fn read_more(&mut self) -> Result<(), Failure> {
         let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err("connection closed".into());
+        loop {
+            self.stream.readable().await?;
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return Err("connection closed".into()),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
     }
 }
 
@@ -113,7 +130,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 async fn run(args: &[String]) -> Result<(), Failure> {
     let [base, project, users_json, results, concurrency] = args else {
-        return Err("usage: bench_load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY".into());
+        return Err("usage: bench-load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY".into());
     };
     let server: SocketAddr = base.trim_start_matches("http://").parse()?;
     let users: Vec<User> = serde_json::from_slice(&std::fs::read(users_json)?)?;
@@ -181,12 +198,12 @@ async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("challenge") => run(&args[1..]).await,
-        _ => Err("usage: bench_load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY".into()),
+        _ => Err("usage: bench-load challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY".into()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench_load: {e}");
+            eprintln!("bench-load: {e}");
             std::process::ExitCode::FAILURE
         }
     }
