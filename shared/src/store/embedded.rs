@@ -269,7 +269,8 @@ where
             (Some(Ok(outcome)), Ok(())) => Ok(outcome),
             (Some(Ok(_)), Err(why)) => Err(not_committed(why)),
             (None, Err(why)) => Err(not_committed(why)),
-            (None, Ok(())) => Err(not_committed("the write was not decided")),
+            // It panicked: a bug, not an outage.
+            (None, Ok(())) => Err(StoreError::Refused(Box::new(NotCommitted("the write failed to run".into())))),
         };
         // The caller may have stopped waiting; the outcome stands all the same.
         let _ = self.reply.send(answer);
@@ -319,7 +320,10 @@ fn commit_batch(db: &Database, times: &Times, batch: &mut [Box<dyn Pending>]) ->
         prune_if_due(times, &mut table)?;
         for write in batch.iter_mut() {
             let mut overlay = Overlay { table: &table, changes: HashMap::new() };
-            let keep = write.decide(&mut overlay);
+            // A write that panics (in builds that unwind) changed only its overlay: it is
+            // dropped and answered as failed, and the writer goes on with the batch.
+            let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write.decide(&mut overlay)));
+            let keep = decided.unwrap_or(false);
             let changes = overlay.changes;
             if keep {
                 // A failure here leaves the write half applied: the whole batch is dropped.
@@ -979,5 +983,27 @@ mod tests {
         let store = EmbeddedStore::open(&path, t).unwrap();
         let found = store.load(&Lookup { counters: vec![limit.hit("k", t, 0).counter], ..Lookup::default() }, t).await;
         assert_eq!(found.unwrap().counts, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), 1_800_000_000_000).unwrap();
+        let (release, held) = hold_writer(&store);
+        let panics = store.enqueue(
+            |_: &()| true,
+            |t| {
+                put(t, "half", &1)?;
+                panic!("a bug in a write");
+            },
+        );
+        let next = store.enqueue(|_: &()| true, |t| put(t, "next", &1));
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        assert!(matches!(panics.await.unwrap(), Err(StoreError::Refused(_))), "a bug, answered as one");
+        next.await.unwrap().unwrap();
+        store.enqueue(|_: &()| true, |t| put(t, "later", &1)).await.unwrap().unwrap();
+        let keys: Vec<String> = store.dump().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["later".to_string(), "next".to_string()]);
     }
 }
