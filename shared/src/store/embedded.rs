@@ -8,12 +8,12 @@
 //! (or that fails) leaves nothing behind, and the next one sees exactly what was kept. No
 //! write is answered before the commit that holds its batch is durable; if that commit
 //! fails, every write of the batch is answered as unavailable and none of them applied.
-//! Reads are redb read transactions, which only ever see committed (durable) state.
+//! Reads are redb read transactions: they see committed state only.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -58,16 +58,16 @@ const PRUNE_EVERY: Millis = MINUTE;
 /// writes already queued, and waits for it, so the database file is closed when the store
 /// is gone.
 struct Writer {
-    queue: Mutex<Option<mpsc::Sender<Box<dyn Pending>>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Box<dyn Pending>>>,
+    thread: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        let lock = |m: &mut Mutex<Option<_>>| m.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        drop(lock(&mut self.queue));
-        if let Some(thread) = self.thread.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
@@ -399,7 +399,7 @@ impl EmbeddedStore {
                 .spawn(move || write_batches(db, times, receiver, commits))
                 .map_err(unavailable)?
         };
-        let writer = Writer { queue: Mutex::new(Some(queue)), thread: Mutex::new(Some(thread)), commits };
+        let writer = Writer { queue: Some(queue), thread: Some(thread), commits };
         Ok(EmbeddedStore { db, times, writer: Arc::new(writer) })
     }
 
@@ -416,8 +416,7 @@ impl EmbeddedStore {
     {
         let (reply, answer) = oneshot::channel();
         let write = Box::new(Write { work: Some(work), keeps, outcome: None, reply });
-        let queue = self.writer.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(queue) = queue.as_ref() {
+        if let Some(queue) = &self.writer.queue {
             // A writer that stopped drops the write, and its answer says so.
             let _ = queue.send(write);
         }
