@@ -62,6 +62,7 @@ impl Answer {
 /// Starts mfa-local on a free port and waits until it listens; its stderr is appended to
 /// `log`.
 fn spawn(
+    project: &str,
     data: &std::path::Path,
     outbox: &std::path::Path,
     log: &std::path::Path,
@@ -75,7 +76,7 @@ fn spawn(
         .env("MFA_LISTEN", &listen)
         .env("MFA_DATA_DIR", data)
         .env("MFA_OUTBOX", outbox)
-        .env("MFA_PROJECT_ID", "e2e")
+        .env("MFA_PROJECT_ID", project)
         .env("MFA_PROJECT_NAME", "E2E App")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
@@ -119,7 +120,7 @@ impl Server {
         }
         let log = data.path().join("server.log");
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let (child, base) = spawn(data.path(), &outbox, &log, &table, &env);
+        let (child, base) = spawn(&project, data.path(), &outbox, &log, &table, &env);
         let http = reqwest::Client::new();
         Server { child, base, project, outbox, log, data, table, env, http }
     }
@@ -130,7 +131,7 @@ impl Server {
         // It may have been killed already (`kill_now`).
         let _ = self.child.kill();
         self.child.wait().unwrap();
-        let (child, base) = spawn(self.data.path(), &self.outbox, &self.log, &self.table, &self.env);
+        let (child, base) = spawn(&self.project, self.data.path(), &self.outbox, &self.log, &self.table, &self.env);
         (self.child, self.base) = (child, base);
     }
 
