@@ -170,6 +170,7 @@ fn new_user(now: Millis) -> User {
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),
+        prefs: Default::default(),
     }
 }
 

@@ -1872,6 +1872,7 @@ mod tests {
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
             sessions_valid_from: 6,
             added_by: [(Factor::Totp, "s1".to_string()), (Factor::Phone, "s2".to_string())].into(),
+            prefs: [("theme".to_string(), serde_json::json!("dark"))].into_iter().collect(),
         };
         assert_eq!(user_from(&user_item(&user)).unwrap(), user);
         let session = Session {
