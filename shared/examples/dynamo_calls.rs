@@ -397,6 +397,22 @@ async fn run_flow(b: &mut Bench) {
     let r = b.call("PATCH", "/v1/account/password", "/v1/account/password", "", o, body).await;
     expect(&r, 200);
     let login = json!({"email": EMAIL, "password": "another long password"});
+    let r = b
+        .call(
+            "POST",
+            "/v1/account/recovery",
+            "/v1/account/recovery",
+            "reset link",
+            none,
+            json!({"email": EMAIL, "url": "https://app.example/reset"}),
+        )
+        .await;
+    expect(&r, 201);
+    let text = b.sender.last_text(EMAIL);
+    let secret = text.split("secret=").nth(1).unwrap().split(['&', '\n']).next().unwrap().to_string();
+    let body = json!({"userId": user_id, "secret": secret, "password": "another long password"});
+    let r = b.call("PUT", "/v1/account/recovery", "/v1/account/recovery", "new password", none, body).await;
+    expect(&r, 200);
 
     // 8. Sign out another session by its id, then everywhere (the key's removal ended the
     // first session: the second one does it).

@@ -266,3 +266,103 @@ async fn every_security_event_is_in_the_log_newest_first() {
     })
     .await;
 }
+
+fn link_parts(text: &str) -> (String, String) {
+    let query = text.split('?').nth(1).unwrap().split(['\n', ' ']).next().unwrap();
+    let param = |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}="))).unwrap().to_string();
+    (param("userId"), param("secret"))
+}
+
+#[tokio::test]
+async fn a_forgotten_password_is_reset_by_email_once_and_every_session_ends() {
+    each_store(|w| async move {
+        let me = w.sign_up().await;
+        let tablet = w.log_in(&me.email, PASSWORD).await.fallback.unwrap();
+        let url = json!("https://app.example/reset");
+
+        // The same answer for an address without an account; nothing is sent.
+        let sent = w.sender.messages().len();
+        let nobody =
+            w.ok("POST", "/v1/account/recovery", None, json!({"email": "nobody@example.com", "url": url})).await;
+        let again =
+            w.ok("POST", "/v1/account/recovery", None, json!({"email": "nobody@example.com", "url": url})).await;
+        assert_eq!(nobody["userId"], again["userId"], "a stand-in as stable as a real user id");
+        assert_eq!(w.sender.messages().len(), sent);
+        let token = w.ok("POST", "/v1/account/recovery", None, json!({"email": me.email, "url": url})).await;
+        assert_eq!(
+            token.as_object().unwrap().keys().collect::<Vec<_>>(),
+            nobody.as_object().unwrap().keys().collect::<Vec<_>>()
+        );
+        assert_eq!((token["userId"].as_str(), token["secret"].as_str()), (Some(me.id.as_str()), Some("")));
+        let text = w.sender.last_text();
+        assert!(text.contains("https://app.example/reset?"), "{text}");
+        let (user_id, secret) = link_parts(&text);
+        assert_eq!(user_id, me.id);
+
+        let bad = json!({"userId": me.id, "secret": "0".repeat(43), "password": "a fresh long password"});
+        assert_refused(&w.call("PUT", "/v1/account/recovery", None, bad).await, 401, "user_invalid_token");
+        let r = w
+            .call("PUT", "/v1/account/recovery", None, json!({"userId": me.id, "secret": secret, "password": "short"}))
+            .await;
+        assert_refused(&r, 400, "general_argument_invalid");
+        w.clock.advance(1);
+        let reset = json!({"userId": me.id, "secret": secret, "password": "a fresh long password"});
+        w.ok("PUT", "/v1/account/recovery", None, reset.clone()).await;
+        // Once only.
+        assert_refused(&w.call("PUT", "/v1/account/recovery", None, reset).await, 401, "user_invalid_token");
+        // Every session is over; the new password signs in, the old one does not.
+        for session in [&me.session, &tablet] {
+            assert_refused(
+                &w.call("GET", "/v1/account", Some(session), json!({})).await,
+                401,
+                "general_unauthorized_scope",
+            );
+        }
+        assert_refused(&w.log_in(&me.email, PASSWORD).await, 401, "user_invalid_credentials");
+        w.clock.advance(1);
+        let session = w.log_in(&me.email, "a fresh long password").await.fallback.unwrap();
+        assert_eq!(w.events(&session).await[..3], ["session.create", "recovery.update", "recovery.create"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_a_reset_mfa_is_still_asked_and_old_links_expire() {
+    each_store(|w| async move {
+        let me = w.sign_up().await;
+        w.ok("POST", "/v1/account/mfa/recovery-codes", Some(&me.session), json!({})).await;
+        w.ok("POST", "/v1/account/verifications/email", Some(&me.session), json!({"url": "https://app.example/v"}))
+            .await;
+        let text = w.sender.last_text();
+        let secret = text.split("secret=").nth(1).unwrap().split(['&', '\n', ' ']).next().unwrap().to_string();
+        w.ok("PUT", "/v1/account/verifications/email", None, json!({"userId": me.id, "secret": secret})).await;
+        w.ok("PATCH", "/v1/account/mfa", Some(&me.session), json!({"mfa": true})).await;
+
+        w.ok("POST", "/v1/account/recovery", None, json!({"email": me.email, "url": "https://app.example/r"})).await;
+        let (_, expired) = link_parts(&w.sender.last_text());
+        w.clock.advance(61 * 60 * 1000);
+        let late = json!({"userId": me.id, "secret": expired, "password": "a fresh long password"});
+        assert_refused(&w.call("PUT", "/v1/account/recovery", None, late).await, 401, "user_invalid_token");
+
+        w.ok("POST", "/v1/account/recovery", None, json!({"email": me.email, "url": "https://app.example/r"})).await;
+        let (_, secret) = link_parts(&w.sender.last_text());
+        w.ok(
+            "PUT",
+            "/v1/account/recovery",
+            None,
+            json!({"userId": me.id, "secret": secret, "password": "a fresh long password"}),
+        )
+        .await;
+        w.clock.advance(1);
+        let login = w.log_in(&me.email, "a fresh long password").await;
+        assert_eq!(login.status, 201, "{}", login.body);
+        let r = w.call("GET", "/v1/account", Some(&login.fallback.unwrap()), json!({})).await;
+        assert_refused(&r, 401, "user_more_factors_required");
+        // A link to a host not allowed is refused before anything is sent.
+        let r = w
+            .call("POST", "/v1/account/recovery", None, json!({"email": me.email, "url": "javascript:alert(1)"}))
+            .await;
+        assert_refused(&r, 400, "general_argument_invalid");
+    })
+    .await;
+}

@@ -226,6 +226,9 @@ impl Store for DownStore {
     async fn redeem_token(&self, _: &VerificationToken, _: Millis, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
+    async fn reset_password(&self, _: &VerificationToken, _: &str, _: Millis, _: &Also) -> StoreResult<Decided> {
+        Err(down())
+    }
     async fn count(&self, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }

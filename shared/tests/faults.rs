@@ -173,6 +173,10 @@ impl Store for Flaky {
         self.gate()?;
         self.inner.redeem_token(t, now, also).await
     }
+    async fn reset_password(&self, t: &VerificationToken, h: &str, now: Millis, also: &Also) -> StoreResult<Decided> {
+        self.gate()?;
+        self.inner.reset_password(t, h, now, also).await
+    }
     async fn count(&self, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
         self.inner.count(also).await

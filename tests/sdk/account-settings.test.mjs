@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { installBrowserGlobals, startServer } from './harness.mjs';
+import { installBrowserGlobals, linkIn, startServer } from './harness.mjs';
 
 const storage = installBrowserGlobals();
 const { Account, AppwriteException, Client, ID, Query } = await import('appwrite');
@@ -78,5 +78,23 @@ describe('account settings through the appwrite web SDK', () => {
             (err) => err instanceof AppwriteException && err.type === 'general_query_invalid' && err.code === 400,
         );
         assert.ok(storage.getItem('cookieFallback'), 'the SDK kept its session');
+    });
+
+    test('a forgotten password is reset through the emailed link', async () => {
+        await account.deleteSession({ sessionId: 'current' });
+        const token = await account.createRecovery({ email, url: 'http://localhost/reset' });
+        assert.equal(token.secret, '');
+        const link = linkIn(await server.outbox.next({ channel: 'email', to: email }));
+        const [userId, secret] = [link.searchParams.get('userId'), link.searchParams.get('secret')];
+        assert.equal(userId, token.userId);
+        await account.updateRecovery({ userId, secret, password: 'reset long password' });
+        await assert.rejects(
+            account.updateRecovery({ userId, secret, password: 'another long password' }),
+            (err) => err instanceof AppwriteException && err.type === 'user_invalid_token' && err.code === 401,
+        );
+        await account.createEmailPasswordSession({ email, password: 'reset long password' });
+        // An address without an account gets the same answer, and no email.
+        const nobody = await account.createRecovery({ email: 'nobody@example.com', url: 'http://localhost/reset' });
+        assert.deepEqual(Object.keys(nobody).sort(), Object.keys(token).sort());
     });
 });

@@ -26,6 +26,7 @@ mod challenges;
 mod mfa;
 mod models;
 mod profile;
+mod recovery;
 mod sessions;
 mod verification;
 mod webauthn;
@@ -108,6 +109,8 @@ functions! {
     get_prefs => [route!(GET "/v1/account/prefs" => "get-prefs", Full, profile::get_prefs)];
     update_prefs => [route!(PATCH "/v1/account/prefs" => "update-prefs", Full, profile::update_prefs)];
     list_logs => [route!(GET "/v1/account/logs" => "list-logs", Full, activity::account_logs)];
+    create_recovery => [route!(POST "/v1/account/recovery" => "create-recovery", Public, recovery::create)];
+    update_recovery => [route!(PUT "/v1/account/recovery" => "update-recovery", Public, recovery::reset)];
     delete_sessions => [route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all)];
     create_email_verification => [
         route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),

@@ -283,6 +283,8 @@ impl From<Channel> for Target {
         match channel {
             Channel::Email => Target::Email,
             Channel::Phone => Target::Phone,
+            // A reset link goes to the email.
+            Channel::Recovery => Target::Email,
         }
     }
 }
@@ -372,6 +374,7 @@ impl<'a> Reader<'a> {
         match self.s(attribute)?.as_str() {
             "email" => Ok(Channel::Email),
             "phone" => Ok(Channel::Phone),
+            "recovery" => Ok(Channel::Recovery),
             _ => Err(self.corrupt(attribute, "a channel")),
         }
     }
@@ -1711,6 +1714,10 @@ impl Store for DynamoStore {
     }
 
     async fn redeem_token(&self, token: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided> {
+        if token.channel == Channel::Recovery {
+            // A reset link verifies nothing.
+            return Ok(Err(Refused::Rejected));
+        }
         let delete = usable(&token.id, now);
         let (attribute, verified) = Target::from(token.channel).attributes();
         let mut verify = Expr::default();
@@ -1723,6 +1730,37 @@ impl Store for DynamoStore {
         let writes = vec![
             Write::Delete { key: token_key(&token.user_id, token.channel), expr: delete },
             Write::Update { key: user_key(&token.user_id), expr: verify },
+        ];
+        Ok(refused(self.commit(writes, also).await?))
+    }
+
+    async fn reset_password(
+        &self,
+        token: &VerificationToken,
+        password_hash: &str,
+        now: Millis,
+        also: &Also,
+    ) -> StoreResult<Decided> {
+        let mut reset = Expr::default();
+        // Every session confirmed up to now ends; the cut only moves forward.
+        reset
+            .when("#email = :target")
+            .when("attribute_not_exists(#sessionsValidFrom) OR #sessionsValidFrom <= :from")
+            .set("#passwordHash = :hash, #passwordUpdatedAt = :now, #updatedAt = :now, #sessionsValidFrom = :from")
+            .bind(":target", s(&token.target))
+            .bind(":hash", s(password_hash))
+            .bind(":now", n(now))
+            .bind(":from", n(now + 1));
+        let mut claim = Expr::default();
+        claim
+            .when("#userId = :owner")
+            .set("#passwordHash = :hash")
+            .bind(":owner", s(&token.user_id))
+            .bind(":hash", s(password_hash));
+        let writes = vec![
+            Write::Delete { key: token_key(&token.user_id, token.channel), expr: usable(&token.id, now) },
+            Write::Update { key: user_key(&token.user_id), expr: reset },
+            Write::Update { key: Target::Email.index_key(&token.target), expr: claim },
         ];
         Ok(refused(self.commit(writes, also).await?))
     }

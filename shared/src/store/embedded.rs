@@ -826,6 +826,8 @@ impl Store for EmbeddedStore {
             let target = match token.channel {
                 Channel::Email => user.email.as_deref(),
                 Channel::Phone => user.phone.as_deref(),
+                // A reset link verifies nothing.
+                Channel::Recovery => return Ok(Err(Refused::Rejected)),
             };
             if stored.id != token.id || !stored.is_usable(now) || target != Some(stored.target.as_str()) {
                 return Ok(Err(Refused::Rejected));
@@ -834,7 +836,35 @@ impl Store for EmbeddedStore {
             match token.channel {
                 Channel::Email => user.email_verified = true,
                 Channel::Phone => user.phone_verified = true,
+                Channel::Recovery => return Ok(Err(Refused::Rejected)),
             }
+            user.updated_at = now;
+            put(t, &uk, &user)?;
+            Ok(Ok(()))
+        })
+        .await
+    }
+
+    async fn reset_password(
+        &self,
+        token: &VerificationToken,
+        password_hash: &str,
+        now: Millis,
+        also: &Also,
+    ) -> StoreResult<Decided> {
+        let (token, hash) = (token.clone(), password_hash.to_string());
+        self.decide(also, move |t| {
+            let (tk, uk) = (token_key(&token.user_id, token.channel), user_key(&token.user_id));
+            let Some(stored) = get::<VerificationToken>(t, &tk)? else { return Ok(Err(Refused::Rejected)) };
+            let Some(mut user) = get_user(t, &uk)? else { return Ok(Err(Refused::Rejected)) };
+            if stored.id != token.id || !stored.is_usable(now) || user.email.as_deref() != Some(stored.target.as_str())
+            {
+                return Ok(Err(Refused::Rejected));
+            }
+            remove(t, &tk);
+            UserChange::Password(hash).apply(&mut user, now);
+            // Every session confirmed up to now ends.
+            UserChange::EndSessions(now + 1).apply(&mut user, now);
             user.updated_at = now;
             put(t, &uk, &user)?;
             Ok(Ok(()))

@@ -149,6 +149,17 @@ pub trait Store: Send + Sync + 'static {
     /// target verified if the target is still the user's; `Rejected` otherwise.
     async fn redeem_token(&self, token: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided>;
 
+    /// Atomically deletes the recovery token if it is still this one and usable, sets the
+    /// new password hash and ends every session of the user; `Rejected` otherwise (used,
+    /// replaced, expired, or the email it was sent to is no longer the user's).
+    async fn reset_password(
+        &self,
+        token: &VerificationToken,
+        password_hash: &str,
+        now: Millis,
+        also: &Also,
+    ) -> StoreResult<Decided>;
+
     /// Counts a request that changes nothing else (a wrong password or code, an account
     /// about to be created).
     async fn count(&self, also: &Also) -> StoreResult<Decided>;
