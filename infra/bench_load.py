@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Load client for infra/bench-load.sh (Python 3 stdlib only): prepares users on a running
-mfa-local and measures the TOTP challenge and the password sign-in; `report` prints the
-table of every scenario's results.
+mfa-local and measures the password sign-in (the TOTP challenge is measured by the Rust
+client bench/, which takes less of the shared CPU); `cpu` adds the
+server's CPU time to a scenario's result; `report` prints the servers side by side.
 
 Each user gets its own loopback source address (127.1.x.y; Linux routes all of 127/8 to
 `lo`), so the per-IP limits (10 accounts an hour, 60 sign-ins and 60 code checks per 10
@@ -10,8 +11,8 @@ per-email limits are respected by using each user at most once per scenario (sig
 few times, each a success, which resets the per-email count).
 
     bench_load.py prepare   BASE PROJECT USERS_JSON N CONCURRENCY
-    bench_load.py challenge BASE PROJECT USERS_JSON RESULTS CONCURRENCY
-    bench_load.py login     BASE PROJECT USERS_JSON RESULTS CONCURRENCY ROUNDS
+    bench_load.py login     BASE PROJECT USERS_JSON RESULTS CONCURRENCY ROUNDS [N]
+    bench_load.py cpu       RESULTS TICKS TICKS_PER_S
     bench_load.py report    RESULTS
 """
 
@@ -142,37 +143,8 @@ def summary(name, latencies, statuses, wall, note):
             "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": lat[-1] * 1000 if lat else 0.0, "note": note}
 
 
-async def challenge(base, project, users_json, results, concurrency):
-    users = json.load(open(users_json))
-    latencies, statuses = [], []
-
-    async def one(u):
-        c = Conn(base, project, u["ip"])
-        await c.open()
-        try:
-            t = time.perf_counter()
-            st, _, b = await c.call("POST", "/v1/account/mfa/challenges", {"factor": "totp"}, u["session"])
-            if st == 201:
-                # The enrolment spent the step it was verified in; the next step's code is
-                # accepted (one step of skew) and is fresh for this user.
-                otp = totp(u["secret"], time.time() + 30)
-                st, _, b = await c.call("PUT", "/v1/account/mfa/challenges", {"challengeId": b["$id"], "otp": otp}, u["session"])
-            latencies.append(time.perf_counter() - t)
-            statuses.append(st)
-        finally:
-            c.close()
-
-    t0 = time.perf_counter()
-    await bounded(concurrency, [lambda u=u: one(u) for u in users])
-    wall = time.perf_counter() - t0
-    r = summary("(b) TOTP challenge: POST + PUT /v1/account/mfa/challenges", latencies, statuses, wall,
-                f"{len(users)} users, each once, concurrency {concurrency}; one op = both requests")
-    with open(results, "a") as f:
-        f.write(json.dumps(r) + "\n")
-
-
-async def login(base, project, users_json, results, concurrency, rounds):
-    users = json.load(open(users_json))
+async def login(base, project, users_json, results, concurrency, rounds, n=None):
+    users = json.load(open(users_json))[:n]
     latencies, statuses = [], []
 
     async def one(u):
@@ -196,30 +168,51 @@ async def login(base, project, users_json, results, concurrency, rounds):
         f.write(json.dumps(r) + "\n")
 
 
+def cpu(results, ticks, per_s):
+    """Adds the server's CPU time over a scenario to its result (the file's last line)."""
+    lines = open(results).read().splitlines()
+    r = json.loads(lines[-1])
+    r["cpu_s"] = ticks / per_s
+    r["cpu_ms_per_op"] = r["cpu_s"] * 1000 / max(r["ops"], 1)
+    lines[-1] = json.dumps(r)
+    with open(results, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def report(results):
     rows = [json.loads(line) for line in open(results) if line.strip()]
-    rss = [r for r in rows if "rss_kb" in r]
-    print("| scenario | ops | 2xx | 429 | other | ops/s | p50 ms | p99 ms | max ms | how |")
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    runs = [r for r in rows if "scenario" in r]
+    print("| scenario | server | ops | 2xx | other | ops/s | p50 ms | p99 ms | server CPU ms/op | how |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "scenario" in r:
-            print(f"| {r['scenario']} | {r['ops']} | {r['ok']} | {r['limited']} | {r['other']} | {r['ops_per_s']:.0f} | "
-                  f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.2f} | {r['note']} |")
+    for scenario in dict.fromkeys(r["scenario"] for r in runs):
+        mine = {r["server"]: r for r in runs if r["scenario"] == scenario}
+        for server in servers:
+            r = mine.get(server)
+            if r:
+                print(f"| {scenario} | {server} | {r['ops']} | {r['ok']} | {r['ops'] - r['ok']} | {r['ops_per_s']:.0f} | "
+                      f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r.get('cpu_ms_per_op', 0):.3f} | {r['note']} |")
+        if len(mine) == 2 and len(servers) == 2:
+            a, b = (mine[s] for s in servers)
+            print(f"| {scenario} | {servers[1]} / {servers[0]} | | | | {b['ops_per_s'] / a['ops_per_s']:.2f}x | | | "
+                  f"{b.get('cpu_ms_per_op', 0) / max(a.get('cpu_ms_per_op', 0), 1e-9):.2f}x | |")
     print()
-    print("| mfa-local VmRSS | KiB |")
-    print("|---|---|")
-    for r in rss:
-        print(f"| {r['when']} | {r['rss_kb']} |")
+    print("| mfa-local VmRSS (MiB) | " + " | ".join(servers) + " |")
+    print("|---|" + "---|" * len(servers))
+    for when in dict.fromkeys(r["when"] for r in rows if "rss_kb" in r):
+        got = {r["server"]: r["rss_kb"] for r in rows if r.get("when") == when}
+        print(f"| {when} | " + " | ".join(f"{got[s] / 1024:.1f}" if s in got else "" for s in servers) + " |")
 
 
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "prepare":
         asyncio.run(prepare(args[0], args[1], args[2], int(args[3]), int(args[4])))
-    elif cmd == "challenge":
-        asyncio.run(challenge(args[0], args[1], args[2], args[3], int(args[4])))
     elif cmd == "login":
-        asyncio.run(login(args[0], args[1], args[2], args[3], int(args[4]), int(args[5])))
+        n = int(args[6]) if len(args) > 6 else None
+        asyncio.run(login(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), n))
+    elif cmd == "cpu":
+        cpu(args[0], int(args[1]), int(args[2]))
     elif cmd == "report":
         report(args[0])
     else:

@@ -379,7 +379,26 @@ async fn run_flow(b: &mut Bench) {
         b.call("DELETE", "/v1/account/mfa/authenticators/:type/:authenticatorId", &one, "webauthn", o, json!({})).await;
     expect(&r, 204);
 
-    // 7. Sign out another session by its id, then everywhere (the key's removal ended the
+    // 7. Settings: sessions, name, preferences, the activity log, a new password.
+    let r = b.call("GET", "/v1/account/sessions", "/v1/account/sessions", "list", o, json!({})).await;
+    expect(&r, 200);
+    let r =
+        b.call("GET", "/v1/account/sessions/:sessionId", "/v1/account/sessions/current", "current", o, json!({})).await;
+    expect(&r, 200);
+    let r = b.call("PATCH", "/v1/account/name", "/v1/account/name", "", o, json!({"name": "Bench"})).await;
+    expect(&r, 200);
+    let r = b.call("PATCH", "/v1/account/prefs", "/v1/account/prefs", "", o, json!({"prefs": {"theme": "dark"}})).await;
+    expect(&r, 200);
+    let r = b.call("GET", "/v1/account/prefs", "/v1/account/prefs", "", o, json!({})).await;
+    expect(&r, 200);
+    let r = b.call("GET", "/v1/account/logs", "/v1/account/logs", "", o, json!({})).await;
+    expect(&r, 200);
+    let body = json!({"password": "another long password", "oldPassword": PASSWORD});
+    let r = b.call("PATCH", "/v1/account/password", "/v1/account/password", "", o, body).await;
+    expect(&r, 200);
+    let login = json!({"email": EMAIL, "password": "another long password"});
+
+    // 8. Sign out another session by its id, then everywhere (the key's removal ended the
     // first session: the second one does it).
     let s = o;
     let r = b
@@ -392,14 +411,34 @@ async fn run_flow(b: &mut Bench) {
     expect(&r, 204);
     let r = b.call("DELETE", "/v1/account/sessions", "/v1/account/sessions", "everywhere", s, json!({})).await;
     expect(&r, 204);
+
+    // 9. A forgotten password, reset through the emailed link (it ends every session).
+    let r = b
+        .call(
+            "POST",
+            "/v1/account/recovery",
+            "/v1/account/recovery",
+            "reset link",
+            none,
+            json!({"email": EMAIL, "url": "https://app.example/reset"}),
+        )
+        .await;
+    expect(&r, 201);
+    let text = b.sender.last_text(EMAIL);
+    let secret = text.split("secret=").nth(1).unwrap().split(['&', '\n']).next().unwrap().to_string();
+    let body = json!({"userId": user_id, "secret": secret, "password": "yet another long password"});
+    let r = b.call("PUT", "/v1/account/recovery", "/v1/account/recovery", "new password", none, body).await;
+    expect(&r, 200);
 }
 
 fn target(endpoint: &str) -> u64 {
     match endpoint {
         "PUT /v1/account/mfa/challenges" => TARGET_COMPLETE_CHALLENGE,
-        "POST /v1/account/sessions/email" | "PATCH /v1/account/email" | "PATCH /v1/account/phone" => {
-            TARGET_PASSWORD_CHECK
-        }
+        "POST /v1/account/sessions/email"
+        | "PATCH /v1/account/email"
+        | "PATCH /v1/account/phone"
+        | "PATCH /v1/account/password"
+        | "PUT /v1/account/recovery" => TARGET_PASSWORD_CHECK,
         _ => TARGET,
     }
 }

@@ -1,6 +1,7 @@
 //! Everything read from the environment, once, at start.
 
 use crate::clock::{Millis, DAY, SECOND};
+use crate::domain::activity::LOG_TTL;
 use crate::domain::challenge::CHALLENGE_TTL;
 use crate::domain::webauthn;
 
@@ -23,6 +24,8 @@ pub struct Config {
     pub redirect_hosts: Vec<String>,
     pub session_ttl: Millis,
     pub challenge_ttl: Millis,
+    /// How long activity log events are kept (`MFA_LOG_TTL_DAYS`).
+    pub log_ttl: Millis,
     /// Security keys and passkeys, where an RP id is configured (`MFA_WEBAUTHN_*`).
     pub webauthn: Option<webauthn::Settings>,
 }
@@ -46,6 +49,18 @@ fn list(name: &str, default: Option<&str>) -> Result<Vec<String>, ConfigError> {
         .or_else(|| default.map(str::to_string))
         .ok_or_else(|| ConfigError(format!("{name} is required (a comma list, or * for any)")))?;
     Ok(raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+fn days(name: &str, default: Millis) -> Result<Millis, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u16>()
+            .ok()
+            .filter(|d| *d > 0)
+            .map(|d| d as Millis * DAY)
+            .ok_or_else(|| ConfigError(format!("{name} must be a positive number of days, got {v:?}"))),
+    }
 }
 
 fn seconds(name: &str, default: Millis) -> Result<Millis, ConfigError> {
@@ -116,6 +131,7 @@ impl Config {
             redirect_hosts: list("MFA_REDIRECT_HOSTS", local.then_some("*"))?,
             session_ttl: seconds("MFA_SESSION_TTL_SECONDS", SESSION_TTL)?,
             challenge_ttl: seconds("MFA_CHALLENGE_TTL_SECONDS", CHALLENGE_TTL)?,
+            log_ttl: days("MFA_LOG_TTL_DAYS", LOG_TTL)?,
             webauthn,
         })
     }
@@ -130,6 +146,7 @@ impl Config {
             redirect_hosts: vec!["*".into()],
             session_ttl: SESSION_TTL,
             challenge_ttl: CHALLENGE_TTL,
+            log_ttl: LOG_TTL,
             webauthn: Some(local_webauthn(project_id)),
         }
     }

@@ -67,6 +67,9 @@ pub enum ApiError {
     KeyRefused(Refusal),
     #[error("A user can register at most {0} security keys or passkeys. Remove one first.")]
     TooManyKeys(usize),
+    /// A list query this API does not serve: refused, never ignored.
+    #[error("{0}")]
+    QueryInvalid(String),
     #[error("A recently succeeded challenge is required to complete this action.")]
     ChallengeRequired,
     #[error(
@@ -103,7 +106,7 @@ impl ApiError {
             | ChallengeRequired => 401,
             KeyRefused(Refusal::AlreadyRegistered) => 409,
             KeyRefused(_) => 401,
-            TooManyKeys(_) => 400,
+            TooManyKeys(_) | QueryInvalid(_) => 400,
             RouteNotFound
             | ProjectNotFound
             | SessionNotFound
@@ -136,6 +139,7 @@ impl ApiError {
             InvalidArgument(_) | InvalidBody | BodyTooLarge(_) | TooManyKeys(_) => "general_argument_invalid",
             KeyRefused(Refusal::AlreadyRegistered) => "user_authenticator_already_verified",
             KeyRefused(_) => "user_invalid_token",
+            QueryInvalid(_) => "general_query_invalid",
             RouteNotFound => "general_route_not_found",
             ProjectNotFound => "project_not_found",
             UnknownOrigin => "general_unknown_origin",

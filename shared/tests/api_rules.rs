@@ -9,10 +9,12 @@ use lambda_http::Body;
 use mfa_core::clock::{ManualClock, Millis, HOUR, MINUTE};
 use mfa_core::config::Config;
 use mfa_core::delivery::Message;
-use mfa_core::domain::limits::Count;
+use mfa_core::domain::activity::Event;
 use mfa_core::domain::{totp, Challenge, Channel, Session, User, VerificationToken};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreResult, Updated, UserChange};
+use mfa_core::store::{
+    Also, ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreResult, Updated, UserChange,
+};
 use mfa_core::App;
 use serde_json::{json, Value};
 
@@ -190,41 +192,50 @@ impl Store for DownStore {
         _: UserChange,
         _: Option<SessionUpgrade>,
         _: Millis,
-        _: &[Count],
+        _: &Also,
     ) -> StoreResult<Updated> {
         Err(down())
     }
-    async fn create_session(&self, _: &Session, _: &[Count]) -> StoreResult<Decided> {
+    async fn create_session(&self, _: &Session, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn delete_session(&self, _: &str, _: &str) -> StoreResult<bool> {
+    async fn delete_session(&self, _: &str, _: &str, _: &Also) -> StoreResult<bool> {
         Err(down())
     }
-    async fn put_challenge(&self, _: &Challenge, _: &[Count]) -> StoreResult<Decided> {
+    async fn put_challenge(&self, _: &Challenge, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
     async fn withdraw_challenge(&self, _: &Challenge) -> StoreResult<()> {
         Err(down())
     }
-    async fn miss_challenge(&self, _: &str, _: &str, _: Millis, _: &[Count]) -> StoreResult<Decided> {
+    async fn miss_challenge(&self, _: &str, _: &str, _: Millis, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn finish_challenge(&self, _: &ChallengeWin, _: &[Count]) -> StoreResult<Decided> {
+    async fn finish_challenge(&self, _: &ChallengeWin, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn put_token(&self, _: &VerificationToken, _: &[Count]) -> StoreResult<Decided> {
+    async fn put_token(&self, _: &VerificationToken, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
     async fn withdraw_token(&self, _: &VerificationToken) -> StoreResult<()> {
         Err(down())
     }
-    async fn miss_token(&self, _: &str, _: Channel, _: &str, _: Millis, _: &[Count]) -> StoreResult<Decided> {
+    async fn miss_token(&self, _: &str, _: Channel, _: &str, _: Millis, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn redeem_token(&self, _: &VerificationToken, _: Millis, _: &[Count]) -> StoreResult<Decided> {
+    async fn redeem_token(&self, _: &VerificationToken, _: Millis, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
-    async fn count(&self, _: &[Count]) -> StoreResult<Decided> {
+    async fn reset_password(&self, _: &VerificationToken, _: &str, _: Millis, _: &Also) -> StoreResult<Decided> {
+        Err(down())
+    }
+    async fn count(&self, _: &Also) -> StoreResult<Decided> {
+        Err(down())
+    }
+    async fn sessions(&self, _: &str) -> StoreResult<Vec<Session>> {
+        Err(down())
+    }
+    async fn events(&self, _: &str, _: Millis) -> StoreResult<Vec<Event>> {
         Err(down())
     }
 }

@@ -79,11 +79,11 @@ async fn with_dynamodb_unreachable_every_step_answers_a_clear_503() {
 // ---- a store failing at every step of a handler ------------------------------------------
 
 use mfa_core::clock::Millis;
-use mfa_core::domain::limits::Count;
+use mfa_core::domain::activity::Event;
 use mfa_core::domain::{Challenge, Channel, Session, User, VerificationToken};
 use mfa_core::store::embedded::EmbeddedStore;
 use mfa_core::store::{
-    ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreError, StoreResult, Updated, UserChange,
+    Also, ChallengeWin, Decided, Found, Lookup, SessionUpgrade, Store, StoreError, StoreResult, Updated, UserChange,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -128,54 +128,66 @@ impl Store for Flaky {
         c: UserChange,
         u: Option<SessionUpgrade>,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Updated> {
         self.gate()?;
-        self.inner.update_user(user, c, u, now, counts).await
+        self.inner.update_user(user, c, u, now, also).await
     }
-    async fn create_session(&self, s: &Session, counts: &[Count]) -> StoreResult<Decided> {
+    async fn create_session(&self, s: &Session, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.create_session(s, counts).await
+        self.inner.create_session(s, also).await
     }
-    async fn delete_session(&self, u: &str, id: &str) -> StoreResult<bool> {
+    async fn delete_session(&self, u: &str, id: &str, also: &Also) -> StoreResult<bool> {
         self.gate()?;
-        self.inner.delete_session(u, id).await
+        self.inner.delete_session(u, id, also).await
     }
-    async fn put_challenge(&self, c: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_challenge(&self, c: &Challenge, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.put_challenge(c, counts).await
+        self.inner.put_challenge(c, also).await
     }
     async fn withdraw_challenge(&self, c: &Challenge) -> StoreResult<()> {
         self.gate()?;
         self.inner.withdraw_challenge(c).await
     }
-    async fn miss_challenge(&self, u: &str, id: &str, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+    async fn miss_challenge(&self, u: &str, id: &str, now: Millis, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.miss_challenge(u, id, now, counts).await
+        self.inner.miss_challenge(u, id, now, also).await
     }
-    async fn finish_challenge(&self, w: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
+    async fn finish_challenge(&self, w: &ChallengeWin, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.finish_challenge(w, counts).await
+        self.inner.finish_challenge(w, also).await
     }
-    async fn put_token(&self, t: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_token(&self, t: &VerificationToken, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.put_token(t, counts).await
+        self.inner.put_token(t, also).await
     }
     async fn withdraw_token(&self, t: &VerificationToken) -> StoreResult<()> {
         self.gate()?;
         self.inner.withdraw_token(t).await
     }
-    async fn miss_token(&self, u: &str, c: Channel, id: &str, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+    async fn miss_token(&self, u: &str, c: Channel, id: &str, now: Millis, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.miss_token(u, c, id, now, counts).await
+        self.inner.miss_token(u, c, id, now, also).await
     }
-    async fn redeem_token(&self, t: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+    async fn redeem_token(&self, t: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.redeem_token(t, now, counts).await
+        self.inner.redeem_token(t, now, also).await
     }
-    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
+    async fn reset_password(&self, t: &VerificationToken, h: &str, now: Millis, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.count(counts).await
+        self.inner.reset_password(t, h, now, also).await
+    }
+    async fn count(&self, also: &Also) -> StoreResult<Decided> {
+        self.gate()?;
+        self.inner.count(also).await
+    }
+    async fn sessions(&self, u: &str) -> StoreResult<Vec<Session>> {
+        self.gate()?;
+        self.inner.sessions(u).await
+    }
+    async fn events(&self, u: &str, now: Millis) -> StoreResult<Vec<Event>> {
+        self.gate()?;
+        self.inner.events(u, now).await
     }
 }
 

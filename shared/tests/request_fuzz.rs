@@ -19,7 +19,7 @@ use mfa_core::config::Config;
 use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::domain::Factor;
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{Updated, UserChange};
+use mfa_core::store::{Also, Updated, UserChange};
 use mfa_core::App;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -464,7 +464,7 @@ proptest! {
             let added: Vec<_> = user.keys().cloned().collect();
             let ids = added.iter().map(|a| a.id.clone()).collect();
             let change = UserChange::RemoveAuthenticators { ids, factor: Factor::Webauthn, last: true };
-            let removed = w.rt.block_on(w.app.store.update_user(&user, change, None, 0, &[])).unwrap();
+            let removed = w.rt.block_on(w.app.store.update_user(&user, change, None, 0, &Also::NONE)).unwrap();
             prop_assert_eq!(removed, Updated::Done);
             // Only fields outside what the key signed may change and leave the genuine answer,
             // which registers the key that made it and nothing else.

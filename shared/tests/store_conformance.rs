@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
+use mfa_core::domain::activity::{Action, Event, Origin, LOG_TTL};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
 use mfa_core::domain::limits::{Count, Limit};
@@ -21,7 +22,9 @@ use mfa_core::domain::{
 };
 use mfa_core::store::dynamo::{create_table, DynamoStore};
 use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{ChallengeWin, Decided, Lookup, Refused, SessionUpgrade, Spend, Store, Updated, UserChange};
+use mfa_core::store::{
+    Also, ChallengeWin, Decided, Lookup, Refused, SessionUpgrade, Spend, Store, Updated, UserChange,
+};
 use tokio::sync::OnceCell;
 
 mod common;
@@ -136,6 +139,9 @@ conformance!(
     a_key_use_moves_its_counter_forward_only,
     a_key_registration_keeps_its_ceremony_apart_and_is_spent_once,
     removing_keys_removes_exactly_those,
+    an_event_is_stored_only_with_its_change,
+    events_are_read_newest_first_until_they_expire,
+    a_users_sessions_are_listed_and_only_theirs,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -164,6 +170,7 @@ fn new_user(now: Millis) -> User {
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),
+        prefs: Default::default(),
     }
 }
 
@@ -198,7 +205,7 @@ fn new_session(user: &User, now: Millis) -> Session {
 
 async fn signed_in(store: &Arc<dyn Store>, user: &User, now: Millis) -> Session {
     let session = new_session(user, now);
-    store.create_session(&session, &[]).await.unwrap().unwrap();
+    store.create_session(&session, &Also::NONE).await.unwrap().unwrap();
     session
 }
 
@@ -207,7 +214,7 @@ async fn challenged(store: &Arc<dyn Store>, user: &User, factor: Factor, now: Mi
     if matches!(factor, Factor::Email | Factor::Phone) {
         challenge.code_hash = Some(format!("code-hash-{}", new_id()));
     }
-    store.put_challenge(&challenge, &[]).await.unwrap().unwrap();
+    store.put_challenge(&challenge, &Also::NONE).await.unwrap().unwrap();
     challenge
 }
 
@@ -316,7 +323,10 @@ async fn a_created_users_phone_is_claimed(store: Arc<dyn Store>) {
     assert_eq!(reload(&store, &first).await.phone, Some(phone.clone()));
     let other = created(&store, new_user(t)).await;
     assert_eq!(
-        store.update_user(&reload(&store, &other).await, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &other).await, UserChange::Phone(phone.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
         Updated::Taken
     );
     let twin = User { phone: Some(phone), ..new_user(t) };
@@ -333,7 +343,7 @@ async fn changing_email_moves_the_index_and_unverifies_it(store: Arc<dyn Store>)
         &store,
         &user,
         store
-            .update_user(&reload(&store, &user).await, UserChange::Email(new.clone()), None, t + 5, &[])
+            .update_user(&reload(&store, &user).await, UserChange::Email(new.clone()), None, t + 5, &Also::NONE)
             .await
             .unwrap(),
     )
@@ -356,7 +366,10 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
 
     let b_email = b.email.clone().unwrap();
     assert_eq!(
-        store.update_user(&reload(&store, &a).await, UserChange::Email(b_email.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &a).await, UserChange::Email(b_email.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
         Updated::Taken
     );
     assert_eq!(reload(&store, &a).await, a, "a refused change changes nothing");
@@ -366,11 +379,14 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
     done(
         &store,
         &b,
-        store.update_user(&reload(&store, &b).await, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &b).await, UserChange::Phone(phone.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(
-        store.update_user(&reload(&store, &a).await, UserChange::Phone(phone), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(phone), None, t, &Also::NONE).await.unwrap(),
         Updated::Taken
     );
     assert_eq!(reload(&store, &a).await.phone, None);
@@ -380,7 +396,10 @@ async fn an_email_or_phone_of_another_user_is_taken(store: Arc<dyn Store>) {
     let again = done(
         &store,
         &a,
-        store.update_user(&reload(&store, &a).await, UserChange::Email(own.clone()), None, t + 1, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &a).await, UserChange::Email(own.clone()), None, t + 1, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(again.email, Some(own.clone()));
@@ -393,16 +412,22 @@ async fn an_address_change_applies_only_to_the_address_it_was_read_with(store: A
     let user = created(&store, new_user(t)).await;
     let first = format!("{}@example.com", new_id().to_lowercase());
     let second = format!("{}@example.com", new_id().to_lowercase());
-    assert_eq!(store.update_user(&user, UserChange::Email(first.clone()), None, t, &[]).await.unwrap(), Updated::Done);
+    assert_eq!(
+        store.update_user(&user, UserChange::Email(first.clone()), None, t, &Also::NONE).await.unwrap(),
+        Updated::Done
+    );
     // A second change from the same read: the address changed meanwhile.
-    let late = store.update_user(&user, UserChange::Email(second.clone()), None, t, &[]).await.unwrap();
+    let late = store.update_user(&user, UserChange::Email(second.clone()), None, t, &Also::NONE).await.unwrap();
     assert_eq!(late, Updated::Rejected);
     assert_eq!(reload(&store, &user).await.email, Some(first));
     assert!(user_by_email(&store, &second).await.is_none(), "the later address is not claimed");
 
     let phone = new_phone();
-    assert_eq!(store.update_user(&user, UserChange::Phone(phone.clone()), None, t, &[]).await.unwrap(), Updated::Done);
-    let late = store.update_user(&user, UserChange::Phone(new_phone()), None, t, &[]).await.unwrap();
+    assert_eq!(
+        store.update_user(&user, UserChange::Phone(phone.clone()), None, t, &Also::NONE).await.unwrap(),
+        Updated::Done
+    );
+    let late = store.update_user(&user, UserChange::Phone(new_phone()), None, t, &Also::NONE).await.unwrap();
     assert_eq!(late, Updated::Rejected);
     assert_eq!(reload(&store, &user).await.phone, Some(phone));
 }
@@ -416,7 +441,10 @@ async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {
     let changed = done(
         &store,
         &a,
-        store.update_user(&reload(&store, &a).await, UserChange::Phone(first.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &a).await, UserChange::Phone(first.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(changed.phone, Some(first.clone()));
@@ -424,18 +452,24 @@ async fn changing_phone_frees_the_old_number(store: Arc<dyn Store>) {
     done(
         &store,
         &a,
-        store.update_user(&reload(&store, &a).await, UserChange::Phone(second.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &a).await, UserChange::Phone(second.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     let taken_over = done(
         &store,
         &b,
-        store.update_user(&reload(&store, &b).await, UserChange::Phone(first.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &b).await, UserChange::Phone(first.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(taken_over.phone, Some(first.clone()));
     assert_eq!(
-        store.update_user(&reload(&store, &a).await, UserChange::Phone(first), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &a).await, UserChange::Phone(first), None, t, &Also::NONE).await.unwrap(),
         Updated::Taken
     );
     assert_eq!(reload(&store, &a).await.phone, Some(second));
@@ -453,7 +487,10 @@ async fn changes_to_an_unknown_user_are_not_found(store: Arc<dyn Store>) {
     ];
     for change in changes {
         assert_eq!(
-            store.update_user(&User { id: nobody.clone(), ..new_user(t) }, change.clone(), None, t, &[]).await.unwrap(),
+            store
+                .update_user(&User { id: nobody.clone(), ..new_user(t) }, change.clone(), None, t, &Also::NONE)
+                .await
+                .unwrap(),
             Updated::NotFound,
             "{change:?}"
         );
@@ -467,7 +504,7 @@ async fn mfa_can_be_switched_on_and_off(store: Arc<dyn Store>) {
     let on = done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, UserChange::Mfa(true), None, t + 1, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, UserChange::Mfa(true), None, t + 1, &Also::NONE).await.unwrap(),
     )
     .await;
     assert!(on.mfa);
@@ -476,7 +513,10 @@ async fn mfa_can_be_switched_on_and_off(store: Arc<dyn Store>) {
     let off = done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, UserChange::Mfa(false), None, t + 2, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &user).await, UserChange::Mfa(false), None, t + 2, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     assert!(!off.mfa);
@@ -508,9 +548,9 @@ async fn deleting_one_session_leaves_the_others(store: Arc<dyn Store>) {
     let other = created(&store, new_user(t)).await;
     let (one, two) = (signed_in(&store, &user, t).await, signed_in(&store, &user, t).await);
 
-    assert!(!store.delete_session(&other.id, &two.id).await.unwrap(), "not another user's session");
-    assert!(store.delete_session(&user.id, &one.id).await.unwrap());
-    assert!(!store.delete_session(&user.id, &one.id).await.unwrap(), "already gone");
+    assert!(!store.delete_session(&other.id, &two.id, &Also::NONE).await.unwrap(), "not another user's session");
+    assert!(store.delete_session(&user.id, &one.id, &Also::NONE).await.unwrap());
+    assert!(!store.delete_session(&user.id, &one.id, &Also::NONE).await.unwrap(), "already gone");
     assert_eq!(session_of(&store, &one, t).await, None);
     assert_eq!(session_of(&store, &two, t).await, Some(two));
 }
@@ -522,9 +562,12 @@ async fn ending_every_session_ends_the_users_sessions_only(store: Arc<dyn Store>
     let mine = [signed_in(&store, &user, t).await, signed_in(&store, &user, t).await];
     let theirs = signed_in(&store, &other, t).await;
 
-    let ended =
-        done(&store, &user, store.update_user(&user, UserChange::EndSessions(t + 1), None, t, &[]).await.unwrap())
-            .await;
+    let ended = done(
+        &store,
+        &user,
+        store.update_user(&user, UserChange::EndSessions(t + 1), None, t, &Also::NONE).await.unwrap(),
+    )
+    .await;
     assert_eq!(ended.sessions_valid_from, t + 1);
     for session in &mine {
         assert!(!session.survives(&ended), "every session of the user is over");
@@ -540,17 +583,18 @@ async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<d
     let stolen = signed_in(&store, &user, t).await;
     let challenge = challenged(&store, &user, Factor::Email, t).await;
     let cut = t + 10 * SECOND;
-    let ended = store.update_user(&user, UserChange::EndSessions(cut), None, t, &[]).await.unwrap();
+    let ended = store.update_user(&user, UserChange::EndSessions(cut), None, t, &Also::NONE).await.unwrap();
     assert_eq!(ended, Updated::Done);
 
     // Requests the stolen session started before the end land after it.
     let ending = SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&stolen) };
     let replace = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
-    let late = store.update_user(&user, replace, Some(ending), cut + 1, &[]).await.unwrap();
+    let late = store.update_user(&user, replace, Some(ending), cut + 1, &Also::NONE).await.unwrap();
     assert_eq!(late, Updated::SessionEnded, "an ended session cannot end the others");
     let attempt = win(&challenge, &stolen, Spend::Nothing, cut + 1);
-    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), REJECTED, "nor complete a challenge");
-    let earlier = store.update_user(&user, UserChange::EndSessions(t + SECOND), None, cut + 1, &[]).await.unwrap();
+    assert_eq!(store.finish_challenge(&attempt, &Also::NONE).await.unwrap(), REJECTED, "nor complete a challenge");
+    let earlier =
+        store.update_user(&user, UserChange::EndSessions(t + SECOND), None, cut + 1, &Also::NONE).await.unwrap();
     assert_eq!(earlier, Updated::Rejected, "an older end does not move the cut back");
 
     let after = reload(&store, &user).await;
@@ -560,7 +604,7 @@ async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<d
     let fresh = signed_in(&store, &user, cut + 2).await;
     let ending = SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&fresh) };
     let replace = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
-    assert_eq!(store.update_user(&after, replace, Some(ending), cut + 3, &[]).await.unwrap(), Updated::Done);
+    assert_eq!(store.update_user(&after, replace, Some(ending), cut + 3, &Also::NONE).await.unwrap(), Updated::Done);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -580,7 +624,7 @@ async fn challenge_of(store: &Arc<dyn Store>, user: &User, id: &str, now: Millis
 }
 
 async fn miss(store: &Arc<dyn Store>, c: &Challenge, now: Millis) -> Decided {
-    store.miss_challenge(&c.user_id, &c.id, now, &[]).await.unwrap()
+    store.miss_challenge(&c.user_id, &c.id, now, &Also::NONE).await.unwrap()
 }
 
 async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn Store>) {
@@ -596,7 +640,7 @@ async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn 
     assert_eq!(challenge_of(&store, &user, &totp.id, t).await, Some(totp.clone()), "other factors stay");
     let stranger = created(&store, new_user(t)).await;
     assert_eq!(challenge_of(&store, &stranger, &totp.id, t).await, None, "not another user's");
-    assert_eq!(store.miss_challenge(&stranger.id, &totp.id, t, &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.miss_challenge(&stranger.id, &totp.id, t, &Also::NONE).await.unwrap(), REJECTED);
     assert_eq!(challenge_of(&store, &user, "x-not-an-id", t).await, None);
 }
 
@@ -612,7 +656,7 @@ async fn challenge_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
     }
     assert_eq!(miss(&store, &challenge, t).await, REJECTED, "no attempts left");
     // The fifth wrong code burns it: not even the right one completes it now.
-    let done = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &[]).await.unwrap();
+    let done = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &Also::NONE).await.unwrap();
     assert_eq!(done, REJECTED);
 }
 
@@ -626,9 +670,10 @@ async fn an_expired_challenge_can_be_neither_attempted_nor_completed(store: Arc<
     assert_eq!(challenge_of(&store, &user, &challenge.id, end).await, None);
     assert_eq!(miss(&store, &challenge, end).await, REJECTED);
     assert_eq!(miss(&store, &challenge, end - 1).await, Ok(()));
-    let late = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end), &[]).await.unwrap();
+    let late = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end), &Also::NONE).await.unwrap();
     assert_eq!(late, REJECTED);
-    let in_time = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end - 1), &[]).await.unwrap();
+    let in_time =
+        store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end - 1), &Also::NONE).await.unwrap();
     assert_eq!(in_time, Ok(()));
 }
 
@@ -640,7 +685,7 @@ async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
     let at = t + SECOND;
 
     let attempt = win(&challenge, &session, Spend::Nothing, at);
-    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&attempt, &Also::NONE).await.unwrap(), Ok(()));
     let expected = Session {
         factors: vec![Factor::Password, Factor::Email],
         mfa_updated_at: Some(at),
@@ -653,7 +698,7 @@ async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
     assert_eq!(in_memory, expected, "callers can tell the result without reading it back");
     assert_eq!(reload(&store, &user).await.mfa_updated_at, Some(at));
 
-    assert_eq!(store.finish_challenge(&attempt, &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.finish_challenge(&attempt, &Also::NONE).await.unwrap(), REJECTED);
     assert_eq!(challenge_of(&store, &user, &challenge.id, at).await, None, "it is gone");
 }
 
@@ -661,19 +706,22 @@ async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn S
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = Session { expire: t + MINUTE, ..new_session(&user, t) };
-    store.create_session(&session, &[]).await.unwrap().unwrap();
+    store.create_session(&session, &Also::NONE).await.unwrap().unwrap();
     let challenge = challenged(&store, &user, Factor::Email, t).await;
 
     let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
-    assert_eq!(store.finish_challenge(&other_id, &[]).await.unwrap(), REJECTED, "another challenge id");
+    assert_eq!(store.finish_challenge(&other_id, &Also::NONE).await.unwrap(), REJECTED, "another challenge id");
     let unknown = ChallengeWin { session_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
-    assert_eq!(store.finish_challenge(&unknown, &[]).await.unwrap(), REJECTED, "an unknown session");
+    assert_eq!(store.finish_challenge(&unknown, &Also::NONE).await.unwrap(), REJECTED, "an unknown session");
     let dead = win(&challenge, &session, Spend::Nothing, session.expire);
-    assert_eq!(store.finish_challenge(&dead, &[]).await.unwrap(), REJECTED, "an expired session");
+    assert_eq!(store.finish_challenge(&dead, &Also::NONE).await.unwrap(), REJECTED, "an expired session");
 
     // None of the failures used anything up.
     assert_eq!(reload(&store, &user).await.mfa_updated_at, None);
-    assert_eq!(store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &[]).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.finish_challenge(&win(&challenge, &session, Spend::Nothing, t), &Also::NONE).await.unwrap(),
+        Ok(())
+    );
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Email]));
 }
@@ -686,24 +734,30 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
 
     for used in [100, 99] {
         let again = win(&challenge, &session, Spend::TotpStep(used), t);
-        assert_eq!(store.finish_challenge(&again, &[]).await.unwrap(), REJECTED, "step {used} is not newer");
+        assert_eq!(store.finish_challenge(&again, &Also::NONE).await.unwrap(), REJECTED, "step {used} is not newer");
     }
     let fresh = win(&challenge, &session, Spend::TotpStep(101), t);
-    assert_eq!(store.finish_challenge(&fresh, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&fresh, &Also::NONE).await.unwrap(), Ok(()));
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Totp]));
     assert_eq!(reload(&store, &user).await.totp().and_then(|a| a.totp_secret()).and_then(|(_, step)| step), Some(101));
 
     let next = challenged(&store, &user, Factor::Totp, t).await;
-    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t), &[]).await.unwrap(), REJECTED);
-    assert_eq!(store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t), &[]).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t), &Also::NONE).await.unwrap(),
+        REJECTED
+    );
+    assert_eq!(
+        store.finish_challenge(&win(&next, &session, Spend::TotpStep(102), t), &Also::NONE).await.unwrap(),
+        Ok(())
+    );
 
     let unverified = created(&store, User { authenticators: vec![authenticator(false, None, t)], ..new_user(t) }).await;
     let session = signed_in(&store, &unverified, t).await;
     let challenge = challenged(&store, &unverified, Factor::Totp, t).await;
     let spend = win(&challenge, &session, Spend::TotpStep(5), t);
     assert_eq!(
-        store.finish_challenge(&spend, &[]).await.unwrap(),
+        store.finish_challenge(&spend, &Also::NONE).await.unwrap(),
         REJECTED,
         "an unverified authenticator proves nothing"
     );
@@ -717,7 +771,7 @@ async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
 
     let first = challenged(&store, &user, Factor::RecoveryCode, t).await;
     let used = win(&first, &session, Spend::RecoveryCode(codes[1].clone()), t);
-    assert_eq!(store.finish_challenge(&used, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&used, &Also::NONE).await.unwrap(), Ok(()));
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::RecoveryCode]));
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone(), codes[2].clone()]);
@@ -725,10 +779,10 @@ async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
     let second = challenged(&store, &user, Factor::RecoveryCode, t).await;
     for spent in [codes[1].clone(), "never-issued".to_string()] {
         let again = win(&second, &session, Spend::RecoveryCode(spent), t);
-        assert_eq!(store.finish_challenge(&again, &[]).await.unwrap(), REJECTED);
+        assert_eq!(store.finish_challenge(&again, &Also::NONE).await.unwrap(), REJECTED);
     }
     let other = win(&second, &session, Spend::RecoveryCode(codes[2].clone()), t);
-    assert_eq!(store.finish_challenge(&other, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&other, &Also::NONE).await.unwrap(), Ok(()));
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone()]);
 }
 
@@ -744,24 +798,27 @@ async fn token_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let first = token(&user, Channel::Phone, &new_phone(), t);
-    store.put_token(&first, &[]).await.unwrap().unwrap();
+    store.put_token(&first, &Also::NONE).await.unwrap().unwrap();
     assert_eq!(token_of(&store, &user, Channel::Phone, t).await, Some(first.clone()));
     assert_eq!(token_of(&store, &user, Channel::Email, t).await, None, "no email token");
 
     for left in (0..first.attempts_left).rev() {
-        assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap(), Ok(()));
+        assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &Also::NONE).await.unwrap(), Ok(()));
         let stored = token_of(&store, &user, Channel::Phone, t).await;
         assert_eq!(stored, Some(VerificationToken { attempts_left: left, ..first.clone() }));
     }
-    assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap(), REJECTED);
-    assert_eq!(store.redeem_token(&first, t, &[]).await.unwrap(), REJECTED, "a burned token verifies nothing");
+    assert_eq!(store.miss_token(&user.id, Channel::Phone, &first.id, t, &Also::NONE).await.unwrap(), REJECTED);
+    assert_eq!(store.redeem_token(&first, t, &Also::NONE).await.unwrap(), REJECTED, "a burned token verifies nothing");
 
     let second = token(&user, Channel::Phone, &new_phone(), t);
-    store.put_token(&second, &[]).await.unwrap().unwrap();
+    store.put_token(&second, &Also::NONE).await.unwrap().unwrap();
     assert_eq!(token_of(&store, &user, Channel::Phone, t).await.map(|x| x.id), Some(second.id.clone()), "replaced");
-    let stale = store.miss_token(&user.id, Channel::Phone, &first.id, t, &[]).await.unwrap();
+    let stale = store.miss_token(&user.id, Channel::Phone, &first.id, t, &Also::NONE).await.unwrap();
     assert_eq!(stale, REJECTED, "a replaced token takes no attempt");
-    assert_eq!(store.miss_token(&user.id, Channel::Phone, &second.id, second.expire, &[]).await.unwrap(), REJECTED);
+    assert_eq!(
+        store.miss_token(&user.id, Channel::Phone, &second.id, second.expire, &Also::NONE).await.unwrap(),
+        REJECTED
+    );
     assert_eq!(token_of(&store, &user, Channel::Phone, second.expire).await, None, "expired");
 }
 
@@ -769,27 +826,30 @@ async fn redeeming_a_token_verifies_its_target_once(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email, &[]).await.unwrap().unwrap();
+    store.put_token(&email, &Also::NONE).await.unwrap().unwrap();
 
     let replaced = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    assert_eq!(store.redeem_token(&replaced, t, &[]).await.unwrap(), REJECTED, "not the stored token");
+    assert_eq!(store.redeem_token(&replaced, t, &Also::NONE).await.unwrap(), REJECTED, "not the stored token");
     assert!(!reload(&store, &user).await.email_verified);
-    assert_eq!(store.redeem_token(&email, t + 1, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.redeem_token(&email, t + 1, &Also::NONE).await.unwrap(), Ok(()));
     let verified = reload(&store, &user).await;
     assert!(verified.email_verified);
     assert_eq!(verified.updated_at, t + 1);
-    assert_eq!(store.redeem_token(&email, t + 1, &[]).await.unwrap(), REJECTED, "used up");
+    assert_eq!(store.redeem_token(&email, t + 1, &Also::NONE).await.unwrap(), REJECTED, "used up");
 
     let number = new_phone();
     done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, UserChange::Phone(number.clone()), None, t, &[]).await.unwrap(),
+        store
+            .update_user(&reload(&store, &user).await, UserChange::Phone(number.clone()), None, t, &Also::NONE)
+            .await
+            .unwrap(),
     )
     .await;
     let phone = token(&user, Channel::Phone, &number, t);
-    store.put_token(&phone, &[]).await.unwrap().unwrap();
-    assert_eq!(store.redeem_token(&phone, t, &[]).await.unwrap(), Ok(()));
+    store.put_token(&phone, &Also::NONE).await.unwrap().unwrap();
+    assert_eq!(store.redeem_token(&phone, t, &Also::NONE).await.unwrap(), Ok(()));
     let both = reload(&store, &user).await;
     assert!(both.phone_verified && both.email_verified);
 }
@@ -798,22 +858,26 @@ async fn an_expired_token_cannot_be_redeemed(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email, &[]).await.unwrap().unwrap();
+    store.put_token(&email, &Also::NONE).await.unwrap().unwrap();
 
-    assert_eq!(store.redeem_token(&email, email.expire, &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.redeem_token(&email, email.expire, &Also::NONE).await.unwrap(), REJECTED);
     assert!(!reload(&store, &user).await.email_verified);
-    assert_eq!(store.redeem_token(&email, email.expire - 1, &[]).await.unwrap(), Ok(()), "usable just before expiry");
+    assert_eq!(
+        store.redeem_token(&email, email.expire - 1, &Also::NONE).await.unwrap(),
+        Ok(()),
+        "usable just before expiry"
+    );
 }
 
 async fn a_token_for_a_changed_address_verifies_nothing(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let email = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&email, &[]).await.unwrap().unwrap();
+    store.put_token(&email, &Also::NONE).await.unwrap().unwrap();
     let moved = format!("{}@example.net", new_id());
-    done(&store, &user, store.update_user(&user, UserChange::Email(moved), None, t, &[]).await.unwrap()).await;
+    done(&store, &user, store.update_user(&user, UserChange::Email(moved), None, t, &Also::NONE).await.unwrap()).await;
 
-    assert_eq!(store.redeem_token(&email, t, &[]).await.unwrap(), REJECTED);
+    assert_eq!(store.redeem_token(&email, t, &Also::NONE).await.unwrap(), REJECTED);
     assert!(!reload(&store, &user).await.email_verified, "the new address is not verified by the old link");
     assert!(token_of(&store, &user, Channel::Email, t).await.is_some(), "a refused redemption deletes nothing");
 }
@@ -829,9 +893,9 @@ async fn a_withdrawn_challenge_or_token_is_gone_unless_replaced(store: Arc<dyn S
     assert_eq!(challenge_of(&store, &user, &second.id, t).await, Some(second), "a newer one stays");
 
     let old = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&old, &[]).await.unwrap().unwrap();
+    store.put_token(&old, &Also::NONE).await.unwrap().unwrap();
     let new = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
-    store.put_token(&new, &[]).await.unwrap().unwrap();
+    store.put_token(&new, &Also::NONE).await.unwrap().unwrap();
     store.withdraw_token(&old).await.unwrap();
     assert_eq!(token_of(&store, &user, Channel::Email, t).await, Some(new.clone()), "a newer one stays");
     store.withdraw_token(&new).await.unwrap();
@@ -856,26 +920,34 @@ async fn counts_hold_until_their_limit_and_reset(store: Arc<dyn Store>) {
     let (limit, other) = (test_limit(3), test_limit(3));
     let hit = [limit.hit("k", t, 0)];
     for _ in 0..3 {
-        assert_eq!(store.count(&hit).await.unwrap(), Ok(()));
+        assert_eq!(store.count(&Also::from(hit.to_vec())).await.unwrap(), Ok(()));
     }
     assert_eq!(counts_of(&store, &hit, t).await, vec![3]);
-    assert_eq!(store.count(&hit).await.unwrap(), Err(Refused::Limited(0)), "the fourth is refused");
+    assert_eq!(
+        store.count(&Also::from(hit.to_vec())).await.unwrap(),
+        Err(Refused::Limited(0)),
+        "the fourth is refused"
+    );
     assert_eq!(counts_of(&store, &hit, t).await, vec![3], "a refused count is not counted");
-    assert_eq!(store.count(&[limit.reset("k", t, 0)]).await.unwrap(), Err(Refused::Limited(0)), "no reset past it");
+    assert_eq!(
+        store.count(&Also::from([limit.reset("k", t, 0)].to_vec())).await.unwrap(),
+        Err(Refused::Limited(0)),
+        "no reset past it"
+    );
 
     // Counts of one write apply together or not at all.
     let both = [other.hit("k", t, 0), limit.hit("k", t, 0)];
-    assert_eq!(store.count(&both).await.unwrap(), Err(Refused::Limited(1)));
+    assert_eq!(store.count(&Also::from(both.to_vec())).await.unwrap(), Err(Refused::Limited(1)));
     assert_eq!(counts_of(&store, &both, t).await, vec![0, 3]);
 
     let (fresh, fresh_two) = (test_limit(3), test_limit(3));
     let pair = [fresh.hit("k", t, 0), fresh_two.hit("k", t, 0)];
-    assert_eq!(store.count(&pair).await.unwrap(), Ok(()));
-    assert_eq!(store.count(&[fresh.reset("k", t, 0)]).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&Also::from(pair.to_vec())).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&Also::from([fresh.reset("k", t, 0)].to_vec())).await.unwrap(), Ok(()));
     assert_eq!(counts_of(&store, &pair, t).await, vec![0, 1], "a reset starts over");
     assert_eq!(counts_of(&store, &pair, t + HOUR).await, vec![0, 1], "kept as the next window's previous");
     assert_eq!(counts_of(&store, &pair, t + 2 * HOUR).await, vec![0, 0], "then it ends");
-    assert_eq!(store.count(&[]).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&Also::NONE).await.unwrap(), Ok(()));
 }
 
 async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store: Arc<dyn Store>) {
@@ -884,7 +956,7 @@ async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store
     let end = limit.window_start(now()) + HOUR - 1;
     let next = end + 1;
     for _ in 0..3 {
-        assert_eq!(store.count(&[limit.hit("k", end, 0)]).await.unwrap(), Ok(()));
+        assert_eq!(store.count(&Also::from([limit.hit("k", end, 0)].to_vec())).await.unwrap(), Ok(()));
     }
     let read = |at: Millis| Lookup {
         counters: vec![limit.counter_key("k", at), limit.previous_key("k", at)],
@@ -893,15 +965,19 @@ async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store
     let counts = store.load(&read(next), next).await.unwrap().counts;
     assert_eq!(counts, vec![0, 3]);
     assert_eq!(
-        store.count(&[limit.hit("k", next, counts[1])]).await.unwrap(),
+        store.count(&Also::from([limit.hit("k", next, counts[1])].to_vec())).await.unwrap(),
         Err(Refused::Limited(0)),
         "no second burst"
     );
     let later = next + HOUR / 3;
-    assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Ok(()), "a third of the window later");
-    assert_eq!(store.count(&[limit.hit("k", later, 3)]).await.unwrap(), Err(Refused::Limited(0)));
+    assert_eq!(
+        store.count(&Also::from([limit.hit("k", later, 3)].to_vec())).await.unwrap(),
+        Ok(()),
+        "a third of the window later"
+    );
+    assert_eq!(store.count(&Also::from([limit.hit("k", later, 3)].to_vec())).await.unwrap(), Err(Refused::Limited(0)));
 
-    assert_eq!(store.count(&[limit.clear("k", later, 3)]).await.unwrap(), Ok(()));
+    assert_eq!(store.count(&Also::from([limit.clear("k", later, 3)].to_vec())).await.unwrap(), Ok(()));
     assert_eq!(store.load(&read(later), later).await.unwrap().counts, vec![0, 0], "both windows start over");
 }
 
@@ -909,7 +985,7 @@ async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let limit = test_limit(1);
-    let spent = [limit.hit("k", t, 0)];
+    let spent = Also::from(vec![limit.hit("k", t, 0)]);
     store.count(&spent).await.unwrap().unwrap();
 
     let session = new_session(&user, t);
@@ -935,9 +1011,9 @@ async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
 
     // Within the limit, the counts apply with the write.
     let open = test_limit(5);
-    let counted = [open.hit("k", t, 0)];
+    let counted = Also::from(vec![open.hit("k", t, 0)]);
     assert_eq!(store.finish_challenge(&attempt, &counted).await.unwrap(), Ok(()));
-    assert_eq!(counts_of(&store, &counted, t).await, vec![1]);
+    assert_eq!(counts_of(&store, &counted.counts, t).await, vec![1]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -951,45 +1027,53 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
 
     let verify = |step: u64, a: &Authenticator| UserChange::VerifyAuthenticator { step, secret_sealed: sealed(a) };
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, verify(3, &first), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(3, &first), None, t, &Also::NONE).await.unwrap(),
         Updated::Rejected,
         "none to verify"
     );
     assert_eq!(
-        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&first), None, t, &[]).await.unwrap())
-            .await
-            .totp()
-            .cloned(),
+        done(
+            &store,
+            &user,
+            store.update_user(&reload(&store, &user).await, put(&first), None, t, &Also::NONE).await.unwrap()
+        )
+        .await
+        .totp()
+        .cloned(),
         Some(first.clone())
     );
     assert_eq!(
-        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&second), None, t, &[]).await.unwrap())
-            .await
-            .totp()
-            .cloned(),
+        done(
+            &store,
+            &user,
+            store.update_user(&reload(&store, &user).await, put(&second), None, t, &Also::NONE).await.unwrap()
+        )
+        .await
+        .totp()
+        .cloned(),
         Some(second.clone())
     );
 
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, verify(7, &first), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(7, &first), None, t, &Also::NONE).await.unwrap(),
         Updated::Rejected,
         "checked against a replaced secret"
     );
     let verified = done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, verify(7, &second), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(7, &second), None, t, &Also::NONE).await.unwrap(),
     )
     .await;
     assert_eq!(totp_state(&verified), Some((true, Some(7))));
     assert_eq!(sealed(verified.totp().unwrap()), sealed(&second));
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, verify(8, &second), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(8, &second), None, t, &Also::NONE).await.unwrap(),
         Updated::Rejected
     );
     assert_eq!(
         store
-            .update_user(&reload(&store, &user).await, put(&authenticator(false, None, t)), None, t, &[])
+            .update_user(&reload(&store, &user).await, put(&authenticator(false, None, t)), None, t, &Also::NONE)
             .await
             .unwrap(),
         Updated::Rejected
@@ -1000,7 +1084,7 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         done(
             &store,
             &user,
-            store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap()
+            store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &Also::NONE).await.unwrap()
         )
         .await
         .totp()
@@ -1008,15 +1092,19 @@ async fn an_authenticator_is_replaceable_only_until_verified(store: Arc<dyn Stor
         None
     );
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, totp_removal(), None, t, &Also::NONE).await.unwrap(),
         Updated::Rejected
     );
     let fresh = authenticator(false, None, t);
     assert_eq!(
-        done(&store, &user, store.update_user(&reload(&store, &user).await, put(&fresh), None, t, &[]).await.unwrap())
-            .await
-            .totp()
-            .cloned(),
+        done(
+            &store,
+            &user,
+            store.update_user(&reload(&store, &user).await, put(&fresh), None, t, &Also::NONE).await.unwrap()
+        )
+        .await
+        .totp()
+        .cloned(),
         Some(fresh),
         "a new one after removal"
     );
@@ -1031,19 +1119,22 @@ async fn verifying_an_authenticator_refuses_a_used_step(store: Arc<dyn Store>) {
         &store,
         &user,
         store
-            .update_user(&reload(&store, &user).await, UserChange::PutAuthenticator(used.clone()), None, t, &[])
+            .update_user(&reload(&store, &user).await, UserChange::PutAuthenticator(used.clone()), None, t, &Also::NONE)
             .await
             .unwrap(),
     )
     .await;
 
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, verify(10), None, t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, verify(10), None, t, &Also::NONE).await.unwrap(),
         Updated::Rejected
     );
-    let verified =
-        done(&store, &user, store.update_user(&reload(&store, &user).await, verify(11), None, t, &[]).await.unwrap())
-            .await;
+    let verified = done(
+        &store,
+        &user,
+        store.update_user(&reload(&store, &user).await, verify(11), None, t, &Also::NONE).await.unwrap(),
+    )
+    .await;
     assert_eq!(totp_state(&verified), Some((true, Some(11))));
 }
 
@@ -1054,7 +1145,13 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
 
     assert_eq!(
         store
-            .update_user(&reload(&store, &user).await, UserChange::ReplaceRecoveryCodes(first.clone()), None, t, &[])
+            .update_user(
+                &reload(&store, &user).await,
+                UserChange::ReplaceRecoveryCodes(first.clone()),
+                None,
+                t,
+                &Also::NONE
+            )
             .await
             .unwrap(),
         Updated::Rejected,
@@ -1065,7 +1162,13 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
             &store,
             &user,
             store
-                .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(first.clone()), None, t, &[])
+                .update_user(
+                    &reload(&store, &user).await,
+                    UserChange::CreateRecoveryCodes(first.clone()),
+                    None,
+                    t,
+                    &Also::NONE
+                )
                 .await
                 .unwrap()
         )
@@ -1075,7 +1178,13 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
     );
     assert_eq!(
         store
-            .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(second.clone()), None, t, &[])
+            .update_user(
+                &reload(&store, &user).await,
+                UserChange::CreateRecoveryCodes(second.clone()),
+                None,
+                t,
+                &Also::NONE
+            )
             .await
             .unwrap(),
         Updated::Rejected,
@@ -1092,7 +1201,7 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
                     UserChange::ReplaceRecoveryCodes(second.clone()),
                     None,
                     t,
-                    &[]
+                    &Also::NONE
                 )
                 .await
                 .unwrap()
@@ -1107,7 +1216,7 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
         &store,
         &user,
         store
-            .update_user(&reload(&store, &user).await, UserChange::ReplaceRecoveryCodes(vec![]), None, t, &[])
+            .update_user(&reload(&store, &user).await, UserChange::ReplaceRecoveryCodes(vec![]), None, t, &Also::NONE)
             .await
             .unwrap(),
     )
@@ -1117,7 +1226,13 @@ async fn recovery_codes_are_created_once_and_replaced_only_when_present(store: A
             &store,
             &user,
             store
-                .update_user(&reload(&store, &user).await, UserChange::CreateRecoveryCodes(third.clone()), None, t, &[])
+                .update_user(
+                    &reload(&store, &user).await,
+                    UserChange::CreateRecoveryCodes(third.clone()),
+                    None,
+                    t,
+                    &Also::NONE
+                )
                 .await
                 .unwrap()
         )
@@ -1143,7 +1258,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         &store,
         &user,
         store
-            .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade), t + 1, &[])
+            .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade), t + 1, &Also::NONE)
             .await
             .unwrap(),
     )
@@ -1159,7 +1274,13 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
         &store,
         &user,
         store
-            .update_user(&reload(&store, &user).await, UserChange::PutAuthenticator(fresh.clone()), None, t, &[])
+            .update_user(
+                &reload(&store, &user).await,
+                UserChange::PutAuthenticator(fresh.clone()),
+                None,
+                t,
+                &Also::NONE,
+            )
             .await
             .unwrap(),
     )
@@ -1175,7 +1296,7 @@ async fn a_session_upgrade_applies_with_its_change(store: Arc<dyn Store>) {
     let verified = done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, change, Some(proof), t + 2, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, change, Some(proof), t + 2, &Also::NONE).await.unwrap(),
     )
     .await;
     assert_eq!(verified.mfa_updated_at, Some(t + 2));
@@ -1192,10 +1313,11 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     let codes = recovery_hashes(3);
     let by_session = Some(SessionUpgrade::of(&session));
     let change = UserChange::CreateRecoveryCodes(codes.clone());
-    let user = done(&store, &user, store.update_user(&user, change, by_session.clone(), t, &[]).await.unwrap()).await;
+    let user =
+        done(&store, &user, store.update_user(&user, change, by_session.clone(), t, &Also::NONE).await.unwrap()).await;
     assert_eq!(user.added_by.get(&Factor::RecoveryCode), Some(&session.id));
     let change = UserChange::PutAuthenticator(authenticator(false, None, t));
-    let user = done(&store, &user, store.update_user(&user, change, by_session, t, &[]).await.unwrap()).await;
+    let user = done(&store, &user, store.update_user(&user, change, by_session, t, &Also::NONE).await.unwrap()).await;
     assert_eq!(user.added_by.get(&Factor::Totp), Some(&session.id));
     assert_eq!(reload(&store, &user).await.added_by, user.added_by, "read back as written");
 
@@ -1206,7 +1328,7 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     {
         let challenge = challenged(&store, &user, factor, t).await;
         let w = ChallengeWin { recent: false, ..win(&challenge, &session, spend, t + 1) };
-        assert_eq!(store.finish_challenge(&w, &[]).await.unwrap(), Ok(()));
+        assert_eq!(store.finish_challenge(&w, &Also::NONE).await.unwrap(), Ok(()));
         let after = session_of(&store, &session, t + 1).await.unwrap();
         assert!(after.factors.contains(&factor));
         assert_eq!(after.mfa_updated_at, None);
@@ -1215,7 +1337,7 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     assert_eq!(reload(&store, &user).await.recovery_codes, codes[1..].to_vec(), "the code was spent");
 
     // Removing the authenticator forgets who added it.
-    let removed = store.update_user(&user, totp_removal(), None, t + 2, &[]).await.unwrap();
+    let removed = store.update_user(&user, totp_removal(), None, t + 2, &Also::NONE).await.unwrap();
     let user = done(&store, &user, removed).await;
     assert_eq!(user.added_by.get(&Factor::Totp), None);
     assert_eq!(reload(&store, &user).await.added_by.get(&Factor::Totp), None);
@@ -1235,17 +1357,19 @@ async fn a_session_upgrade_for_a_dead_session_applies_nothing(store: Arc<dyn Sto
     let unknown = new_id();
 
     let refused = store
-        .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade(&unknown)), t, &[])
+        .update_user(&reload(&store, &user).await, UserChange::Mfa(true), Some(upgrade(&unknown)), t, &Also::NONE)
         .await
         .unwrap();
     assert_eq!(refused, Updated::SessionEnded, "an unknown session");
-    let refused =
-        store.update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.id)), session.expire, &[]).await.unwrap();
+    let refused = store
+        .update_user(&user, UserChange::Mfa(true), Some(upgrade(&session.id)), session.expire, &Also::NONE)
+        .await
+        .unwrap();
     assert_eq!(refused, Updated::SessionEnded, "an expired session");
     let old = user.email.clone().unwrap();
     let moved = UserChange::Email(format!("{}@example.net", new_id()));
     assert_eq!(
-        store.update_user(&reload(&store, &user).await, moved, Some(upgrade(&unknown)), t, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, moved, Some(upgrade(&unknown)), t, &Also::NONE).await.unwrap(),
         Updated::SessionEnded
     );
 
@@ -1265,7 +1389,7 @@ async fn a_change_that_ends_other_sessions_keeps_only_the_current_one(store: Arc
     let changed = done(
         &store,
         &user,
-        store.update_user(&reload(&store, &user).await, change, Some(ending), at, &[]).await.unwrap(),
+        store.update_user(&reload(&store, &user).await, change, Some(ending), at, &Also::NONE).await.unwrap(),
     )
     .await;
     assert_eq!(changed.sessions_valid_from, at);
@@ -1304,7 +1428,7 @@ async fn twenty_parallel_completions_of_one_challenge_let_one_win(store: Arc<dyn
 
     let won = winners(|_| {
         let (store, attempt) = (store.clone(), attempt.clone());
-        async move { store.finish_challenge(&attempt, &[]).await.unwrap().is_ok() }
+        async move { store.finish_challenge(&attempt, &Also::NONE).await.unwrap().is_ok() }
     })
     .await;
     assert_eq!(won, 1);
@@ -1321,7 +1445,7 @@ async fn race_to_spend(store: &Arc<dyn Store>, user: &User, spend: Spend, t: Mil
     }
     let won = winners(|i| {
         let (store, attempt) = (store.clone(), win(&challenges[i % challenges.len()], &session, spend.clone(), t));
-        async move { store.finish_challenge(&attempt, &[]).await.unwrap().is_ok() }
+        async move { store.finish_challenge(&attempt, &Also::NONE).await.unwrap().is_ok() }
     })
     .await;
     let mut untouched = 0;
@@ -1376,7 +1500,7 @@ fn key_use(key: &Authenticator, counter: u32) -> Spend {
 
 async fn webauthn_challenge(store: &Arc<dyn Store>, user: &User, now: Millis) -> Challenge {
     let challenge = Challenge::webauthn(&user.id, format!("state-{}", new_id()), now, CHALLENGE_TTL);
-    store.put_challenge(&challenge, &[]).await.unwrap().unwrap();
+    store.put_challenge(&challenge, &Also::NONE).await.unwrap().unwrap();
     challenge
 }
 
@@ -1392,10 +1516,10 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
     assert_eq!(stored.ceremony_state(false), challenge.ceremony_state(false), "the ceremony state is kept");
     for regressed in [5, 4, 0] {
         let spend = win(&challenge, &session, key_use(&counting, regressed), t);
-        assert_eq!(store.finish_challenge(&spend, &[]).await.unwrap(), REJECTED, "counter {regressed}");
+        assert_eq!(store.finish_challenge(&spend, &Also::NONE).await.unwrap(), REJECTED, "counter {regressed}");
     }
     let spend = win(&challenge, &session, key_use(&counting, 6), t + 1);
-    assert_eq!(store.finish_challenge(&spend, &[]).await.unwrap(), Ok(()));
+    assert_eq!(store.finish_challenge(&spend, &Also::NONE).await.unwrap(), Ok(()));
     let after = reload(&store, &user).await;
     assert_eq!(key_state(&after, &counting.id), Some((6, "{\"counter\":6}".into(), Some(t + 1))));
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
@@ -1404,17 +1528,17 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
     // A key that keeps no counter always sends 0; once it counts, 0 is a regression.
     let challenge = webauthn_challenge(&store, &user, t).await;
     assert_eq!(
-        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &[]).await.unwrap(),
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &Also::NONE).await.unwrap(),
         Ok(())
     );
     let challenge = webauthn_challenge(&store, &user, t).await;
     assert_eq!(
-        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 2), t), &[]).await.unwrap(),
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 2), t), &Also::NONE).await.unwrap(),
         Ok(())
     );
     let challenge = webauthn_challenge(&store, &user, t).await;
     assert_eq!(
-        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &[]).await.unwrap(),
+        store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &Also::NONE).await.unwrap(),
         REJECTED
     );
     assert_eq!(key_state(&reload(&store, &user).await, &counterless.id).map(|k| k.0), Some(2));
@@ -1422,7 +1546,10 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
     // A key the user no longer has proves nothing.
     let challenge = webauthn_challenge(&store, &user, t).await;
     let gone = key(0, "s0", t);
-    assert_eq!(store.finish_challenge(&win(&challenge, &session, key_use(&gone, 1), t), &[]).await.unwrap(), REJECTED);
+    assert_eq!(
+        store.finish_challenge(&win(&challenge, &session, key_use(&gone, 1), t), &Also::NONE).await.unwrap(),
+        REJECTED
+    );
 }
 
 async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Arc<dyn Store>) {
@@ -1431,7 +1558,7 @@ async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Ar
     let session = signed_in(&store, &user, t).await;
     let sign_in = webauthn_challenge(&store, &user, t).await;
     let registration = Challenge::registration(&user.id, "registration-state".into(), t, CHALLENGE_TTL);
-    store.put_challenge(&registration, &[]).await.unwrap().unwrap();
+    store.put_challenge(&registration, &Also::NONE).await.unwrap().unwrap();
     // Both live: a registration does not replace a sign-in, nor the other way round.
     assert!(challenge_of(&store, &user, &sign_in.id, t).await.is_some());
     let stored = challenge_of(&store, &user, &registration.id, t).await.unwrap();
@@ -1443,8 +1570,12 @@ async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Ar
         recent: false,
         ..win(&registration, &session, Spend::Register(key), t)
     };
-    assert_eq!(store.finish_challenge(&register(new_key.clone()), &[]).await.unwrap(), Ok(()));
-    assert_eq!(store.finish_challenge(&register(key(0, &session.id, t)), &[]).await.unwrap(), REJECTED, "spent");
+    assert_eq!(store.finish_challenge(&register(new_key.clone()), &Also::NONE).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.finish_challenge(&register(key(0, &session.id, t)), &Also::NONE).await.unwrap(),
+        REJECTED,
+        "spent"
+    );
     let after = reload(&store, &user).await;
     assert_eq!(after.keys().map(|k| k.id.clone()).collect::<Vec<_>>(), vec![new_key.id.clone()]);
     assert_eq!(after.keys().next().unwrap().registered_by(), Some(session.id.as_str()));
@@ -1464,9 +1595,82 @@ async fn removing_keys_removes_exactly_those(store: Arc<dyn Store>) {
         factor: Factor::Webauthn,
         last: false,
     };
-    let user = done(&store, &user, store.update_user(&user, remove(vec![&a, &c]), None, t, &[]).await.unwrap()).await;
+    let user =
+        done(&store, &user, store.update_user(&user, remove(vec![&a, &c]), None, t, &Also::NONE).await.unwrap()).await;
     assert_eq!(user.keys().map(|k| k.id.clone()).collect::<Vec<_>>(), vec![b.id.clone()]);
-    let again = store.update_user(&user, remove(vec![&a, &b]), None, t, &[]).await.unwrap();
+    let again = store.update_user(&user, remove(vec![&a, &b]), None, t, &Also::NONE).await.unwrap();
     assert_eq!(again, Updated::Rejected, "one of them is gone: nothing is removed");
     assert_eq!(reload(&store, &user).await.keys().count(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Activity log and listings
+
+fn event(user: &User, action: Action, at: Millis, ttl: Millis) -> Event {
+    let origin = Origin { ip: "203.0.113.9".into(), user_agent: "tests".into(), key_id: None, ttl };
+    origin.event(&user.id, action, "detail", at)
+}
+
+async fn an_event_is_stored_only_with_its_change(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, User { mfa: false, ..new_user(t) }).await;
+    let on = Also::events(vec![event(&user, Action::MfaUpdate, t, LOG_TTL)]);
+    assert_eq!(store.update_user(&user, UserChange::Mfa(true), None, t, &on).await.unwrap(), Updated::Done);
+    // A change whose condition fails records nothing.
+    let create = Also::events(vec![event(&user, Action::RecoveryCodesCreate, t + 1, LOG_TTL)]);
+    let codes = UserChange::ReplaceRecoveryCodes(recovery_hashes(8));
+    assert_eq!(store.update_user(&user, codes, None, t + 1, &create).await.unwrap(), Updated::Rejected);
+    // Nor does a write a count refuses.
+    let limit = test_limit(0);
+    let refused =
+        Also { counts: vec![limit.hit("k", t, 0)], events: vec![event(&user, Action::SessionCreate, t + 2, LOG_TTL)] };
+    let session = new_session(&user, t);
+    assert_eq!(store.create_session(&session, &refused).await.unwrap(), Err(Refused::Limited(0)));
+    // A session deleted with its event; a second delete finds none and records none.
+    let session = signed_in(&store, &user, t).await;
+    let ended = Also::events(vec![event(&user, Action::SessionDelete, t + 3, LOG_TTL)]);
+    assert!(store.delete_session(&user.id, &session.id, &ended).await.unwrap());
+    let again = Also::events(vec![event(&user, Action::SessionDelete, t + 4, LOG_TTL)]);
+    assert!(!store.delete_session(&user.id, &session.id, &again).await.unwrap());
+
+    let actions: Vec<Action> = store.events(&user.id, t).await.unwrap().iter().map(|e| e.action).collect();
+    assert_eq!(actions, vec![Action::SessionDelete, Action::MfaUpdate]);
+    let stored = &store.events(&user.id, t).await.unwrap()[1];
+    assert_eq!(
+        (stored.ip.as_str(), stored.user_agent.as_str(), stored.detail.as_str()),
+        ("203.0.113.9", "tests", "detail")
+    );
+}
+
+async fn events_are_read_newest_first_until_they_expire(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let events = vec![
+        event(&user, Action::SessionCreate, t, LOG_TTL),
+        event(&user, Action::ChallengeCreate, t + 1, LOG_TTL),
+        event(&user, Action::ChallengeComplete, t + 2, MINUTE),
+        event(&other, Action::SessionCreate, t + 3, LOG_TTL),
+    ];
+    store.count(&Also::events(events)).await.unwrap().unwrap();
+    let read = |at: Millis| {
+        let store = store.clone();
+        let id = user.id.clone();
+        async move { store.events(&id, at).await.unwrap().iter().map(|e| e.action).collect::<Vec<_>>() }
+    };
+    assert_eq!(read(t + 3).await, vec![Action::ChallengeComplete, Action::ChallengeCreate, Action::SessionCreate]);
+    assert_eq!(read(t + 2 + MINUTE).await, vec![Action::ChallengeCreate, Action::SessionCreate], "expired");
+}
+
+async fn a_users_sessions_are_listed_and_only_theirs(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let other = created(&store, new_user(t)).await;
+    let (one, two) = (signed_in(&store, &user, t).await, signed_in(&store, &user, t + 1).await);
+    signed_in(&store, &other, t).await;
+    let mut ids: Vec<String> = store.sessions(&user.id).await.unwrap().into_iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut want = vec![one.id, two.id];
+    want.sort();
+    assert_eq!(ids, want);
 }

@@ -417,8 +417,10 @@ async fn several_keys_are_kept_and_one_is_removed_with_a_recent_challenge() {
         w.register(&owner, &mut spare, Some("Spare")).await;
         let listed = w.keys(&owner.session).await;
         assert_eq!(listed["total"], 2);
-        let blue_id = listed["authenticators"][0]["$id"].as_str().unwrap().to_string();
-        let blue_credential = listed["authenticators"][0]["credentialId"].clone();
+        let listed_blue =
+            listed["authenticators"].as_array().unwrap().iter().find(|k| k["name"] == "Blue key").unwrap();
+        let blue_id = listed_blue["$id"].as_str().unwrap().to_string();
+        let blue_credential = listed_blue["credentialId"].clone();
         let ceremony = w.ok("POST", "/v1/account/mfa/authenticators/webauthn", Some(&owner.session), json!({})).await;
         let excluded = ceremony["options"]["publicKey"]["excludeCredentials"].as_array().unwrap().len();
         assert_eq!(excluded, 2, "the options name the keys already registered, so none is registered twice");

@@ -1,6 +1,7 @@
 //! End-to-end: the seed guide's flow and the security rules, over real HTTP against
 //! the `mfa-local` binary on a random port with a fresh data folder.
 
+mod crash;
 mod local_server;
 mod logs;
 mod support;

@@ -20,7 +20,11 @@ pub struct Server {
     outbox: PathBuf,
     /// The server's log output (its stderr).
     log: PathBuf,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
+    /// The DynamoDB table, with `MFA_STORE=dynamodb`.
+    table: String,
+    /// The environment the test gave it, kept for a restart.
+    env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -55,6 +59,46 @@ impl Answer {
     }
 }
 
+/// Starts mfa-local on a free port and waits until it listens; its stderr is appended to
+/// `log`.
+fn spawn(
+    project: &str,
+    data: &std::path::Path,
+    outbox: &std::path::Path,
+    log: &std::path::Path,
+    table: &str,
+    env: &[(String, String)],
+) -> (Child, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
+        .env("MFA_TABLE", table)
+        .env("MFA_LISTEN", &listen)
+        .env("MFA_DATA_DIR", data)
+        .env("MFA_OUTBOX", outbox)
+        .env("MFA_PROJECT_ID", project)
+        .env("MFA_PROJECT_NAME", "E2E App")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .expect("mfa-local starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = child.kill();
+        panic!("mfa-local did not print its endpoint; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+    }
+    (child, format!("http://{listen}"))
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(&[]).await
@@ -63,7 +107,6 @@ impl Server {
     pub async fn start_with(env: &[(&str, &str)]) -> Server {
         let data = tempfile::tempdir().unwrap();
         let outbox = data.path().join("outbox.jsonl");
-        let listen = format!("127.0.0.1:{}", free_port());
         let project = "e2e".to_string();
         let table = format!("e2e-{}", free_port()) + &format!("-{}", std::process::id());
         if std::env::var("MFA_STORE").as_deref() == Ok("dynamodb") {
@@ -76,36 +119,26 @@ impl Server {
             assert!(status.success(), "mfa-local setup creates the table");
         }
         let log = data.path().join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
-            .env("MFA_TABLE", &table)
-            .env("MFA_LISTEN", &listen)
-            .env("MFA_DATA_DIR", data.path())
-            .env("MFA_OUTBOX", &outbox)
-            .env("MFA_PROJECT_ID", &project)
-            .env("MFA_PROJECT_NAME", "E2E App")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("mfa-local starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = child.kill();
-            panic!(
-                "mfa-local did not print its endpoint; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, base) = spawn(&project, data.path(), &outbox, &log, &table, &env);
         let http = reqwest::Client::new();
-        Server { child, base: format!("http://{listen}"), project, outbox, log, _data: data, http }
+        Server { child, base, project, outbox, log, data, table, env, http }
+    }
+
+    /// Kills the server (SIGKILL: no chance to finish anything) and starts it again on the
+    /// same data folder or table, on a new port.
+    pub fn kill_and_restart(&mut self) {
+        // It may have been killed already (`kill_now`).
+        let _ = self.child.kill();
+        self.child.wait().unwrap();
+        let (child, base) = spawn(&self.project, self.data.path(), &self.outbox, &self.log, &self.table, &self.env);
+        (self.child, self.base) = (child, base);
+    }
+
+    /// Sends SIGKILL to the server, leaving its requests in flight unanswered.
+    pub fn kill_now(&self) {
+        let status = Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -KILL mfa-local");
     }
 
     /// `host:port` the server listens on.
@@ -120,18 +153,28 @@ impl Server {
 
     /// One request; `session` is the `X-Fallback-Cookies` value the login returned.
     pub async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
+        self.send(self.request(&self.http, method, path, session, body)).await
+    }
+
+    /// A request as `call` makes it, through `http` (e.g. a client of its own address).
+    pub fn request(
+        &self,
+        http: &reqwest::Client,
+        method: &str,
+        path: &str,
+        session: Option<&str>,
+        body: Value,
+    ) -> reqwest::RequestBuilder {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .header("X-Appwrite-Project", &self.project);
+        let mut req =
+            http.request(method.clone(), format!("{}{path}", self.base)).header("X-Appwrite-Project", &self.project);
         if let Some(session) = session {
             req = req.header("X-Fallback-Cookies", session);
         }
         if method != Method::GET {
             req = req.header("Content-Type", "application/json").body(body.to_string());
         }
-        self.send(req).await
+        req
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {

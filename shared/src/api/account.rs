@@ -5,6 +5,7 @@ use serde::Deserialize;
 use super::budget::{Budget, Charged};
 use super::models::Account;
 use super::App;
+use crate::domain::activity::Action;
 use crate::domain::limits::{ACCOUNT_CREATE_PER_IP, ADDRESS_CHANGES_PER_IP, PASSWORD_CHECKS_PER_USER};
 use crate::domain::password;
 use crate::domain::values::{Email, Name, NewPassword, NewUserId, Phone};
@@ -12,7 +13,7 @@ use crate::domain::User;
 use crate::error::ApiError;
 use crate::hashing;
 use crate::http::{Ctx, Reply};
-use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
+use crate::store::{updated_user, Also, Lookup, SessionUpgrade, Updated, UserChange};
 
 /// Argon2id is CPU-bound: it runs on the hashing threads, off the async executor.
 pub(super) async fn hash_password(plain: String) -> Result<String, ApiError> {
@@ -56,7 +57,7 @@ struct ChangePhone {
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let CreateAccount { user_id, email, password, name } = ctx.params()?;
     let budget = Budget::default().every(ACCOUNT_CREATE_PER_IP, &ctx.ip);
-    let counted = app.store.count(&budget.success(ctx.now)).await?;
+    let counted = app.store.count(&budget.success(ctx.now).into()).await?;
     budget.counted(counted, ctx.now)?;
     let user = User {
         id: user_id.into_inner(),
@@ -75,6 +76,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: Default::default(),
+        prefs: Default::default(),
     };
     if !app.store.create_user(&user).await? {
         return Err(ApiError::UserAlreadyExists);
@@ -123,13 +125,15 @@ async fn change_target(
     }
     // Every check is counted before its hash runs: a session is no licence to run Argon2
     // (or to probe which addresses have accounts) without limit.
-    let counted = app.store.count(&budget.failure(ctx.now)).await?;
+    let counted = app.store.count(&budget.failure(ctx.now).into()).await?;
     budget.counted(counted, ctx.now)?;
     if !password_matches(plain, Some(user.password_hash.clone())).await? {
         return Err(ApiError::InvalidCredentials);
     }
     let upgrade = SessionUpgrade::of(&authed.session);
-    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &[]).await? {
+    let detail = if matches!(change, UserChange::Email(_)) { "email" } else { "phone" };
+    let also = Also::events(vec![app.event(ctx, &user.id, Action::UserUpdate, detail)]);
+    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(200, &Account::of(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Taken => Err(taken),
         Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),

@@ -56,7 +56,7 @@ pub async fn qr(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let mut budget = Budget::default().every(QR_PER_IP, &ctx.ip);
     app.load(ctx, Lookup { counters: budget.counters(ctx.now), ..Lookup::default() }, false).await?;
     budget.check_in(ctx)?;
-    let counted = app.store.count(&budget.success(ctx.now)).await?;
+    let counted = app.store.count(&budget.success(ctx.now).into()).await?;
     budget.counted(counted, ctx.now)?;
     let png = {
         let _turn = RENDERING.acquire().await.map_err(|e| ApiError::Internal(Box::new(e)))?;

@@ -7,6 +7,7 @@ use super::models::{MfaChallenge, SessionModel};
 use super::App;
 use crate::clock::Millis;
 use crate::delivery::templates;
+use crate::domain::activity::Action;
 use crate::domain::crypto::{constant_time_eq, random_digits};
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
 use crate::domain::values::{parse_otp, ChallengeFactor, Id};
@@ -14,7 +15,7 @@ use crate::domain::webauthn::Refusal;
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{ChallengeWin, Lookup, Spend};
+use crate::store::{Also, ChallengeWin, Lookup, Spend};
 
 fn create_budget(ctx: &Ctx) -> Budget {
     Budget::default().every(CHALLENGE_PER_USER, ctx.caller_id())
@@ -109,7 +110,8 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // Stored (and counted) before its message is sent, so that parallel requests cannot
     // outrun a limit. Until the message arrives nobody knows the code; if it cannot be
     // sent, the challenge is withdrawn.
-    let stored = app.store.put_challenge(&challenge, &budget.success(ctx.now)).await?;
+    let event = app.event(ctx, &user.id, Action::ChallengeCreate, factor.as_str());
+    let stored = app.store.put_challenge(&challenge, &Also::from(budget.success(ctx.now)).and(event)).await?;
     budget.counted(stored, ctx.now)?;
     if let (Some((to, render)), Some(code)) = (message, code) {
         let message = render(&app.config.project_name, &to, &code, app.config.challenge_ttl);
@@ -169,7 +171,9 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // The write that spends the attempt or completes the challenge also counts it: a
     // code's verdict is only ever given for an attempt within every budget.
     let Some(spend) = spend else {
-        let missed = app.store.miss_challenge(&user.id, &challenge.id, ctx.now, &budget.failure(ctx.now)).await?;
+        let event = app.event(ctx, &user.id, Action::ChallengeFail, challenge.factor.as_str());
+        let also = Also::from(budget.failure(ctx.now)).and(event);
+        let missed = app.store.miss_challenge(&user.id, &challenge.id, ctx.now, &also).await?;
         budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
         return Err(refusal.map_or(ApiError::InvalidToken, super::webauthn::refused));
     };
@@ -184,7 +188,16 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         now: ctx.now,
         recent,
     };
-    let finished = app.store.finish_challenge(&win, &budget.success(ctx.now)).await?;
+    let mut also = Also::from(budget.success(ctx.now)).and(app.event(
+        ctx,
+        &user.id,
+        Action::ChallengeComplete,
+        challenge.factor.as_str(),
+    ));
+    if let Spend::RecoveryCode(_) = win.spend {
+        also = also.and(app.event(ctx, &user.id, Action::RecoveryCodeUse, ""));
+    }
+    let finished = app.store.finish_challenge(&win, &also).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut session = authed.session.clone();
     win.upgrade().apply_to_session(&mut session, ctx.now);

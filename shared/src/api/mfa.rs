@@ -5,11 +5,12 @@ use serde::Deserialize;
 use super::budget::{self, Charged};
 use super::models::{Account, MfaFactors, MfaRecoveryCodes, MfaType};
 use super::App;
+use crate::domain::activity::Action;
 use crate::domain::values::Otp;
 use crate::domain::{recovery, totp, Authenticator, AuthenticatorKind, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{updated_user, Lookup, SessionUpgrade, Updated, UserChange};
+use crate::store::{updated_user, Also, Lookup, SessionUpgrade, Updated, UserChange};
 
 #[derive(Deserialize)]
 struct UpdateMfa {
@@ -33,7 +34,12 @@ pub async fn update(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let upgrade =
         enable.then(|| SessionUpgrade { add: authed.user.verified_factors(), ..SessionUpgrade::of(&authed.session) });
     let change = UserChange::Mfa(enable);
-    match app.store.update_user(&authed.user, change.clone(), upgrade.clone(), ctx.now, &[]).await? {
+    let event = app.event(ctx, &authed.user.id, Action::MfaUpdate, if enable { "on" } else { "off" });
+    match app
+        .store
+        .update_user(&authed.user, change.clone(), upgrade.clone(), ctx.now, &Also::events(vec![event]))
+        .await?
+    {
         Updated::Done => {
             Ok(Reply::model(200, &Account::of(&updated_user(&authed.user, &change, upgrade.as_ref(), ctx.now))))
         }
@@ -81,7 +87,8 @@ pub async fn create_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let secret = totp::new_secret();
     let authenticator = Authenticator::totp(app.keys.encrypt(&secret, &user.id), ctx.now);
     let change = UserChange::PutAuthenticator(authenticator);
-    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
+    // Not a factor until verified: the verification is what the log records.
+    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &Also::NONE).await? {
         Updated::Done => {}
         Updated::Rejected => return Err(ApiError::AuthenticatorAlreadyVerified),
         Updated::SessionEnded => return Err(ApiError::Unauthorized),
@@ -117,7 +124,7 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let mut budget = budget::code_checks(ctx);
     budget.check_in(ctx)?;
     let Some(step) = totp::accept(&secret, &otp, ctx.now, last_step) else {
-        let counted = app.store.count(&budget.failure(ctx.now)).await?;
+        let counted = app.store.count(&budget.failure(ctx.now).into()).await?;
         budget.decided(counted, ctx.now, ApiError::InvalidToken)?;
         return Err(ApiError::InvalidToken);
     };
@@ -126,7 +133,8 @@ pub async fn verify_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     let upgrade = SessionUpgrade { add: vec![Factor::Totp], ..SessionUpgrade::of(&authed.session) };
     let sealed = authenticator.totp_secret().map(|(sealed, _)| sealed.to_string()).unwrap_or_default();
     let change = UserChange::VerifyAuthenticator { step, secret_sealed: sealed };
-    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &budget.success(ctx.now)).await? {
+    let also = Also::from(budget.success(ctx.now)).and(app.event(ctx, &user.id, Action::FactorAdd, "totp"));
+    match app.store.update_user(user, change.clone(), Some(upgrade.clone()), ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(200, &Account::of(&updated_user(user, &change, Some(&upgrade), ctx.now)))),
         Updated::Limited(i) => Err(budget.refused_error(i, ctx.now)),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
@@ -154,7 +162,12 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
 /// Carries out the removal of authenticators, ending the user's other sessions.
 pub(super) async fn remove(app: &App, ctx: &Ctx, change: UserChange) -> Result<Reply, ApiError> {
     let authed = ctx.authed()?;
-    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
+    let factor = match &change {
+        UserChange::RemoveAuthenticators { factor, .. } => factor.as_str(),
+        _ => "",
+    };
+    let also = Also::events(vec![app.event(ctx, &authed.user.id, Action::FactorRemove, factor)]);
+    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &also).await? {
         Updated::Done => Ok(Reply::no_content()),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         Updated::NotFound => Err(ApiError::UserNotFound),
@@ -183,7 +196,8 @@ pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, Ap
     }
     let codes = recovery::generate();
     let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
-    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &[]).await? {
+    let also = Also::events(vec![app.event(ctx, &user.id, Action::RecoveryCodesCreate, "")]);
+    match app.store.update_user(user, change, Some(SessionUpgrade::of(&authed.session)), ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(201, &MfaRecoveryCodes { recovery_codes: codes })),
         Updated::NotFound => Err(ApiError::UserNotFound),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
@@ -209,7 +223,8 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
     }
     let codes = recovery::generate();
     let change = UserChange::ReplaceRecoveryCodes(hashed(app, &authed.user.id, &codes));
-    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &[]).await? {
+    let also = Also::events(vec![app.event(ctx, &authed.user.id, Action::RecoveryCodesReplace, "")]);
+    match app.store.update_user(&authed.user, change, Some(ending_other_sessions(ctx)?), ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(200, &MfaRecoveryCodes { recovery_codes: codes })),
         Updated::SessionEnded => Err(ApiError::Unauthorized),
         Updated::NotFound => Err(ApiError::UserNotFound),

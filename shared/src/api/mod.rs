@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
+use crate::domain::activity::{Action, Event, Origin};
 use crate::domain::crypto::{sha256_hex, Keys};
 use crate::domain::webauthn::RelyingParty;
 use crate::domain::{session, Standing};
@@ -18,11 +19,14 @@ use crate::http::{Authed, Ctx, Reply};
 use crate::store::{Lookup, Store};
 
 mod account;
+mod activity;
 mod avatars;
 mod budget;
 mod challenges;
 mod mfa;
 mod models;
+mod profile;
+mod recovery;
 mod sessions;
 mod verification;
 mod webauthn;
@@ -105,6 +109,15 @@ functions! {
         route!(POST "/v1/account/sessions" => "create-email-session", Public, sessions::create),
     ];
     delete_session => [route!(DELETE "/v1/account/sessions/{sessionId}" => "delete-session", Session, sessions::delete_one)];
+    list_sessions => [route!(GET "/v1/account/sessions" => "list-sessions", Full, sessions::list)];
+    get_session => [route!(GET "/v1/account/sessions/{sessionId}" => "get-session", Full, sessions::get_one)];
+    update_password => [route!(PATCH "/v1/account/password" => "update-password", Full, profile::update_password, profile::password_lookup)];
+    update_name => [route!(PATCH "/v1/account/name" => "update-name", Full, profile::update_name)];
+    get_prefs => [route!(GET "/v1/account/prefs" => "get-prefs", Full, profile::get_prefs)];
+    update_prefs => [route!(PATCH "/v1/account/prefs" => "update-prefs", Full, profile::update_prefs)];
+    list_logs => [route!(GET "/v1/account/logs" => "list-logs", Full, activity::account_logs)];
+    create_recovery => [route!(POST "/v1/account/recovery" => "create-recovery", Public, recovery::create)];
+    update_recovery => [route!(PUT "/v1/account/recovery" => "update-recovery", Public, recovery::reset)];
     delete_sessions => [route!(DELETE "/v1/account/sessions" => "delete-sessions", Full, sessions::delete_all)];
     create_email_verification => [
         route!(POST "/v1/account/verifications/email" => "create-email-verification", Full, verification::create_email, verification::create_email_lookup),
@@ -164,6 +177,17 @@ pub struct App {
 pub struct ClientIp(pub String);
 
 impl App {
+    /// The activity event of `action` on `user_id`, made by the caller of `ctx` now.
+    pub fn event(&self, ctx: &Ctx, user_id: &str, action: Action, detail: &str) -> Event {
+        let origin = Origin {
+            ip: ctx.ip.clone(),
+            user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
+            key_id: None,
+            ttl: self.config.log_ttl,
+        };
+        origin.event(user_id, action, detail, ctx.now)
+    }
+
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
         let keys = Keys::derive(&config.secret_key);
         // Settings read from the environment were checked by building one already.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::clock::iso;
+use crate::domain::activity::{Actor, Event};
 use crate::domain::{Authenticator, Challenge, Factor, Session, User, VerificationToken};
 
 /// `Account` (Appwrite's `User` model as the Account API shows it); never a password hash.
@@ -28,7 +29,7 @@ pub struct Account {
     pub email_verification: bool,
     pub phone_verification: bool,
     pub mfa: bool,
-    pub prefs: BTreeMap<String, String>,
+    pub prefs: serde_json::Map<String, serde_json::Value>,
     pub targets: Vec<String>,
     pub accessed_at: String,
 }
@@ -49,7 +50,7 @@ impl Account {
             email_verification: user.email_verified,
             phone_verification: user.phone_verified,
             mfa: user.mfa,
-            prefs: BTreeMap::new(),
+            prefs: user.prefs.clone(),
             targets: vec![],
             accessed_at: iso(user.updated_at),
         }
@@ -258,4 +259,86 @@ pub struct MfaType {
 #[serde(rename_all = "camelCase")]
 pub struct MfaRecoveryCodes {
     pub recovery_codes: Vec<String>,
+}
+
+/// `SessionList`.
+#[derive(Debug, Serialize)]
+pub struct SessionList {
+    pub total: usize,
+    pub sessions: Vec<SessionModel>,
+}
+
+/// `Log`: one event of the activity log. Appwrite derives the client, device and country
+/// fields from the user agent and address; here they are empty, as in `Session`. `detail`
+/// (the factor, the session) is ours.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Log {
+    pub event: &'static str,
+    pub user_id: String,
+    pub user_email: String,
+    pub user_name: String,
+    /// `admin` for an action taken with an API key, as Appwrite marks the console's.
+    pub mode: &'static str,
+    pub ip: String,
+    pub time: String,
+    pub os_code: &'static str,
+    pub os_name: &'static str,
+    pub os_version: &'static str,
+    pub client_type: &'static str,
+    pub client_code: &'static str,
+    pub client_name: String,
+    pub client_version: &'static str,
+    pub client_engine: &'static str,
+    pub client_engine_version: &'static str,
+    pub device_name: &'static str,
+    pub device_brand: &'static str,
+    pub device_model: &'static str,
+    pub country_code: &'static str,
+    pub country_name: &'static str,
+    pub detail: String,
+    /// The API key that acted, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+impl Log {
+    pub fn of(e: &Event, user: &User) -> Log {
+        let key_id = match &e.actor {
+            Actor::Key(id) => Some(id.clone()),
+            Actor::User => None,
+        };
+        Log {
+            event: e.action.as_str(),
+            user_id: e.user_id.clone(),
+            user_email: user.email.clone().unwrap_or_default(),
+            user_name: user.name.clone(),
+            mode: if key_id.is_some() { "admin" } else { "default" },
+            ip: e.ip.clone(),
+            time: iso(e.time),
+            os_code: "",
+            os_name: "",
+            os_version: "",
+            client_type: "",
+            client_code: "",
+            client_name: e.user_agent.clone(),
+            client_version: "",
+            client_engine: "",
+            client_engine_version: "",
+            device_name: "",
+            device_brand: "",
+            device_model: "",
+            country_code: "--",
+            country_name: "Unknown",
+            detail: e.detail.clone(),
+            key_id,
+        }
+    }
+}
+
+/// `LogList`.
+#[derive(Debug, Serialize)]
+pub struct LogList {
+    pub total: usize,
+    pub logs: Vec<Log>,
 }

@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::budget::{Budget, Charged};
-use super::models::SessionModel;
+use super::models::{SessionList, SessionModel};
 use super::App;
+use crate::domain::activity::Action;
 use crate::domain::crypto::{new_id, sha256_hex};
 use crate::domain::limits::{LOGIN_PER_EMAIL, LOGIN_PER_IP};
 use crate::domain::values::{parse_id, Email};
@@ -12,7 +13,7 @@ use crate::domain::{session, Factor, Session};
 use crate::error::ApiError;
 use crate::http::response::session_cookies;
 use crate::http::{Credentials, Ctx, Reply};
-use crate::store::{Lookup, Updated, UserChange};
+use crate::store::{Also, Lookup, Updated, UserChange};
 
 #[derive(Deserialize)]
 struct EmailLogin {
@@ -33,7 +34,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // Counted as a failure before the hash runs, so that parallel sign-ins cannot hash past
     // their budgets: within them the answer is 401 or success, past them 429, whatever the
     // password. A success then starts the email's failures over.
-    let counted = app.store.count(&budget.failure(ctx.now)).await?;
+    let counted = app.store.count(&budget.failure(ctx.now).into()).await?;
     budget.counted(counted, ctx.now)?;
 
     let login = ctx.found.login.take();
@@ -58,7 +59,8 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
         confirmed_at: ctx.now,
     };
-    let created = app.store.create_session(&session, &budget.settled(ctx.now)).await?;
+    let event = app.event(ctx, &session.user_id, Action::SessionCreate, &session.id);
+    let created = app.store.create_session(&session, &Also::from(budget.settled(ctx.now)).and(event)).await?;
     budget.counted(created, ctx.now)?;
 
     let value = Credentials { user_id: login.user_id, secret }.encode();
@@ -81,17 +83,49 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         "current" => current.clone(),
         id => parse_id(id).ok_or(ApiError::SessionNotFound)?,
     };
-    if !app.store.delete_session(&authed.user.id, &target).await? {
+    let also = Also::events(vec![app.event(ctx, &authed.user.id, Action::SessionDelete, &target)]);
+    if !app.store.delete_session(&authed.user.id, &target, &also).await? {
         return Err(ApiError::SessionNotFound);
     }
     Ok(if target == current { signed_out(app, ctx) } else { Reply::no_content() })
+}
+
+/// The user's live sessions, oldest first.
+pub async fn list(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let authed = ctx.authed()?;
+    let sessions = live_sessions(app, ctx).await?;
+    let models: Vec<SessionModel> = sessions.iter().map(|s| SessionModel::of(s, s.id == authed.session.id)).collect();
+    Ok(Reply::model(200, &SessionList { total: models.len(), sessions: models }))
+}
+
+/// One of the user's live sessions, by id or `current`.
+pub async fn get_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
+    let current = ctx.authed()?.session.clone();
+    let wanted = ctx.path_param("sessionId");
+    if wanted == "current" || wanted == current.id {
+        return Ok(Reply::model(200, &SessionModel::of(&current, true)));
+    }
+    let wanted = parse_id(wanted).ok_or(ApiError::SessionNotFound)?;
+    let found = live_sessions(app, ctx).await?.into_iter().find(|s| s.id == wanted);
+    Ok(Reply::model(200, &SessionModel::of(&found.ok_or(ApiError::SessionNotFound)?, false)))
+}
+
+/// The caller's user's sessions that are still good: unexpired and not ended.
+async fn live_sessions(app: &App, ctx: &Ctx) -> Result<Vec<Session>, ApiError> {
+    let user = &ctx.authed()?.user;
+    let mut sessions: Vec<Session> =
+        app.store.sessions(&user.id).await?.into_iter().filter(|s| s.is_live(ctx.now) && s.survives(user)).collect();
+    sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(sessions)
 }
 
 /// Signs out everywhere: every session of the user confirmed up to now is over at once (the
 /// items go with their expiry), in one write.
 pub async fn delete_all(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let change = UserChange::EndSessions(ctx.now + 1);
-    match app.store.update_user(&ctx.authed()?.user, change, None, ctx.now, &[]).await? {
+    let user = &ctx.authed()?.user;
+    let also = Also::events(vec![app.event(ctx, &user.id, Action::SessionsDelete, "")]);
+    match app.store.update_user(user, change, None, ctx.now, &also).await? {
         // Refused only when a later end already holds: these sessions are over either way.
         Updated::Done | Updated::Rejected => Ok(signed_out(app, ctx)),
         _ => Err(ApiError::UserNotFound),

@@ -6,6 +6,7 @@ use super::budget::{Budget, Charged};
 use super::models::Token;
 use super::App;
 use crate::delivery::templates;
+use crate::domain::activity::Action;
 use crate::domain::crypto::{constant_time_eq, new_id, random_digits, random_secret, sha256_hex};
 use crate::domain::limits::{
     CODE_ATTEMPTS_PER_IP, EMAIL_VERIFICATION_PER_USER, PHONE_VERIFICATION_PER_IP, PHONE_VERIFICATION_PER_USER,
@@ -16,6 +17,7 @@ use crate::domain::verification::{EMAIL_TOKEN_TTL, MAX_ATTEMPTS, PHONE_TOKEN_TTL
 use crate::domain::{Channel, VerificationToken};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
+use crate::store::Also;
 use crate::store::Lookup;
 
 fn email_budget(ctx: &Ctx) -> Budget {
@@ -65,7 +67,8 @@ pub async fn confirm_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     if !constant_time_eq(&token.secret_hash, &sha256_hex(&secret)) {
         return Err(ApiError::InvalidToken);
     }
-    let redeemed = app.store.redeem_token(&token, ctx.now, &[]).await?;
+    let also = Also::events(vec![app.event(ctx, &user_id, Action::Verification, "email")]);
+    let redeemed = app.store.redeem_token(&token, ctx.now, &also).await?;
     Budget::default().decided(redeemed, ctx.now, ApiError::InvalidToken)?;
     Ok(Reply::model(200, &Token::of(&token)))
 }
@@ -137,11 +140,12 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
     if !constant_time_eq(&token.secret_hash, &hash) {
         let missed =
-            app.store.miss_token(&user_id, Channel::Phone, &token.id, ctx.now, &budget.failure(ctx.now)).await?;
+            app.store.miss_token(&user_id, Channel::Phone, &token.id, ctx.now, &budget.failure(ctx.now).into()).await?;
         budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
         return Err(ApiError::InvalidToken);
     }
-    let redeemed = app.store.redeem_token(&token, ctx.now, &budget.success(ctx.now)).await?;
+    let also = Also::from(budget.success(ctx.now)).and(app.event(ctx, &user_id, Action::Verification, "phone"));
+    let redeemed = app.store.redeem_token(&token, ctx.now, &also).await?;
     budget.decided(redeemed, ctx.now, ApiError::InvalidToken)?;
     Ok(Reply::model(200, &Token::of(&token)))
 }
@@ -156,7 +160,7 @@ async fn issue(
     budget: &Budget,
     now: crate::clock::Millis,
 ) -> Result<(), ApiError> {
-    let stored = app.store.put_token(token, &budget.success(now)).await?;
+    let stored = app.store.put_token(token, &budget.success(now).into()).await?;
     budget.counted(stored, now)?;
     if let Err(e) = app.sender.send(message).await {
         if let Err(withdraw) = app.store.withdraw_token(token).await {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::budget::{self, Budget, Charged};
 use super::models::{Account, AuthenticatorList, MfaChallenge};
 use super::App;
+use crate::domain::activity::Action;
 use crate::domain::challenge::REGISTRATION_SLOT;
 use crate::domain::limits::CHALLENGE_PER_USER;
 use crate::domain::values::Name;
@@ -15,7 +16,7 @@ use crate::domain::webauthn::{Refusal, RelyingParty, MAX_ANSWER_BYTES, MAX_KEYS}
 use crate::domain::{crypto, Authenticator, AuthenticatorKind, Challenge, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{ChallengeWin, Lookup, Spend, UserChange};
+use crate::store::{Also, ChallengeWin, Lookup, Spend, UserChange};
 
 /// A browser's answer to a ceremony: the credential as JSON (`credential`), or the same JSON
 /// as a string in `otp`, which is how the SDKs' `updateMfaAuthenticator` and
@@ -118,7 +119,7 @@ pub async fn start_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiEr
     let ceremony = Challenge::registration(&user.id, state, ctx.now, app.config.challenge_ttl);
     let mut budget = registration_budget(ctx);
     budget.check_in(ctx)?;
-    let stored = app.store.put_challenge(&ceremony, &budget.success(ctx.now)).await?;
+    let stored = app.store.put_challenge(&ceremony, &budget.success(ctx.now).into()).await?;
     budget.counted(stored, ctx.now)?;
     Ok(Reply::model(200, &MfaChallenge::of(&ceremony).with_options(options)))
 }
@@ -159,7 +160,8 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         // An answer that is not one changes nothing, not even the attempts left.
         Err(Refusal::Malformed) => return Err(refused(Refusal::Malformed)),
         Err(refusal) => {
-            let missed = app.store.miss_challenge(&user.id, &ceremony.id, ctx.now, &budget.failure(ctx.now)).await?;
+            let missed =
+                app.store.miss_challenge(&user.id, &ceremony.id, ctx.now, &budget.failure(ctx.now).into()).await?;
             budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
             return Err(refused(refusal));
         }
@@ -176,7 +178,8 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         now: ctx.now,
         recent: false,
     };
-    let finished = app.store.finish_challenge(&win, &budget.success(ctx.now)).await?;
+    let also = Also::from(budget.success(ctx.now)).and(app.event(ctx, &user.id, Action::FactorAdd, "webauthn"));
+    let finished = app.store.finish_challenge(&win, &also).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut after = user.clone();
     win.apply_to_user(&mut after);

@@ -35,6 +35,19 @@ pub fn email_verification(project: &str, to: &str, link: &str, ttl: Millis) -> M
     )
 }
 
+pub fn password_recovery(project: &str, to: &str, link: &str, ttl: Millis) -> Message {
+    email(
+        to,
+        format!("{project}: reset your password"),
+        format!(
+            "Follow this link to choose a new password for {project}:\n{link}\n\n\
+             The link expires in {} minutes and works once; every signed-in device will be signed out. \
+             If you did not ask for this, ignore this email: your password stays as it is.",
+            minutes(ttl)
+        ),
+    )
+}
+
 pub fn phone_verification(project: &str, to: &str, code: &str, ttl: Millis) -> Message {
     sms(to, format!("{code} is your {project} verification code. It expires in {} minutes.", minutes(ttl)))
 }

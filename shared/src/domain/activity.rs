@@ -1,6 +1,8 @@
 //! The activity log: one event per security-relevant change, written in the same atomic
 //! write as the change it records, kept for a configurable time and read newest first.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Millis, DAY};
@@ -49,6 +51,30 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 17] = [
+        Action::SessionCreate,
+        Action::SessionDelete,
+        Action::SessionsDelete,
+        Action::ChallengeCreate,
+        Action::ChallengeComplete,
+        Action::ChallengeFail,
+        Action::FactorAdd,
+        Action::FactorRemove,
+        Action::MfaUpdate,
+        Action::RecoveryCodesCreate,
+        Action::RecoveryCodesReplace,
+        Action::RecoveryCodeUse,
+        Action::PasswordUpdate,
+        Action::PasswordResetCreate,
+        Action::PasswordReset,
+        Action::Verification,
+        Action::UserUpdate,
+    ];
+
+    pub fn parse(raw: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::SessionCreate => "session.create",
@@ -109,9 +135,12 @@ pub struct Origin {
 impl Origin {
     /// The event of `action` on `user_id`, now.
     pub fn event(&self, user_id: &str, action: Action, detail: impl Into<String>, now: Millis) -> Event {
+        // Ids sort by time, and within a millisecond by the order this process made them (two
+        // events of one write, a sign-in's steps in a test), so a reverse read is newest first.
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
         Event {
-            // Ids sort by time within a user, so the newest come first in reverse order.
-            id: format!("{now:013}{}", super::crypto::new_id()),
+            id: format!("{now:013}{sequence:08x}{}", super::crypto::new_id()),
             user_id: user_id.to_string(),
             action,
             detail: detail.into(),
@@ -134,6 +163,8 @@ mod tests {
         let early = origin.event("u", Action::SessionCreate, "", 1_000);
         let late = origin.event("u", Action::SessionDelete, "", 20_000);
         assert!(early.id < late.id);
+        let same_time = origin.event("u", Action::SessionDelete, "", 20_000);
+        assert!(late.id < same_time.id, "made later in the same millisecond");
         assert_eq!(late.expire, 20_000 + LOG_TTL);
         assert_eq!(early.actor, Actor::User);
         let support = Origin { key_id: Some("k1".into()), ..origin };
@@ -142,9 +173,10 @@ mod tests {
 
     #[test]
     fn actions_have_their_wire_names() {
-        for action in [Action::SessionCreate, Action::RecoveryCodeUse, Action::PasswordReset] {
+        for action in Action::ALL {
             let json = serde_json::to_string(&action).unwrap();
             assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(Action::parse(action.as_str()), Some(action));
         }
     }
 }

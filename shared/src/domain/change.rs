@@ -36,6 +36,11 @@ pub enum UserChange {
         factor: Factor,
         last: bool,
     },
+    Name(String),
+    /// Replaces the user's preferences whole.
+    Prefs(serde_json::Map<String, serde_json::Value>),
+    /// A new password (its Argon2id hash).
+    Password(String),
     /// Applies only while the user has no recovery codes.
     CreateRecoveryCodes(Vec<String>),
     /// Applies only while the user has recovery codes.
@@ -73,6 +78,12 @@ impl UserChange {
                 user.phone_verified = false;
             }
             UserChange::Mfa(on) => user.mfa = on,
+            UserChange::Name(name) => user.name = name,
+            UserChange::Prefs(prefs) => user.prefs = prefs,
+            UserChange::Password(hash) => {
+                user.password_hash = hash;
+                user.password_updated_at = now;
+            }
             // The cut only moves forward: a late request cannot revive ended sessions.
             UserChange::EndSessions(at) => {
                 if at < user.sessions_valid_from {
@@ -129,7 +140,12 @@ impl UserChange {
             UserChange::PutAuthenticator(auth) => Some(auth.kind().factor()),
             UserChange::VerifyAuthenticator { .. } => Some(Factor::Totp),
             UserChange::CreateRecoveryCodes(_) | UserChange::ReplaceRecoveryCodes(_) => Some(Factor::RecoveryCode),
-            UserChange::Mfa(_) | UserChange::EndSessions(_) | UserChange::RemoveAuthenticators { .. } => None,
+            UserChange::Mfa(_)
+            | UserChange::Name(_)
+            | UserChange::Prefs(_)
+            | UserChange::Password(_)
+            | UserChange::EndSessions(_)
+            | UserChange::RemoveAuthenticators { .. } => None,
         }
     }
 

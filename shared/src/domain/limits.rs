@@ -34,6 +34,12 @@ pub const ADDRESS_CHANGES_PER_IP: Limit = Limit { scope: "address-changes-ip", m
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
 /// QR codes rendered for one address: each costs up to tens of milliseconds of CPU and
 /// needs no session.
+/// Password reset emails: per address asked for (whether or not it has an account) and per
+/// client address.
+pub const RECOVERY_PER_EMAIL: Limit = Limit { scope: "recovery-email", max: 5, window: HOUR };
+pub const RECOVERY_PER_IP: Limit = Limit { scope: "recovery-ip", max: 20, window: HOUR };
+/// Password resets (each runs Argon2) per client address.
+pub const RESET_PER_IP: Limit = Limit { scope: "reset-ip", max: 20, window: HOUR };
 pub const QR_PER_IP: Limit = Limit { scope: "qr-ip", max: 60, window: 10 * MINUTE };
 
 impl Limit {

@@ -35,6 +35,9 @@ pub struct User {
     /// recent challenge.
     #[serde(default)]
     pub added_by: BTreeMap<Factor, String>,
+    /// Appwrite's `prefs`: a JSON object the app keeps for the user.
+    #[serde(default)]
+    pub prefs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl User {
@@ -103,6 +106,7 @@ pub(crate) fn sample_user(id: &str) -> User {
         recovery_codes: vec![],
         sessions_valid_from: 0,
         added_by: BTreeMap::new(),
+        prefs: Default::default(),
     }
 }
 

@@ -1,11 +1,12 @@
-//! Email and phone verification tokens.
+//! Email and phone verification tokens, and password recovery tokens (sent by email).
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Millis, DAY, MINUTE};
+use crate::clock::{Millis, DAY, HOUR, MINUTE};
 
 pub const EMAIL_TOKEN_TTL: Millis = DAY;
 pub const PHONE_TOKEN_TTL: Millis = 15 * MINUTE;
+pub const RECOVERY_TOKEN_TTL: Millis = HOUR;
 /// Wrong secrets a token survives (matters for the 6-digit phone code).
 pub const MAX_ATTEMPTS: u32 = 5;
 
@@ -13,6 +14,8 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub enum Channel {
     Email,
     Phone,
+    /// A password reset link, sent to the user's email.
+    Recovery,
 }
 
 impl Channel {
@@ -20,6 +23,7 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Phone => "phone",
+            Channel::Recovery => "recovery",
         }
     }
 }

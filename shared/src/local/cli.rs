@@ -72,6 +72,7 @@ fn environment() -> Vec<(&'static str, String, &'static str)> {
             crate::config::LOCAL_WEBAUTHN_ORIGIN.to_string() + " (any port on localhost)",
             "page origins allowed to use security keys, comma list",
         ),
+        ("MFA_LOG_TTL_DAYS", "90".into(), "how long activity log events are kept"),
         ("MFA_STORE", "embedded".into(), "embedded | dynamodb"),
         ("MFA_TABLE", super::DEFAULT_TABLE.into(), "the DynamoDB table, with MFA_STORE=dynamodb"),
         ("MFA_SENDER", "outbox".into(), "outbox | aws (SES v2 for email, SNS for SMS)"),

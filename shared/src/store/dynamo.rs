@@ -43,10 +43,11 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{
-    ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
+    Also, ChallengeWin, Decided, Found, Login, Lookup, Refused, SessionUpgrade, Spend, Store, StoreError, StoreResult,
     Updated, UserChange,
 };
 use crate::clock::Millis;
+use crate::domain::activity::{Action, Actor, Event};
 use crate::domain::challenge::Ceremony;
 use crate::domain::crypto::constant_time_eq;
 use crate::domain::limits::Count;
@@ -216,8 +217,9 @@ fn user_pk(id: &str) -> String {
 fn user_key(id: &str) -> Item {
     key(user_pk(id), "PROFILE".into())
 }
+const SESSION_PREFIX: &str = "SESSION#";
 fn session_key(user_id: &str, session_id: &str) -> Item {
-    key(user_pk(user_id), format!("SESSION#{session_id}"))
+    key(user_pk(user_id), format!("{SESSION_PREFIX}{session_id}"))
 }
 const CHALLENGE_PREFIX: &str = "CHALLENGE#";
 fn challenge_key(user_id: &str, slot: &str) -> Item {
@@ -281,6 +283,8 @@ impl From<Channel> for Target {
         match channel {
             Channel::Email => Target::Email,
             Channel::Phone => Target::Phone,
+            // A reset link goes to the email.
+            Channel::Recovery => Target::Email,
         }
     }
 }
@@ -370,6 +374,7 @@ impl<'a> Reader<'a> {
         match self.s(attribute)?.as_str() {
             "email" => Ok(Channel::Email),
             "phone" => Ok(Channel::Phone),
+            "recovery" => Ok(Channel::Recovery),
             _ => Err(self.corrupt(attribute, "a channel")),
         }
     }
@@ -411,6 +416,9 @@ fn user_item(user: &User) -> Item {
     );
     put("recoveryCodes", recovery_codes(&user.recovery_codes));
     put("sessionsValidFrom", n(user.sessions_valid_from));
+    if !user.prefs.is_empty() {
+        put("prefs", s(&serde_json::Value::Object(user.prefs.clone()).to_string()));
+    }
     for (factor, by) in &user.added_by {
         put(&added_by_attribute(*factor), s(by));
     }
@@ -571,6 +579,10 @@ fn user_from(item: &Item) -> StoreResult<User> {
         added_by: Factor::second()
             .filter_map(|f| r.opt_s(&added_by_attribute(f)).map(|by| by.map(|by| (f, by))).transpose())
             .collect::<StoreResult<_>>()?,
+        prefs: match r.opt_s("prefs")? {
+            None => Default::default(),
+            Some(json) => serde_json::from_str(&json).map_err(|_| r.corrupt("prefs", "a JSON object"))?,
+        },
     })
 }
 
@@ -660,6 +672,44 @@ fn challenge_from(item: &Item) -> StoreResult<Challenge> {
             Some(state) => Some(Ceremony { registration: r.bool("registration")?, state }),
             None => None,
         },
+    })
+}
+
+const LOG_PREFIX: &str = "LOG#";
+
+/// An activity event, in its user's partition under `LOG#<id>` (ids sort by time).
+fn event_item(e: &Event) -> Item {
+    let mut item = key(user_pk(&e.user_id), format!("{LOG_PREFIX}{}", e.id));
+    item.extend([
+        ("id".to_string(), s(&e.id)),
+        ("userId".to_string(), s(&e.user_id)),
+        ("action".to_string(), s(e.action.as_str())),
+        ("detail".to_string(), s(&e.detail)),
+        ("time".to_string(), n(e.time)),
+        ("ip".to_string(), s(&e.ip)),
+        ("userAgent".to_string(), s(&e.user_agent)),
+        ("expire".to_string(), n(e.expire)),
+        (TTL_ATTRIBUTE.to_string(), ttl_seconds(e.expire)),
+    ]);
+    if let Actor::Key(id) = &e.actor {
+        item.insert("keyId".into(), s(id));
+    }
+    item
+}
+
+fn event_from(item: &Item) -> StoreResult<Event> {
+    let r = Reader(item);
+    let action = r.s("action")?;
+    Ok(Event {
+        id: r.s("id")?,
+        user_id: r.s("userId")?,
+        action: Action::parse(&action).ok_or_else(|| r.corrupt("action", "a known action"))?,
+        detail: r.s("detail")?,
+        actor: r.opt_s("keyId")?.map_or(Actor::User, Actor::Key),
+        time: r.n("time")?,
+        ip: r.s("ip")?,
+        user_agent: r.s("userAgent")?,
+        expire: r.n("expire")?,
     })
 }
 
@@ -775,6 +825,7 @@ impl Expr {
 }
 
 /// One write of a transaction.
+#[derive(Clone)]
 enum Write {
     Put {
         item: Item,
@@ -1042,25 +1093,29 @@ impl DynamoStore {
     /// transaction, even for one item: the SDK retries a request whose answer was lost, and
     /// only a transaction's request token makes that retry idempotent; a retried conditional
     /// UpdateItem would fail its own condition and report the change as refused.
-    async fn commit(&self, mut writes: Vec<Write>, counts: &[Count]) -> StoreResult<Result<(), Veto>> {
+    async fn commit(&self, mut writes: Vec<Write>, also: &Also) -> StoreResult<Result<(), Veto>> {
         let own = writes.len();
         // The count each write past the request's own belongs to.
         let mut owners = Vec::new();
-        for (i, count) in counts.iter().enumerate() {
+        for (i, count) in also.counts.iter().enumerate() {
             for write in count_writes(count) {
                 writes.push(write);
                 owners.push(i);
             }
         }
+        writes.extend(also.events.iter().map(|e| Write::Put { item: event_item(e), expr: Expr::default() }));
         let result = if writes.is_empty() { Ok(()) } else { self.transact(&writes).await };
         match result {
             Ok(()) => Ok(Ok(())),
             Err(WriteError::Store(e)) => Err(e),
             // A count at its limit is reported first: the request is refused as such.
-            Err(WriteError::Rejected(r)) => Ok(Err(match r.0.iter().map(|(i, _)| *i).filter(|i| *i >= own).min() {
-                Some(i) => Veto::Limited(owners[i - own]),
-                None => Veto::Rejected(r),
-            })),
+            Err(WriteError::Rejected(r)) => {
+                let count = r.0.iter().map(|(i, _)| *i).filter(|i| *i >= own).min().and_then(|i| owners.get(i - own));
+                Ok(Err(match count {
+                    Some(owner) => Veto::Limited(*owner),
+                    None => Veto::Rejected(r),
+                }))
+            }
         }
     }
 
@@ -1072,9 +1127,9 @@ impl DynamoStore {
         &self,
         build: impl Fn() -> Vec<Write>,
         user_write: usize,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Result<(), Veto>> {
-        let outcome = self.commit(build(), counts).await?;
+        let outcome = self.commit(build(), also).await?;
         let legacy = match &outcome {
             Err(Veto::Rejected(r)) => legacy_user(r, user_write).map(migrate_user_write).transpose()?,
             _ => None,
@@ -1082,7 +1137,7 @@ impl DynamoStore {
         let Some(migrate) = legacy else { return Ok(outcome) };
         // Refused only when another request moved it first: the retry finds it moved either way.
         decided(self.transact(&[migrate]).await)?;
-        self.commit(build(), counts).await
+        self.commit(build(), also).await
     }
 
     /// Reads items by key in one strongly consistent BatchGetItem, asking again for what
@@ -1125,6 +1180,26 @@ impl DynamoStore {
             tokio::time::sleep(backoff(tries)).await;
         }
         Err(StoreError::Unavailable("batch reads left unprocessed".into()))
+    }
+
+    /// The items of a user's partition whose sort key starts with `prefix`, in one Query
+    /// (one page: up to 1 MB of items), highest sort key first when `descending`.
+    async fn query_prefix(&self, user_id: &str, prefix: &str, descending: bool) -> StoreResult<Vec<Item>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(&user_pk(user_id)))
+            .expression_attribute_values(":prefix", s(prefix))
+            .scan_index_forward(!descending)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await;
+        self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
+        Ok(out.map_err(sdk_error)?.items.unwrap_or_default())
     }
 }
 
@@ -1342,7 +1417,7 @@ impl DynamoStore {
         value: &str,
         upgrade: Option<&SessionUpgrade>,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Updated> {
         let (attribute, verified) = target.attributes();
         let old = target.of(user);
@@ -1371,7 +1446,7 @@ impl DynamoStore {
             writes.push(upgrade_write(&user.id, up, now));
             writes.len() - 1
         });
-        Ok(match self.commit(writes, counts).await? {
+        Ok(match self.commit(writes, also).await? {
             Ok(()) => Updated::Done,
             Err(Veto::Limited(i)) => Updated::Limited(i),
             Err(Veto::Rejected(r)) if r.failed(1) => Updated::Taken,
@@ -1491,17 +1566,30 @@ impl Store for DynamoStore {
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Updated> {
         let upgrade = upgrade.as_ref();
         let mut e = match &change {
-            UserChange::Email(email) => {
-                return self.move_target(user, Target::Email, email, upgrade, now, counts).await
-            }
-            UserChange::Phone(phone) => {
-                return self.move_target(user, Target::Phone, phone, upgrade, now, counts).await
-            }
+            UserChange::Email(email) => return self.move_target(user, Target::Email, email, upgrade, now, also).await,
+            UserChange::Phone(phone) => return self.move_target(user, Target::Phone, phone, upgrade, now, also).await,
             UserChange::Mfa(on) => mfa_expr(*on),
+            UserChange::Name(name) => {
+                let mut e = Expr::default();
+                e.set("#name = :name").bind(":name", s(name));
+                e
+            }
+            UserChange::Prefs(prefs) => {
+                let mut e = Expr::default();
+                e.set("#prefs = :prefs").bind(":prefs", s(&serde_json::Value::Object(prefs.clone()).to_string()));
+                e
+            }
+            UserChange::Password(hash) => {
+                let mut e = Expr::default();
+                e.set("#passwordHash = :hash, #passwordUpdatedAt = :changedAt")
+                    .bind(":hash", s(hash))
+                    .bind(":changedAt", n(now));
+                e
+            }
             UserChange::EndSessions(at) => {
                 // The cut only moves forward: a late request cannot revive ended sessions.
                 let mut e = Expr::default();
@@ -1520,12 +1608,25 @@ impl Store for DynamoStore {
         };
         stamp(&mut e, upgrade, now);
         record_change_source(&mut e, &change, upgrade);
+        // Signing in reads the password hash kept with the email's claim: it changes with the user's.
+        let claim = match (&change, &user.email) {
+            (UserChange::Password(hash), Some(email)) => {
+                let mut e = Expr::default();
+                e.when("#userId = :owner")
+                    .set("#passwordHash = :hash")
+                    .bind(":owner", s(&user.id))
+                    .bind(":hash", s(hash));
+                Some(Write::Update { key: Target::Email.index_key(email), expr: e })
+            }
+            _ => None,
+        };
         let writes = || {
             let mut writes = vec![Write::Update { key: user_key(&user.id), expr: e.clone() }];
             writes.extend(upgrade.map(|up| upgrade_write(&user.id, up, now)));
+            writes.extend(claim.clone());
             writes
         };
-        Ok(match self.commit_migrating(writes, 0, counts).await? {
+        Ok(match self.commit_migrating(writes, 0, also).await? {
             Ok(()) => Updated::Done,
             Err(Veto::Limited(i)) => Updated::Limited(i),
             Err(Veto::Rejected(r)) if r.failed(0) && !r.failed_on_existing(0) => Updated::NotFound,
@@ -1534,24 +1635,24 @@ impl Store for DynamoStore {
         })
     }
 
-    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided> {
+    async fn create_session(&self, session: &Session, also: &Also) -> StoreResult<Decided> {
         let put = Write::Put { item: session_item(session), expr: Expr::default() };
-        Ok(refused(self.commit(vec![put], counts).await?))
+        Ok(refused(self.commit(vec![put], also).await?))
     }
 
-    async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool> {
+    async fn delete_session(&self, user_id: &str, session_id: &str, also: &Also) -> StoreResult<bool> {
         // A transaction like every write, so that a retry after a lost answer still tells
         // that the session was there.
         let mut e = Expr::default();
         e.when("attribute_exists(#pk)");
         let delete = Write::Delete { key: session_key(user_id, session_id), expr: e };
-        Ok(self.commit(vec![delete], &[]).await?.is_ok())
+        Ok(self.commit(vec![delete], also).await?.is_ok())
     }
 
-    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided> {
         // Same key per factor: the new challenge replaces the previous one.
         let put = Write::Put { item: challenge_item(challenge), expr: Expr::default() };
-        Ok(refused(self.commit(vec![put], counts).await?))
+        Ok(refused(self.commit(vec![put], also).await?))
     }
 
     async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
@@ -1566,16 +1667,16 @@ impl Store for DynamoStore {
         user_id: &str,
         challenge_id: &str,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Decided> {
         let Some(slot) = Challenge::slot_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let mut e = usable(challenge_id, now);
         e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
         let miss = Write::Update { key: challenge_key(user_id, slot), expr: e };
-        Ok(refused(self.commit(vec![miss], counts).await?))
+        Ok(refused(self.commit(vec![miss], also).await?))
     }
 
-    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided> {
+    async fn finish_challenge(&self, win: &ChallengeWin, also: &Also) -> StoreResult<Decided> {
         let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let writes = || {
             vec![
@@ -1584,12 +1685,12 @@ impl Store for DynamoStore {
                 upgrade_write(&win.user_id, &win.upgrade(), win.now),
             ]
         };
-        Ok(refused(self.commit_migrating(writes, 1, counts).await?))
+        Ok(refused(self.commit_migrating(writes, 1, also).await?))
     }
 
-    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided> {
+    async fn put_token(&self, token: &VerificationToken, also: &Also) -> StoreResult<Decided> {
         let put = Write::Put { item: token_item(token), expr: Expr::default() };
-        Ok(refused(self.commit(vec![put], counts).await?))
+        Ok(refused(self.commit(vec![put], also).await?))
     }
 
     async fn withdraw_token(&self, token: &VerificationToken) -> StoreResult<()> {
@@ -1604,15 +1705,19 @@ impl Store for DynamoStore {
         channel: Channel,
         token_id: &str,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Decided> {
         let mut e = usable(token_id, now);
         e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
         let miss = Write::Update { key: token_key(user_id, channel), expr: e };
-        Ok(refused(self.commit(vec![miss], counts).await?))
+        Ok(refused(self.commit(vec![miss], also).await?))
     }
 
-    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided> {
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided> {
+        if token.channel == Channel::Recovery {
+            // A reset link verifies nothing.
+            return Ok(Err(Refused::Rejected));
+        }
         let delete = usable(&token.id, now);
         let (attribute, verified) = Target::from(token.channel).attributes();
         let mut verify = Expr::default();
@@ -1626,11 +1731,53 @@ impl Store for DynamoStore {
             Write::Delete { key: token_key(&token.user_id, token.channel), expr: delete },
             Write::Update { key: user_key(&token.user_id), expr: verify },
         ];
-        Ok(refused(self.commit(writes, counts).await?))
+        Ok(refused(self.commit(writes, also).await?))
     }
 
-    async fn count(&self, counts: &[Count]) -> StoreResult<Decided> {
-        Ok(refused(self.commit(vec![], counts).await?))
+    async fn reset_password(
+        &self,
+        token: &VerificationToken,
+        password_hash: &str,
+        now: Millis,
+        also: &Also,
+    ) -> StoreResult<Decided> {
+        let mut reset = Expr::default();
+        // Every session confirmed up to now ends; the cut only moves forward.
+        reset
+            .when("#email = :target")
+            .when("attribute_not_exists(#sessionsValidFrom) OR #sessionsValidFrom <= :from")
+            .set("#passwordHash = :hash, #passwordUpdatedAt = :now, #updatedAt = :now, #sessionsValidFrom = :from")
+            .bind(":target", s(&token.target))
+            .bind(":hash", s(password_hash))
+            .bind(":now", n(now))
+            .bind(":from", n(now + 1));
+        let mut claim = Expr::default();
+        claim
+            .when("#userId = :owner")
+            .set("#passwordHash = :hash")
+            .bind(":owner", s(&token.user_id))
+            .bind(":hash", s(password_hash));
+        let writes = vec![
+            Write::Delete { key: token_key(&token.user_id, token.channel), expr: usable(&token.id, now) },
+            Write::Update { key: user_key(&token.user_id), expr: reset },
+            Write::Update { key: Target::Email.index_key(&token.target), expr: claim },
+        ];
+        Ok(refused(self.commit(writes, also).await?))
+    }
+
+    async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {
+        self.query_prefix(user_id, SESSION_PREFIX, false).await?.iter().map(session_from).collect()
+    }
+
+    async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>> {
+        let items = self.query_prefix(user_id, LOG_PREFIX, true).await?;
+        let events = items.iter().map(event_from).collect::<StoreResult<Vec<_>>>()?;
+        // TTL deletes lazily.
+        Ok(events.into_iter().filter(|e| e.expire > now).collect())
+    }
+
+    async fn count(&self, also: &Also) -> StoreResult<Decided> {
+        Ok(refused(self.commit(vec![], also).await?))
     }
 }
 
@@ -1763,6 +1910,7 @@ mod tests {
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
             sessions_valid_from: 6,
             added_by: [(Factor::Totp, "s1".to_string()), (Factor::Phone, "s2".to_string())].into(),
+            prefs: [("theme".to_string(), serde_json::json!("dark"))].into_iter().collect(),
         };
         assert_eq!(user_from(&user_item(&user)).unwrap(), user);
         let session = Session {

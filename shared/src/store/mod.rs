@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Millis;
+use crate::domain::activity::Event;
 use crate::domain::limits::Count;
 use crate::domain::{Challenge, Channel, Session, User, VerificationToken};
 
@@ -64,8 +65,40 @@ pub enum Refused {
 /// The outcome of a conditional write.
 pub type Decided = Result<(), Refused>;
 
-/// Every write takes the counts the request is counted on (`counts`): they are checked
-/// and stored in the same atomic write, and a count at its limit refuses the whole write.
+/// What a write carries besides its own change, in the same atomic write: the counts the
+/// request is counted on (checked and stored; a count at its limit refuses the whole
+/// write), and the events of the user's activity log that record the change (stored only
+/// with it: no event is lost, none is recorded for a change that did not happen).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Also {
+    pub counts: Vec<Count>,
+    pub events: Vec<Event>,
+}
+
+impl Also {
+    pub const NONE: Also = Also { counts: Vec::new(), events: Vec::new() };
+
+    pub fn counts(counts: Vec<Count>) -> Also {
+        Also { counts, events: Vec::new() }
+    }
+
+    pub fn events(events: Vec<Event>) -> Also {
+        Also { counts: Vec::new(), events }
+    }
+
+    pub fn and(mut self, event: Event) -> Also {
+        self.events.push(event);
+        self
+    }
+}
+
+impl From<Vec<Count>> for Also {
+    fn from(counts: Vec<Count>) -> Also {
+        Also::counts(counts)
+    }
+}
+
+/// Every write takes what it carries besides its change ([`Also`]).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Reads everything `lookup` names, in one round trip.
@@ -81,31 +114,26 @@ pub trait Store: Send + Sync + 'static {
         change: UserChange,
         upgrade: Option<SessionUpgrade>,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Updated>;
 
-    async fn create_session(&self, session: &Session, counts: &[Count]) -> StoreResult<Decided>;
+    async fn create_session(&self, session: &Session, also: &Also) -> StoreResult<Decided>;
     /// Deletes one of the user's sessions by id; `false` if there was none.
-    async fn delete_session(&self, user_id: &str, session_id: &str) -> StoreResult<bool>;
+    async fn delete_session(&self, user_id: &str, session_id: &str, also: &Also) -> StoreResult<bool>;
 
     /// Stores a challenge, replacing the user's previous challenge of the same factor.
-    async fn put_challenge(&self, challenge: &Challenge, counts: &[Count]) -> StoreResult<Decided>;
+    async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided>;
     /// Deletes the challenge if it is still this one (its message could not be sent).
     async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
     /// Spends one attempt of a usable challenge on a wrong code.
-    async fn miss_challenge(
-        &self,
-        user_id: &str,
-        challenge_id: &str,
-        now: Millis,
-        counts: &[Count],
-    ) -> StoreResult<Decided>;
+    async fn miss_challenge(&self, user_id: &str, challenge_id: &str, now: Millis, also: &Also)
+        -> StoreResult<Decided>;
     /// Atomically deletes the still usable challenge, uses `spend` and adds the factor to
     /// the session; `Rejected` when any of them no longer holds (another request won).
-    async fn finish_challenge(&self, win: &ChallengeWin, counts: &[Count]) -> StoreResult<Decided>;
+    async fn finish_challenge(&self, win: &ChallengeWin, also: &Also) -> StoreResult<Decided>;
 
     /// Stores a verification token, replacing the user's previous one of its channel.
-    async fn put_token(&self, token: &VerificationToken, counts: &[Count]) -> StoreResult<Decided>;
+    async fn put_token(&self, token: &VerificationToken, also: &Also) -> StoreResult<Decided>;
     /// Deletes the token if it is still this one (its message could not be sent).
     async fn withdraw_token(&self, token: &VerificationToken) -> StoreResult<()>;
     /// Spends one attempt of the user's usable token `token_id` on a wrong secret.
@@ -115,15 +143,31 @@ pub trait Store: Send + Sync + 'static {
         channel: Channel,
         token_id: &str,
         now: Millis,
-        counts: &[Count],
+        also: &Also,
     ) -> StoreResult<Decided>;
     /// Atomically deletes the token if it is still this one and usable, and marks its
     /// target verified if the target is still the user's; `Rejected` otherwise.
-    async fn redeem_token(&self, token: &VerificationToken, now: Millis, counts: &[Count]) -> StoreResult<Decided>;
+    async fn redeem_token(&self, token: &VerificationToken, now: Millis, also: &Also) -> StoreResult<Decided>;
+
+    /// Atomically deletes the recovery token if it is still this one and usable, sets the
+    /// new password hash and ends every session of the user; `Rejected` otherwise (used,
+    /// replaced, expired, or the email it was sent to is no longer the user's).
+    async fn reset_password(
+        &self,
+        token: &VerificationToken,
+        password_hash: &str,
+        now: Millis,
+        also: &Also,
+    ) -> StoreResult<Decided>;
 
     /// Counts a request that changes nothing else (a wrong password or code, an account
     /// about to be created).
-    async fn count(&self, counts: &[Count]) -> StoreResult<Decided>;
+    async fn count(&self, also: &Also) -> StoreResult<Decided>;
+
+    /// Every stored session of the user, in one read; the caller keeps the live ones.
+    async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>>;
+    /// The user's activity log, newest first, in one read.
+    async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>>;
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         let lookup = Lookup { user: Some(id.to_string()), ..Lookup::default() };

@@ -1,0 +1,6 @@
+//! `PATCH /v1/account/name`
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve(mfa_core::api::functions::update_name()).await
+}
