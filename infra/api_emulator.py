@@ -318,7 +318,9 @@ class Gateway(BaseHTTPRequestHandler):
                 continue
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         client_ip = self.client_address[0]
-        headers["x-forwarded-for"] = client_ip
+        # API Gateway appends the caller's address to what proxies before it said.
+        forwarded = headers.get("x-forwarded-for")
+        headers["x-forwarded-for"] = f"{forwarded}, {client_ip}" if forwarded else client_ip
         headers["x-forwarded-proto"] = "http"
         headers["x-forwarded-port"] = str(self.server.server_address[1])
         headers.setdefault("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)}")
