@@ -84,6 +84,8 @@ export MFA_STORE=dynamodb MFA_SENDER=aws MFA_TABLE="$TABLE" MFA_EMAIL_FROM=no-re
 export MFA_WEBAUTHN_RP_ID=app.mfa.example MFA_WEBAUTHN_ORIGINS=https://app.mfa.example
 export MFA_PROJECT_ID=lambda-test MFA_PROJECT_NAME="Lambda Test"
 export MFA_ALLOWED_ORIGINS="*" MFA_REDIRECT_HOSTS=localhost
+# The function the shared bootstrap (mfa-lambda) serves here; the per-function binaries ignore it.
+export MFA_FUNCTION=get-account
 MFA_SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
 export MFA_SECRET_KEY
 export RUST_LOG="${RUST_LOG:-info}"

@@ -210,6 +210,16 @@ def get_account_without_a_session_answers_401():
 
 
 @check
+def the_deployed_bootstrap_serves_the_function_mfa_function_names():
+    # mfa-lambda is what every function deploys; lambda-runtime-test.sh runs it with
+    # MFA_FUNCTION=get-account (the per-function binaries ignore the variable).
+    user = expect(invoke("mfa-lambda", "GET", "/v1/account", session=state["session"]), 200)
+    assert user["$id"] == state["user_id"], user
+    # Another function's route is not among its routes.
+    expect(invoke("mfa-lambda", "POST", "/v1/account", {"userId": "unique()"}), 404, "general_route_not_found")
+
+
+@check
 def an_unknown_route_answers_404_general_route_not_found():
     expect(invoke("get-account", "GET", "/v1/no-such-thing", route_key="$default"), 404, "general_route_not_found")
 

@@ -1,15 +1,16 @@
 // The account screens an app builds with the official `appwrite` web SDK: sessions, name,
-// preferences, password, and the activity log, against `mfa-local` (either backend).
+// preferences, password, and the activity log, against `mfa-local` (either backend) or the
+// API at MFA_SDK_ENDPOINT (harness.mjs).
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { installBrowserGlobals, linkIn, startServer } from './harness.mjs';
+import { installBrowserGlobals, linkIn, projectIdFor, startServer } from './harness.mjs';
 
 const storage = installBrowserGlobals();
 const { Account, AppwriteException, Client, ID, Query } = await import('appwrite');
 
-const PROJECT_ID = 'sdk-settings';
+const PROJECT_ID = projectIdFor('sdk-settings');
 const PASSWORD = 'correct horse battery staple';
 
 describe('account settings through the appwrite web SDK', () => {
