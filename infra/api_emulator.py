@@ -268,8 +268,10 @@ class Gateway(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except ValueError as err:
-            self._send(400, {"content-type": "application/json"}, [], json.dumps({"message": str(err)}).encode(),
-                       request_id)
+            # The rest of the connection cannot be read reliably: answer and close it.
+            self._warn(f"unreadable request body: {err}")
+            self.close_connection = True
+            self._send(400, {"content-type": "application/json"}, [], b'{"message":"Bad Request"}', request_id)
             return
         url = urllib.parse.urlsplit(self.path)
         method = self.command.upper()

@@ -14,10 +14,10 @@ import http.client
 import json
 import os
 import sys
-import time
-import traceback
 import urllib.parse
 import uuid
+
+from checklist import Checklist
 
 API = urllib.parse.urlsplit(os.environ["API_URL"])
 PROJECT = os.environ["MFA_PROJECT_ID"]
@@ -70,12 +70,7 @@ def expect_gateway_404(reply):
 
 
 state = {}
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
+check = Checklist("gateway")
 
 
 @check
@@ -200,30 +195,6 @@ def answers_to_an_allowed_origin_carry_the_configured_cors_headers():
         assert len(r.all(name)) == 1, r.header_list
 
 
-def main():
-    passed = failed = skipped = 0
-    broken = None
-    for fn in CHECKS:
-        name = fn.__name__
-        if broken:
-            skipped += 1
-            print(f"SKIP {name} (after {broken} failed)", flush=True)
-            continue
-        started = time.time()
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - every failure is reported the same way
-            failed += 1
-            broken = name
-            print(f"FAIL {name} ({time.time() - started:.1f}s): {e}", flush=True)
-            if not isinstance(e, AssertionError):
-                traceback.print_exc()
-            continue
-        passed += 1
-        print(f"PASS {name} ({time.time() - started:.1f}s)", flush=True)
-    print(f"gateway: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
-    return 0 if failed == 0 and skipped == 0 else 1
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check.run())

@@ -19,11 +19,12 @@ import os
 import re
 import sys
 import time
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+
+from checklist import Checklist
 
 INVOKE_URL = os.environ["LAMBDA_INVOKE_URL"].rstrip("/")
 MOTO = os.environ["MFA_TEST_MOTO_ENDPOINT"].rstrip("/")
@@ -163,12 +164,7 @@ def last_email(to, count_before):
 # ---- the checks, in order; each may use what earlier ones left in `state` ---------------
 
 state = {}
-CHECKS = []
-
-
-def check(fn):
-    CHECKS.append(fn)
-    return fn
+check = Checklist("lambda")
 
 
 @check
@@ -349,31 +345,6 @@ def with_mfa_on_a_new_session_owes_a_factor_until_a_challenge():
     assert user["$id"] == state["user_id"], user
 
 
-def main():
-    passed = failed = skipped = 0
-    broken = None
-    for fn in CHECKS:
-        name = fn.__name__
-        if broken:
-            skipped += 1
-            print(f"SKIP {name} (after {broken} failed)", flush=True)
-            continue
-        started = time.time()
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - every failure is reported the same way
-            failed += 1
-            broken = name
-            print(f"FAIL {name} ({time.time() - started:.1f}s): {e}", flush=True)
-            if not isinstance(e, AssertionError):
-                traceback.print_exc()
-            continue
-        passed += 1
-        print(f"PASS {name} ({time.time() - started:.1f}s)", flush=True)
-    # Later checks build on earlier ones: after a failure the rest cannot run.
-    print(f"lambda: {passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))
-    return 0 if failed == 0 and skipped == 0 else 1
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(check.run())
