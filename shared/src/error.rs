@@ -67,6 +67,10 @@ pub enum ApiError {
     KeyRefused(Refusal),
     #[error("A user can register at most {0} security keys or passkeys. Remove one first.")]
     TooManyKeys(usize),
+    #[error(
+        "This authenticator was set up under a server key that has since been retired. Remove it and add it again."
+    )]
+    KeyRetired,
     /// A list query this API does not serve: refused, never ignored.
     #[error("{0}")]
     QueryInvalid(String),
@@ -105,7 +109,7 @@ impl ApiError {
             Unauthorized | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists | InvalidToken
             | ChallengeRequired => 401,
             KeyRefused(Refusal::AlreadyRegistered) => 409,
-            KeyRefused(_) => 401,
+            KeyRefused(_) | KeyRetired => 401,
             TooManyKeys(_) | QueryInvalid(_) => 400,
             RouteNotFound
             | ProjectNotFound
@@ -138,7 +142,7 @@ impl ApiError {
         match self {
             InvalidArgument(_) | InvalidBody | BodyTooLarge(_) | TooManyKeys(_) => "general_argument_invalid",
             KeyRefused(Refusal::AlreadyRegistered) => "user_authenticator_already_verified",
-            KeyRefused(_) => "user_invalid_token",
+            KeyRefused(_) | KeyRetired => "user_invalid_token",
             QueryInvalid(_) => "general_query_invalid",
             RouteNotFound => "general_route_not_found",
             ProjectNotFound => "project_not_found",

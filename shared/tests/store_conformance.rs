@@ -228,6 +228,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
         spend,
         now,
         recent: true,
+        reseal: None,
     }
 }
 

@@ -182,7 +182,7 @@ impl App {
     }
 
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
-        let keys = Keys::derive(&config.secret_key);
+        let keys = Keys::ring(&config.secret_keys);
         // Settings read from the environment were checked by building one already.
         let webauthn = config.webauthn.as_ref().and_then(|settings| match RelyingParty::new(settings) {
             Ok(rp) => Some(rp),

@@ -46,6 +46,11 @@ fn environment() -> Vec<(&'static str, String, &'static str)> {
         ("MFA_PROJECT_NAME", "the project id".into(), "name shown in authenticator apps and messages"),
         ("MFA_SECRET_KEY", "generated into <MFA_DATA_DIR>/secret.key".into(), "server key, 32+ characters"),
         (
+            "MFA_SECRET_KEYS",
+            "<MFA_DATA_DIR>/server-keys after a rotation".into(),
+            "server keys, id=secret comma list, the active one first (keys rotate)",
+        ),
+        (
             "MFA_ALLOWED_ORIGINS",
             format!("{}, and this server's own origin", crate::config::LOCAL_ORIGINS.replace(',', ", ")),
             "browser origins allowed with credentials, comma list; host:* is any port, * any origin",

@@ -1497,6 +1497,13 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
         Spend::Key(used) => key_use_expr(&mut e, used, now),
         Spend::Register(auth) => register_expr(&mut e, auth),
     }
+    if let Some(reseal) = &win.reseal {
+        e.key("#totpId", Authenticator::TOTP_ID)
+            .when("#authenticators.#totpId.#secret = :sealedFrom")
+            .set("#authenticators.#totpId.#secret = :sealedTo")
+            .bind(":sealedFrom", s(&reseal.from))
+            .bind(":sealedTo", s(&reseal.to));
+    }
     e
 }
 

@@ -11,7 +11,7 @@ use crate::domain::{Challenge, Channel, Session, User, VerificationToken};
 pub mod dynamo;
 pub mod embedded;
 
-pub use crate::domain::change::{updated_user, ChallengeWin, SessionUpgrade, Spend, UserChange};
+pub use crate::domain::change::{updated_user, ChallengeWin, Reseal, SessionUpgrade, Spend, UserChange};
 pub use crate::domain::lookup::{Found, Login, Lookup};
 
 /// What caused a store or delivery failure, kept for the log.
