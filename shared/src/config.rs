@@ -146,6 +146,10 @@ impl Config {
         }
         let secret_keys = match (var("MFA_SECRET_KEYS"), var("MFA_SECRET_KEY")) {
             (Some(ring), _) => parse_key_ring(&ring).map_err(|e| ConfigError(format!("MFA_SECRET_KEYS: {e}")))?,
+            // A ring in the one variable (the deployed secret's value after a rotation).
+            (None, Some(ring)) if ring.contains('=') => {
+                parse_key_ring(&ring).map_err(|e| ConfigError(format!("MFA_SECRET_KEY: {e}")))?
+            }
             (None, Some(key)) if key.len() >= 32 => vec![(FIRST_KEY_ID.to_string(), key.into_bytes())],
             (None, Some(_)) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
             (None, None) => local_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,

@@ -232,6 +232,9 @@ impl Store for DownStore {
     async fn count(&self, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
+    async fn key_usage(&self, _: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        Err(down())
+    }
     async fn sessions(&self, _: &str) -> StoreResult<Vec<Session>> {
         Err(down())
     }

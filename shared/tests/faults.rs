@@ -181,6 +181,10 @@ impl Store for Flaky {
         self.gate()?;
         self.inner.count(also).await
     }
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        self.gate()?;
+        self.inner.key_usage(now).await
+    }
     async fn sessions(&self, u: &str) -> StoreResult<Vec<Session>> {
         self.gate()?;
         self.inner.sessions(u).await

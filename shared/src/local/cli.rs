@@ -27,6 +27,9 @@ enum Command {
     /// Create the DynamoDB table (with TTL) and the SES sender identity that MFA_STORE=dynamodb
     /// and MFA_SENDER=aws use, on DynamoDB Local and emulators (AWS_ENDPOINT_URL...).
     Setup,
+    /// Server keys: rotate, see what each still protects, retire an old one.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the current code of an authenticator secret, to try the flow without a phone.
     Totp {
         /// The authenticator's secret in base32, as POST /v1/account/mfa/authenticators/totp
@@ -99,6 +102,19 @@ fn environment_help() -> String {
     help
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a server key to the data folder's ring; new values use it from the next start.
+    Rotate,
+    /// How many stored values each server key still protects (scans the store).
+    Usage,
+    /// Remove an older server key, refused while any stored value still depends on it.
+    Retire {
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+    },
+}
+
 /// Parses the command line and runs what it asks.
 pub async fn run() -> ExitCode {
     let command = Cli::command().after_long_help(environment_help()).after_help(environment_help());
@@ -109,6 +125,9 @@ pub async fn run() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => super::main().await,
         Command::Setup => super::setup().await,
+        Command::Keys(KeysCommand::Rotate) => super::keys::rotate(),
+        Command::Keys(KeysCommand::Usage) => super::keys::usage().await,
+        Command::Keys(KeysCommand::Retire { id }) => super::keys::retire(&id).await,
         Command::Totp { secret } => super::print_totp(&secret),
     };
     match outcome {

@@ -13,6 +13,7 @@ use crate::config::{var, Config};
 
 pub mod cli;
 mod conn;
+mod keys;
 pub mod page;
 pub mod server_keys;
 

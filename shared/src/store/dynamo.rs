@@ -49,7 +49,7 @@ use super::{
 use crate::clock::Millis;
 use crate::domain::activity::{Action, Actor, Event};
 use crate::domain::challenge::Ceremony;
-use crate::domain::crypto::constant_time_eq;
+use crate::domain::crypto::{constant_time_eq, Keys};
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
 use crate::domain::webauthn::KeyUse;
@@ -1770,6 +1770,42 @@ impl Store for DynamoStore {
             Write::Update { key: Target::Email.index_key(&token.target), expr: claim },
         ];
         Ok(refused(self.commit(writes, also).await?))
+    }
+
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        let mut usage = std::collections::BTreeMap::new();
+        let mut count = |value: &str| *usage.entry(Keys::split(value).0.to_string()).or_insert(0) += 1;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
+            let out = out.map_err(sdk_error)?;
+            for item in out.items.unwrap_or_default() {
+                let sk = Reader(&item).s(SK)?;
+                if sk == "PROFILE" {
+                    user_from(&item)?.keyed_values().for_each(&mut count);
+                } else if sk.starts_with(CHALLENGE_PREFIX) {
+                    let c = challenge_from(&item)?;
+                    c.code_hash.iter().filter(|_| c.expire > now).for_each(|h| count(h));
+                } else if sk == format!("TOKEN#{}", Channel::Phone.as_str()) {
+                    let token = token_from(&item)?;
+                    if token.expire > now {
+                        count(&token.secret_hash);
+                    }
+                }
+            }
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(next) => start = Some(next),
+                None => return Ok(usage),
+            }
+        }
     }
 
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {

@@ -10,7 +10,7 @@
 //! fails, every write of the batch is answered as unavailable and none of them applied.
 //! Reads are redb read transactions: they see committed state only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::clock::{Millis, MINUTE};
 use crate::domain::activity::Event;
-use crate::domain::crypto::constant_time_eq;
+use crate::domain::crypto::{constant_time_eq, Keys};
 use crate::domain::limits::Count;
 use crate::domain::{Authenticator, Challenge, Channel, Session, User, VerificationToken};
 
@@ -874,6 +874,30 @@ impl Store for EmbeddedStore {
 
     async fn count(&self, also: &Also) -> StoreResult<Decided> {
         self.decide(also, |_| Ok(Ok(()))).await
+    }
+
+    async fn key_usage(&self, now: Millis) -> StoreResult<BTreeMap<String, u64>> {
+        self.read(|t| {
+            let mut usage = BTreeMap::new();
+            let mut count = |value: &str| *usage.entry(Keys::split(value).0.to_string()).or_insert(0) += 1;
+            for entry in t.iter().map_err(unavailable)? {
+                let (k, v) = entry.map_err(unavailable)?;
+                let (k, v) = (k.value(), v.value());
+                let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{k}: {e}").into());
+                if k.ends_with("\u{1}PROFILE") {
+                    parse_user(v).map_err(corrupt)?.keyed_values().for_each(&mut count);
+                } else if k.contains("\u{1}CHALLENGE#") {
+                    let c: Challenge = serde_json::from_slice(v).map_err(corrupt)?;
+                    c.code_hash.iter().filter(|_| c.expire > now).for_each(|h| count(h));
+                } else if k.ends_with("\u{1}TOKEN#phone") {
+                    let token: VerificationToken = serde_json::from_slice(v).map_err(corrupt)?;
+                    if token.expire > now {
+                        count(&token.secret_hash);
+                    }
+                }
+            }
+            Ok(usage)
+        })
     }
 
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {

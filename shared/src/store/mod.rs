@@ -164,6 +164,11 @@ pub trait Store: Send + Sync + 'static {
     /// about to be created).
     async fn count(&self, also: &Also) -> StoreResult<Decided>;
 
+    /// How many stored values each server key still protects (TOTP secrets, recovery-code
+    /// hashes, codes of live challenges and phone verifications), by key id: an
+    /// administrative scan of the whole store.
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+
     /// Every stored session of the user, in one read; the caller keeps the live ones.
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>>;
     /// The user's activity log, newest first, in one read.
