@@ -58,9 +58,15 @@ impl Keys {
         Keys::ring(&[(FIRST_KEY_ID.to_string(), server_secret.to_vec())])
     }
 
-    /// Server keys by id, the active one first.
+    /// Server keys by id, the active one first; without any, the first key of an empty
+    /// secret, which configuration never gives (it refuses an empty ring and short secrets).
     pub fn ring(keys: &[(String, Vec<u8>)]) -> Self {
-        Keys { ring: keys.iter().map(|(id, secret)| (id.clone(), Derived::from(secret))).collect() }
+        let mut ring: Vec<(String, Derived)> =
+            keys.iter().map(|(id, secret)| (id.clone(), Derived::from(secret))).collect();
+        if ring.is_empty() {
+            ring.push((FIRST_KEY_ID.to_string(), Derived::from(b"")));
+        }
+        Keys { ring }
     }
 
     pub fn active_id(&self) -> &str {
@@ -68,7 +74,6 @@ impl Keys {
     }
 
     fn active(&self) -> &Derived {
-        // A ring is never empty (configuration refuses that); the fallback keeps this total.
         &self.ring[0].1
     }
 
