@@ -35,6 +35,9 @@ pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 
 /// QR codes rendered for one address: each costs up to tens of milliseconds of CPU and
 /// needs no session.
 pub const QR_PER_IP: Limit = Limit { scope: "qr-ip", max: 60, window: 10 * MINUTE };
+/// Wrong API keys (`X-Appwrite-Key`) from one address: each is counted before its answer
+/// is given, so guessing key secrets stops here, whatever the key.
+pub const WRONG_KEYS_PER_IP: Limit = Limit { scope: "wrong-key-ip", max: 10, window: HOUR };
 
 impl Limit {
     pub fn window_start(&self, now: Millis) -> Millis {

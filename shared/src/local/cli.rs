@@ -27,12 +27,38 @@ enum Command {
     /// Create the DynamoDB table (with TTL) and the SES sender identity that MFA_STORE=dynamodb
     /// and MFA_SENDER=aws use, on DynamoDB Local and emulators (AWS_ENDPOINT_URL...).
     Setup,
+    /// Manage the API keys of the server API (`X-Appwrite-Key`), in the store MFA_STORE names.
+    /// On the embedded store, run it while mfa-local is not serving the same data folder.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Print the current code of an authenticator secret, to try the flow without a phone.
     Totp {
         /// The authenticator's secret in base32, as POST /v1/account/mfa/authenticators/totp
         /// answers it.
         #[arg(value_name = "SECRET")]
         secret: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once and only its hash is stored.
+    Create {
+        /// A name that says who or what uses the key.
+        #[arg(long)]
+        name: String,
+        /// What the key may do, comma list: users.read, users.write.
+        #[arg(long, value_name = "SCOPES")]
+        scopes: String,
+    },
+    /// List the keys: id, name, scopes, creation time (never a secret).
+    List,
+    /// Revoke (delete) a key by id: it stops working at once.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 
@@ -105,6 +131,11 @@ pub async fn run() -> ExitCode {
         Command::Serve => super::main().await,
         Command::Setup => super::setup().await,
         Command::Totp { secret } => super::print_totp(&secret),
+        Command::Keys { action } => match action {
+            KeysCommand::Create { name, scopes } => super::keys::create(&name, &scopes).await,
+            KeysCommand::List => super::keys::list().await,
+            KeysCommand::Revoke { id } => super::keys::revoke(&id).await,
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
