@@ -25,6 +25,7 @@ use mfa_core::config::Config;
 use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::domain::totp;
 use mfa_core::store::dynamo::{create_table, DynamoStore, Usage};
+use mfa_core::store::Store;
 use mfa_core::App;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softtoken::SoftToken;
@@ -435,7 +436,10 @@ async fn run_support(b: &mut Bench, user_id: &str) {
 
     b.key = Some(secret.clone());
     let query = json!({"method": "equal", "attribute": "email", "values": [EMAIL]}).to_string();
-    let find = format!("/v1/users?{}", url::form_urlencoded::Serializer::new(String::new()).append_pair("queries[0]", &query).finish());
+    let find = format!(
+        "/v1/users?{}",
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("queries[0]", &query).finish()
+    );
     let r = b.call("GET", "/v1/users", &find, "by email", none, json!({})).await;
     expect(&r, 200);
     assert_eq!(r.body["users"][0]["$id"], user_id);

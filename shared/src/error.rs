@@ -107,7 +107,12 @@ impl ApiError {
             InvalidArgument(_) | InvalidBody | EmailNotFound | PhoneNotFound | EmailNotVerified | PhoneNotVerified => {
                 400
             }
-            Unauthorized | MissingScope { .. } | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists | InvalidToken
+            Unauthorized
+            | MissingScope { .. }
+            | MoreFactorsRequired
+            | InvalidCredentials
+            | SessionAlreadyExists
+            | InvalidToken
             | ChallengeRequired => 401,
             KeyRefused(Refusal::AlreadyRegistered) => 409,
             KeyRefused(_) => 401,

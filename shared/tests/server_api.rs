@@ -215,7 +215,11 @@ async fn support_finds_a_user_by_email_and_resets_their_mfa() {
         let logs = w.ok("GET", &format!("/v1/users/{}/logs", me.id), key, json!({})).await;
         let entries = logs["logs"].as_array().unwrap();
         let events: Vec<&str> = entries.iter().map(|l| l["event"].as_str().unwrap()).collect();
-        assert_eq!(events[..4], ["session.create", "sessions.delete", "mfa.update", "authenticator.delete"], "{events:?}");
+        assert_eq!(
+            events[..4],
+            ["session.create", "sessions.delete", "mfa.update", "authenticator.delete"],
+            "{events:?}"
+        );
         for entry in &entries[1..4] {
             assert_eq!((entry["mode"].as_str(), entry["keyId"].as_str()), (Some("admin"), Some(key_id.as_str())));
             assert_eq!(entry["ip"], SUPPORT_IP);
@@ -266,7 +270,8 @@ async fn a_key_does_only_what_its_scopes_allow() {
         assert_refused(&r, 400, "general_argument_invalid");
         let r = w.call("PATCH", &mfa, As::Key(&writer), json!({})).await;
         assert_refused(&r, 400, "general_argument_invalid");
-        let r = w.call("DELETE", &format!("/v1/users/{}/mfa/authenticators/sms", me.id), As::Key(&writer), json!({})).await;
+        let r =
+            w.call("DELETE", &format!("/v1/users/{}/mfa/authenticators/sms", me.id), As::Key(&writer), json!({})).await;
         assert_refused(&r, 400, "general_argument_invalid");
     })
     .await;
@@ -329,7 +334,8 @@ async fn users_are_listed_only_by_exact_email() {
         let (_, secret) = w.key(&[Scope::UsersRead]).await;
         let key = As::Key(&secret);
 
-        let both = w.ok("GET", &users_path(&[by_email(&[&b.email, "nobody@example.com", &a.email])]), key, json!({})).await;
+        let both =
+            w.ok("GET", &users_path(&[by_email(&[&b.email, "nobody@example.com", &a.email])]), key, json!({})).await;
         let ids: Vec<&str> = both["users"].as_array().unwrap().iter().map(|u| u["$id"].as_str().unwrap()).collect();
         assert_eq!((both["total"].as_u64(), ids), (Some(2), vec![b.id.as_str(), a.id.as_str()]));
         let limited = json!({"method": "limit", "values": [1]});
@@ -409,7 +415,10 @@ async fn one_session_is_ended_only_for_its_user() {
         // The stranger's session id under my user finds nothing.
         let r = w.call("DELETE", &format!("/v1/users/{}/sessions/{theirs}", me.id), key, json!({})).await;
         assert_refused(&r, 404, "user_session_not_found");
-        assert_eq!(w.ok("GET", "/v1/account", As::Session(&stranger.session), json!({})).await["$id"], stranger.id.as_str());
+        assert_eq!(
+            w.ok("GET", "/v1/account", As::Session(&stranger.session), json!({})).await["$id"],
+            stranger.id.as_str()
+        );
 
         let r = w.call("DELETE", &format!("/v1/users/{}/sessions/{theirs}", stranger.id), key, json!({})).await;
         assert_eq!(r.status, 204, "{}", r.body);

@@ -1713,10 +1713,7 @@ async fn users_are_found_by_their_emails_and_read_together(store: Arc<dyn Store>
     let a = created(&store, new_user(now)).await;
     let b = created(&store, new_user(now)).await;
     let (a_email, b_email) = (a.email.clone().unwrap(), b.email.clone().unwrap());
-    let lookup = Lookup {
-        emails: vec![b_email, format!("{}@example.com", new_id()), a_email],
-        ..Lookup::default()
-    };
+    let lookup = Lookup { emails: vec![b_email, format!("{}@example.com", new_id()), a_email], ..Lookup::default() };
     let found = store.load(&lookup, now).await.unwrap();
     assert_eq!(found.email_owners, [b.id.clone(), a.id.clone()], "owners in the order asked; unknown emails left out");
     assert!(found.user.is_none(), "a lookup by email reads no user");

@@ -742,7 +742,13 @@ fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
             .ok_or_else(|| r.corrupt("scopes", "a list of known scopes"))?,
         _ => return Err(r.corrupt("scopes", "a list")),
     };
-    Ok(ApiKey { id: r.s("id")?, name: r.s("name")?, scopes, secret_hash: r.s("secretHash")?, created_at: r.n("createdAt")? })
+    Ok(ApiKey {
+        id: r.s("id")?,
+        name: r.s("name")?,
+        scopes,
+        secret_hash: r.s("secretHash")?,
+        created_at: r.n("createdAt")?,
+    })
 }
 
 fn token_item(t: &VerificationToken) -> Item {
