@@ -15,7 +15,7 @@ use super::App;
 use crate::domain::activity::Action;
 use crate::domain::query::ListQuery;
 use crate::domain::values::{parse_email, parse_id};
-use crate::domain::{recovery, Session, User};
+use crate::domain::{recovery, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{updated_user, Also, Lookup, Updated, UserChange};
@@ -130,17 +130,13 @@ pub async fn delete_authenticator(app: &App, ctx: &mut Ctx) -> Result<Reply, Api
     }
 }
 
-fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
-    codes.iter().map(|c| recovery::hash(&app.keys, user_id, c)).collect()
-}
-
 pub async fn create_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let user = target(ctx)?;
     if !user.recovery_codes.is_empty() {
         return Err(ApiError::RecoveryCodesAlreadyExist);
     }
     let codes = recovery::generate();
-    let change = UserChange::CreateRecoveryCodes(hashed(app, &user.id, &codes));
+    let change = UserChange::CreateRecoveryCodes(super::mfa::hashed(app, &user.id, &codes));
     let also = Also::events(vec![app.event(ctx, &user.id, Action::RecoveryCodesCreate, "")]);
     match app.store.update_user(user, change, None, ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(201, &MfaRecoveryCodes { recovery_codes: codes })),
@@ -155,7 +151,7 @@ pub async fn replace_recovery_codes(app: &App, ctx: &mut Ctx) -> Result<Reply, A
         return Err(ApiError::RecoveryCodesNotFound);
     }
     let codes = recovery::generate();
-    let change = UserChange::ReplaceRecoveryCodes(hashed(app, &user.id, &codes));
+    let change = UserChange::ReplaceRecoveryCodes(super::mfa::hashed(app, &user.id, &codes));
     let also = Also::events(vec![app.event(ctx, &user.id, Action::RecoveryCodesReplace, "")]);
     match app.store.update_user(user, change, None, ctx.now, &also).await? {
         Updated::Done => Ok(Reply::model(200, &MfaRecoveryCodes { recovery_codes: codes })),
@@ -174,10 +170,7 @@ pub async fn get_recovery_codes(_app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
 
 /// The user's live sessions, oldest first.
 pub async fn sessions(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-    let user = target(ctx)?;
-    let mut live: Vec<Session> =
-        app.store.sessions(&user.id).await?.into_iter().filter(|s| s.is_live(ctx.now) && s.survives(user)).collect();
-    live.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let live = super::sessions::live_sessions_of(app, target(ctx)?, ctx.now).await?;
     let sessions: Vec<SessionModel> = live.iter().map(|s| SessionModel::of(s, false)).collect();
     Ok(Reply::model(200, &SessionList { total: sessions.len(), sessions }))
 }
