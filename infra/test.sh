@@ -6,7 +6,9 @@
 #      mfa-local on the embedded store + outbox; then the DynamoDB calls of every request
 #      of the seed flow, held to their targets (shared/examples/dynamo_calls.rs);
 #   2. the end-to-end tests again, mfa-local on DynamoDB Local + moto;
-#   3. the official appwrite SDK client test against mfa-local, on both backends;
+#   3. the official appwrite SDK client test against mfa-local, on both backends; the
+#      server SDKs (npm node-appwrite, PyPI appwrite) with an API key from `mfa-local keys
+#      create`, on both backends (tests/server-sdk);
 #   4. the page mfa-local serves at / walked in headless Chromium (tests/browser), through
 #      every factor, with a virtual security key; screenshots in target/screenshots/;
 #   5. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
@@ -21,6 +23,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 step "install DynamoDB Local, moto (pinned) and Chromium"
 bash infra/dynamodb-local.sh install
 bash infra/moto.sh install
+bash infra/appwrite-python.sh install
 bash infra/chromium.sh install
 
 step "build"
@@ -66,6 +69,14 @@ export MFA_LOCAL_BIN="$PWD/target/debug/mfa-local"
 
 step "official appwrite SDK against mfa-local on DynamoDB Local + moto"
 ( cd tests/sdk && env "${aws_env[@]}" npm test )
+
+step "server SDKs (node-appwrite, PyPI appwrite) with an API key, embedded store"
+( cd tests/server-sdk && npm ci --no-audit --no-fund --loglevel=error )
+export MFA_APPWRITE_PYTHON="$(bash infra/appwrite-python.sh path)"
+( cd tests/server-sdk && npm test )
+
+step "server SDKs with an API key, on DynamoDB Local + moto"
+( cd tests/server-sdk && env "${aws_env[@]}" npm test )
 
 step "the page in headless Chromium (screenshots in target/screenshots/)"
 ( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use mfa_core::config::Config;
 use mfa_core::domain::totp;
-use mfa_core::store::Store;
 use mfa_core::App;
 use serde_json::json;
 

@@ -77,9 +77,11 @@ export const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 /**
  * Starts `mfa-local` on a free port with a fresh data directory and waits for its
- * "listening" line. Returns { endpoint, outbox, stop() }.
+ * "listening" line. `prepare({ bin, env })`, if given, runs once the store exists and
+ * before the server opens it (e.g. `mfa-local keys create`). Returns { endpoint, outbox,
+ * stop() }.
  */
-export async function startServer({ projectId, projectName, timeoutMs = 30_000 } = {}) {
+export async function startServer({ projectId, projectName, prepare, timeoutMs = 30_000 } = {}) {
     const bin = process.env.MFA_LOCAL_BIN
         ? resolve(process.env.MFA_LOCAL_BIN)
         : resolve(here, '../../target/debug/mfa-local');
@@ -100,6 +102,7 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
         const setup = spawnSync(bin, ['setup'], { env, encoding: 'utf8' });
         if (setup.status !== 0) throw new Error(`mfa-local setup failed:\n${setup.stdout}${setup.stderr}`);
     }
+    const prepared = prepare ? await prepare({ bin, env }) : undefined;
 
     const child = spawn(bin, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -145,6 +148,7 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
         endpoint,
         port,
         dataDir,
+        prepared,
         outbox,
         output: () => output,
         async stop() {

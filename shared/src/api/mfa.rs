@@ -183,7 +183,7 @@ fn ending_other_sessions(ctx: &Ctx) -> Result<SessionUpgrade, ApiError> {
     Ok(SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&ctx.authed()?.session) })
 }
 
-fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
+pub(super) fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
     codes.iter().map(|c| recovery::hash(&app.keys, user_id, c)).collect()
 }
 

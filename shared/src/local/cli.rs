@@ -27,15 +27,48 @@ enum Command {
     /// Create the DynamoDB table (with TTL) and the SES sender identity that MFA_STORE=dynamodb
     /// and MFA_SENDER=aws use, on DynamoDB Local and emulators (AWS_ENDPOINT_URL...).
     Setup,
-    /// Server keys: rotate, see what each still protects, retire an old one.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    /// API keys of the server API (`X-Appwrite-Key`, in the store MFA_STORE names; on the
+    /// embedded store, run it while mfa-local is not serving the same data folder), and the
+    /// server keys (rotate, see what each still protects, retire an old one).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Print the current code of an authenticator secret, to try the flow without a phone.
     Totp {
         /// The authenticator's secret in base32, as POST /v1/account/mfa/authenticators/totp
         /// answers it.
         #[arg(value_name = "SECRET")]
         secret: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once and only its hash is stored.
+    Create {
+        /// A name that says who or what uses the key.
+        #[arg(long)]
+        name: String,
+        /// What the key may do, comma list: users.read, users.write.
+        #[arg(long, value_name = "SCOPES")]
+        scopes: String,
+    },
+    /// List the keys: id, name, scopes, creation time (never a secret).
+    List,
+    /// Revoke (delete) a key by id: it stops working at once.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Add a server key to the data folder's ring; new values use it from the next start.
+    Rotate,
+    /// How many stored values each server key still protects (scans the store).
+    Usage,
+    /// Remove an older server key, refused while any stored value still depends on it.
+    Retire {
+        #[arg(value_name = "KEY_ID")]
+        id: String,
     },
 }
 
@@ -102,19 +135,6 @@ fn environment_help() -> String {
     help
 }
 
-#[derive(Debug, Subcommand)]
-enum KeysCommand {
-    /// Add a server key to the data folder's ring; new values use it from the next start.
-    Rotate,
-    /// How many stored values each server key still protects (scans the store).
-    Usage,
-    /// Remove an older server key, refused while any stored value still depends on it.
-    Retire {
-        #[arg(value_name = "KEY_ID")]
-        id: String,
-    },
-}
-
 /// Parses the command line and runs what it asks.
 pub async fn run() -> ExitCode {
     let command = Cli::command().after_long_help(environment_help()).after_help(environment_help());
@@ -125,10 +145,15 @@ pub async fn run() -> ExitCode {
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => super::main().await,
         Command::Setup => super::setup().await,
-        Command::Keys(KeysCommand::Rotate) => super::keys::rotate(),
-        Command::Keys(KeysCommand::Usage) => super::keys::usage().await,
-        Command::Keys(KeysCommand::Retire { id }) => super::keys::retire(&id).await,
         Command::Totp { secret } => super::print_totp(&secret),
+        Command::Keys { action } => match action {
+            KeysCommand::Create { name, scopes } => super::keys::create(&name, &scopes).await,
+            KeysCommand::List => super::keys::list().await,
+            KeysCommand::Revoke { id } => super::keys::revoke(&id).await,
+            KeysCommand::Rotate => super::rotation::rotate(),
+            KeysCommand::Usage => super::rotation::usage().await,
+            KeysCommand::Retire { id } => super::rotation::retire(&id).await,
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

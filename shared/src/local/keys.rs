@@ -1,65 +1,73 @@
-//! `mfa-local keys rotate|usage|retire`: the server keys of the data folder's ring, and what
-//! the store still keeps under each (on the embedded store or, with `MFA_STORE=dynamodb`,
-//! the table).
+//! `mfa-local keys create|list|revoke`: the API keys of the server API, in the store the
+//! environment names (the embedded database of MFA_DATA_DIR, or DynamoDB with
+//! MFA_STORE=dynamodb and MFA_TABLE).
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::{server_keys, LocalSettings};
-use crate::clock::{Clock, SystemClock};
+use super::{create_private_dir, private_file, LocalSettings};
+use crate::backends::StoreKind;
+use crate::clock::{iso, Clock, SystemClock};
+use crate::domain::api_key::{new_key, Scope};
+use crate::store::Store;
 
-/// Adds a key, active from the next start.
-pub fn rotate() -> Result<(), String> {
+/// Longest key name kept.
+const MAX_NAME: usize = 128;
+
+async fn store() -> Result<Arc<dyn Store>, String> {
     let settings = LocalSettings::from_env();
-    super::create_private_dir(&settings.data_dir).map_err(|e| e.to_string())?;
-    let mut ring = server_keys::load(&settings.data_dir)?;
-    let id = server_keys::rotate(&mut ring);
-    server_keys::save(&settings.data_dir, &ring)?;
-    println!("added server key {id}; restart mfa-local to seal new values under it");
-    println!("keys, active first: {}", ids(&ring).join(", "));
+    let backends = settings.backends()?;
+    if backends.store == StoreKind::Embedded {
+        create_private_dir(&settings.data_dir)
+            .map_err(|e| format!("cannot create data folder {}: {e}", settings.data_dir.display()))?;
+        private_file(&backends.database)
+            .map_err(|e| format!("cannot create the database {}: {e}", backends.database.display()))?;
+    }
+    let (store, _) = backends.build(SystemClock.now()).await.map_err(|e| match backends.store {
+        // redb lets one process open the file.
+        StoreKind::Embedded => format!("{e} (is mfa-local serving this data folder? stop it, then try again)"),
+        StoreKind::DynamoDb => e.to_string(),
+    })?;
+    Ok(store)
+}
+
+pub async fn create(name: &str, scopes: &str) -> Result<(), String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME {
+        return Err(format!("--name must be 1 to {MAX_NAME} characters"));
+    }
+    let scopes = Scope::parse_list(scopes)?;
+    let (key, secret) = new_key(name, scopes, SystemClock.now());
+    if !store().await?.put_api_key(&key).await.map_err(|e| crate::error::cause_chain(&e))? {
+        return Err("a key with this id exists already; try again".into());
+    }
+    println!("id: {}", key.id);
+    println!("name: {}", key.name);
+    println!("scopes: {}", scope_list(&key.scopes));
+    println!("secret: {secret}");
+    eprintln!("Keep the secret now: it is stored hashed and cannot be shown again.");
     Ok(())
 }
 
-/// What each key of the ring still protects.
-async fn counts() -> Result<(server_keys::Ring, BTreeMap<String, u64>), String> {
-    let settings = LocalSettings::from_env();
-    let ring = server_keys::load(&settings.data_dir)?;
-    let (store, _) = settings.backends()?.build(SystemClock.now()).await.map_err(|e| e.to_string())?;
-    let usage = store.key_usage(SystemClock.now()).await.map_err(|e| e.to_string())?;
-    Ok((ring, usage))
-}
-
-pub async fn usage() -> Result<(), String> {
-    let (ring, usage) = counts().await?;
-    for (i, id) in ids(&ring).iter().enumerate() {
-        let role = if i == 0 { " (active)" } else { "" };
-        println!("{id}{role}: {} stored values", usage.get(*id).copied().unwrap_or(0));
+pub async fn list() -> Result<(), String> {
+    let keys = store().await?.api_keys().await.map_err(|e| crate::error::cause_chain(&e))?;
+    if keys.is_empty() {
+        eprintln!("no API keys");
     }
-    for (id, n) in usage.iter().filter(|(id, _)| !ids(&ring).contains(&id.as_str())) {
-        println!("{id} (not configured: its values are refused): {n} stored values");
+    for key in keys {
+        println!("{}\t{}\t{}\t{}", key.id, key.name, scope_list(&key.scopes), iso(key.created_at));
     }
     Ok(())
 }
 
-/// Removes a key nothing depends on any more.
-pub async fn retire(id: &str) -> Result<(), String> {
-    let (mut ring, usage) = counts().await?;
-    let position = ring.iter().position(|(k, _)| k == id).ok_or_else(|| format!("no server key {id:?}"))?;
-    if position == 0 {
-        return Err(format!("{id} is the active key: rotate first"));
+pub async fn revoke(id: &str) -> Result<(), String> {
+    let id = crate::domain::values::parse_id(id).ok_or("not a key id")?;
+    if !store().await?.delete_api_key(&id).await.map_err(|e| crate::error::cause_chain(&e))? {
+        return Err(format!("no API key {id}"));
     }
-    let left = usage.get(id).copied().unwrap_or(0);
-    if left > 0 {
-        return Err(format!(
-            "{left} stored values still depend on {id}: TOTP secrets are sealed again when next used, \
-             recovery codes when replaced; retire it once `keys usage` shows none"
-        ));
-    }
-    ring.remove(position);
-    server_keys::save(&LocalSettings::from_env().data_dir, &ring)?;
-    println!("retired server key {id}; keys, active first: {}", ids(&ring).join(", "));
+    println!("revoked {id}");
     Ok(())
 }
 
-fn ids(ring: &server_keys::Ring) -> Vec<&str> {
-    ring.iter().map(|(id, _)| id.as_str()).collect()
+fn scope_list(scopes: &[Scope]) -> String {
+    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }

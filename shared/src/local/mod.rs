@@ -15,6 +15,7 @@ pub mod cli;
 mod conn;
 mod keys;
 pub mod page;
+mod rotation;
 pub mod server_keys;
 
 /// Where mfa-local listens without `MFA_LISTEN`.
@@ -59,7 +60,7 @@ impl LocalSettings {
 
 /// Creates `dir` (and missing parents) readable by its owner only. A folder that exists is
 /// left as it is: it may be one the user chose and shares.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::domain::activity::Event;
+use crate::domain::api_key::ApiKey;
 use crate::domain::limits::Count;
 use crate::domain::{Challenge, Channel, Session, User, VerificationToken};
 
@@ -173,6 +174,16 @@ pub trait Store: Send + Sync + 'static {
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>>;
     /// The user's activity log, newest first, in one read.
     async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>>;
+
+    /// The users of these ids that exist, in the order asked, in one read.
+    async fn users(&self, ids: &[String]) -> StoreResult<Vec<User>>;
+
+    /// Stores a new API key; `false` if one with its id exists.
+    async fn put_api_key(&self, key: &ApiKey) -> StoreResult<bool>;
+    /// Every API key, oldest first, in one read.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// Deletes an API key: it stops working at once. `false` if there was none.
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool>;
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         let lookup = Lookup { user: Some(id.to_string()), ..Lookup::default() };
