@@ -9,6 +9,8 @@
 #   3. the official appwrite SDK client test against mfa-local, on both backends, and through
 #      the local HTTP API (infra/start-api.sh: the Lambda functions under cargo lambda watch
 #      behind an API Gateway emulator) on DynamoDB Local + moto, with the gateway's own checks;
+#      the server SDKs (npm node-appwrite, PyPI appwrite) with an API key from `mfa-local keys
+#      create`, on both backends (tests/server-sdk);
 #   4. the page mfa-local serves at / walked in headless Chromium (tests/browser), through
 #      every factor, with a virtual security key; screenshots in target/screenshots/;
 #   5. the Lambda binaries under `cargo lambda watch`, invoked with API Gateway v2 events;
@@ -25,6 +27,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 step "install DynamoDB Local, moto (pinned) and Chromium"
 bash infra/dynamodb-local.sh install
 bash infra/moto.sh install
+bash infra/appwrite-python.sh install
 bash infra/chromium.sh install
 
 step "build"
@@ -91,6 +94,14 @@ env "${api_env[@]}" bash infra/start-api.sh "$API_PORT"
 env "${api_env[@]}" API_URL="http://127.0.0.1:$API_PORT" API_ALLOWED_ORIGIN="$APP_ORIGIN" \
   python3 tests/lambda/api_emulator_test.py
 bash infra/start-api.sh stop
+
+step "server SDKs (node-appwrite, PyPI appwrite) with an API key, embedded store"
+( cd tests/server-sdk && npm ci --no-audit --no-fund --loglevel=error )
+export MFA_APPWRITE_PYTHON="$(bash infra/appwrite-python.sh path)"
+( cd tests/server-sdk && npm test )
+
+step "server SDKs with an API key, on DynamoDB Local + moto"
+( cd tests/server-sdk && env "${aws_env[@]}" npm test )
 
 step "the page in headless Chromium (screenshots in target/screenshots/)"
 ( cd tests/browser && npm ci --no-audit --no-fund --loglevel=error )

@@ -3,7 +3,8 @@
 //! Drives the seed flow (sign up, recovery codes, email and phone verification, TOTP
 //! enrolment, MFA on, sign out, sign in, the 401, factors, a challenge of every factor,
 //! a security key registered, listed, used and removed, signing out another session and
-//! everywhere)
+//! everywhere; then support with an API key: a user found by email, read, their factors,
+//! authenticator, MFA, recovery codes, sessions and log, and a wrong key)
 //! through the same handler code as the Lambda functions, in-process, on DynamoDB Local
 //! (a fresh table), and prints one markdown row per request; exits 1 if a request is over
 //! its target (`infra/test.sh` runs it). Not deployed:
@@ -24,6 +25,7 @@ use mfa_core::config::Config;
 use mfa_core::delivery::{DeliveryError, Message, Sender};
 use mfa_core::domain::totp;
 use mfa_core::store::dynamo::{create_table, DynamoStore, Usage};
+use mfa_core::store::Store;
 use mfa_core::App;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softtoken::SoftToken;
@@ -76,6 +78,8 @@ struct Bench {
     store: Arc<DynamoStore>,
     sender: Arc<Recorder>,
     rows: Vec<Row>,
+    /// The API key secret sent with each request, if any.
+    key: Option<String>,
 }
 
 struct Answer {
@@ -102,6 +106,9 @@ impl Bench {
         }
         if let Some(s) = session {
             req = req.header("x-fallback-cookies", s);
+        }
+        if let Some(k) = &self.key {
+            req = req.header("x-appwrite-key", k.as_str());
         }
         let body = if method == "GET" { Body::Empty } else { Body::Text(body.to_string()) };
         let mut req = req.body(body).unwrap();
@@ -146,12 +153,14 @@ async fn main() {
         sender.clone(),
         Arc::new(SystemClock),
     );
-    let mut b = Bench { app, store, sender, rows: Vec::new() };
-    run_flow(&mut b).await;
+    let mut b = Bench { app, store, sender, rows: Vec::new(), key: None };
+    let user_id = run_flow(&mut b).await;
+    run_support(&mut b, &user_id).await;
     print_table(&b.rows);
 }
 
-async fn run_flow(b: &mut Bench) {
+/// The seed flow; gives the user's id.
+async fn run_flow(b: &mut Bench) -> String {
     let none = None;
     // Sign up and sign in.
     let r = b
@@ -429,6 +438,54 @@ async fn run_flow(b: &mut Bench) {
     let body = json!({"userId": user_id, "secret": secret, "password": "yet another long password"});
     let r = b.call("PUT", "/v1/account/recovery", "/v1/account/recovery", "new password", none, body).await;
     expect(&r, 200);
+    user_id
+}
+
+/// Support with an API key (users.read, users.write) on the user of the seed flow.
+async fn run_support(b: &mut Bench, user_id: &str) {
+    use mfa_core::domain::api_key::{new_key, Scope};
+    let (key, secret) = new_key("bench", vec![Scope::UsersRead, Scope::UsersWrite], SystemClock.now());
+    assert!(b.store.put_api_key(&key).await.expect("storing the key"));
+    let none = None;
+    let login = json!({"email": EMAIL, "password": "yet another long password"});
+    let r = b.call("POST", "/v1/account/sessions/email", "/v1/account/sessions/email", "sign in", none, login).await;
+    expect(&r, 201);
+    let session_id = r.body["$id"].as_str().expect("a session id").to_string();
+
+    b.key = Some(secret.clone());
+    let query = json!({"method": "equal", "attribute": "email", "values": [EMAIL]}).to_string();
+    let find = format!(
+        "/v1/users?{}",
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("queries[0]", &query).finish()
+    );
+    let r = b.call("GET", "/v1/users", &find, "by email", none, json!({})).await;
+    expect(&r, 200);
+    assert_eq!(r.body["users"][0]["$id"], user_id);
+    let user = format!("/v1/users/{user_id}");
+    expect(&b.call("GET", "/v1/users/:userId", &user, "", none, json!({})).await, 200);
+    let r = b.call("GET", "/v1/users/:userId/mfa/factors", &format!("{user}/mfa/factors"), "", none, json!({})).await;
+    expect(&r, 200);
+    assert_eq!(r.body["totp"], true, "the seed flow left an authenticator app");
+    let path = format!("{user}/mfa/authenticators/totp");
+    let r = b.call("DELETE", "/v1/users/:userId/mfa/authenticators/:type", &path, "totp", none, json!({})).await;
+    expect(&r, 204);
+    let r = b.call("PATCH", "/v1/users/:userId/mfa", &format!("{user}/mfa"), "off", none, json!({"mfa": false})).await;
+    expect(&r, 200);
+    let codes = format!("{user}/mfa/recovery-codes");
+    let route = "/v1/users/:userId/mfa/recovery-codes";
+    expect(&b.call("PATCH", route, &codes, "some exist", none, json!({})).await, 409);
+    expect(&b.call("PUT", route, &codes, "regenerate", none, json!({})).await, 200);
+    expect(&b.call("GET", route, &codes, "hashed", none, json!({})).await, 410);
+    let sessions = format!("{user}/sessions");
+    let r = b.call("GET", "/v1/users/:userId/sessions", &sessions, "", none, json!({})).await;
+    expect(&r, 200);
+    let one = format!("{sessions}/{session_id}");
+    expect(&b.call("DELETE", "/v1/users/:userId/sessions/:sessionId", &one, "", none, json!({})).await, 204);
+    expect(&b.call("DELETE", "/v1/users/:userId/sessions", &sessions, "all", none, json!({})).await, 204);
+    expect(&b.call("GET", "/v1/users/:userId/logs", &format!("{user}/logs"), "", none, json!({})).await, 200);
+    b.key = Some(format!("{}_{}", key.id, "0".repeat(43)));
+    expect(&b.call("GET", "/v1/users/:userId", &user, "wrong key", none, json!({})).await, 401);
+    b.key = None;
 }
 
 fn target(endpoint: &str) -> u64 {

@@ -3,6 +3,7 @@
 use crate::clock::{Millis, DAY, SECOND};
 use crate::domain::activity::LOG_TTL;
 use crate::domain::challenge::CHALLENGE_TTL;
+use crate::domain::crypto::FIRST_KEY_ID;
 use crate::domain::webauthn;
 
 /// Browser origins mfa-local allows without `MFA_ALLOWED_ORIGINS`: pages served from this
@@ -16,8 +17,9 @@ pub const SESSION_TTL: Millis = 365 * DAY;
 pub struct Config {
     pub project_id: String,
     pub project_name: String,
-    /// Server secret the code-hash and TOTP-encryption keys derive from.
-    pub secret_key: Vec<u8>,
+    /// Server keys (id, secret), the active one first: code hashes and TOTP encryption
+    /// derive from them (`domain::crypto::Keys`).
+    pub secret_keys: Vec<(String, Vec<u8>)>,
     /// Origins allowed to call with credentials (`response::origin_allowed`); `*` allows any.
     pub allowed_origins: Vec<String>,
     /// Hosts verification links may point to; `*` allows any.
@@ -49,6 +51,32 @@ fn list(name: &str, default: Option<&str>) -> Result<Vec<String>, ConfigError> {
         .or_else(|| default.map(str::to_string))
         .ok_or_else(|| ConfigError(format!("{name} is required (a comma list, or * for any)")))?;
     Ok(raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+/// A ring of server keys, `id=secret` separated by commas or new lines, the active one
+/// first: ids of 1 to 16 lowercase letters and digits, each once; secrets of 32 or more
+/// characters.
+pub fn parse_key_ring(raw: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut ring: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in raw.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, secret) = entry.split_once('=').ok_or("each key is id=secret")?;
+        let id = id.trim();
+        let valid = (1..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(format!("key id {id:?}: 1 to 16 lowercase letters and digits"));
+        }
+        if ring.iter().any(|(other, _)| other == id) {
+            return Err(format!("key id {id:?} appears twice"));
+        }
+        if secret.trim().len() < 32 {
+            return Err(format!("the secret of key {id:?} must be at least 32 characters"));
+        }
+        ring.push((id.to_string(), secret.trim().as_bytes().to_vec()));
+    }
+    if ring.is_empty() {
+        return Err("at least one key".into());
+    }
+    Ok(ring)
 }
 
 fn days(name: &str, default: Millis) -> Result<Millis, ConfigError> {
@@ -110,23 +138,28 @@ impl Config {
     /// and gets defaults for development (origins on this machine, any redirect host);
     /// without it (Lambda) the key, the allowed origins and the redirect hosts must all be
     /// configured.
-    pub fn from_env(local_secret: Option<Vec<u8>>) -> Result<Config, ConfigError> {
+    pub fn from_env(local_secret: Option<Vec<(String, Vec<u8>)>>) -> Result<Config, ConfigError> {
         let local = local_secret.is_some();
         let project_id = var("MFA_PROJECT_ID").unwrap_or_else(|| "local".into());
         if crate::domain::values::parse_id(&project_id).is_none() {
             return Err(ConfigError(format!("MFA_PROJECT_ID {project_id:?} is not a valid id")));
         }
-        let secret_key = match var("MFA_SECRET_KEY") {
-            Some(key) if key.len() >= 32 => key.into_bytes(),
-            Some(_) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
-            None => local_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
+        let secret_keys = match (var("MFA_SECRET_KEYS"), var("MFA_SECRET_KEY")) {
+            (Some(ring), _) => parse_key_ring(&ring).map_err(|e| ConfigError(format!("MFA_SECRET_KEYS: {e}")))?,
+            // A ring in the one variable (the deployed secret's value after a rotation).
+            (None, Some(ring)) if ring.contains('=') => {
+                parse_key_ring(&ring).map_err(|e| ConfigError(format!("MFA_SECRET_KEY: {e}")))?
+            }
+            (None, Some(key)) if key.len() >= 32 => vec![(FIRST_KEY_ID.to_string(), key.into_bytes())],
+            (None, Some(_)) => return Err(ConfigError("MFA_SECRET_KEY must be at least 32 characters".into())),
+            (None, None) => local_secret.ok_or_else(|| ConfigError("MFA_SECRET_KEY is required".into()))?,
         };
         let project_name = var("MFA_PROJECT_NAME").unwrap_or_else(|| project_id.clone());
         let webauthn = webauthn_settings(local, &project_name)?;
         Ok(Config {
             project_name,
             project_id,
-            secret_key,
+            secret_keys,
             allowed_origins: list("MFA_ALLOWED_ORIGINS", local.then_some(LOCAL_ORIGINS))?,
             redirect_hosts: list("MFA_REDIRECT_HOSTS", local.then_some("*"))?,
             session_ttl: seconds("MFA_SESSION_TTL_SECONDS", SESSION_TTL)?,
@@ -141,7 +174,7 @@ impl Config {
         Config {
             project_id: project_id.into(),
             project_name: project_id.into(),
-            secret_key: secret.to_vec(),
+            secret_keys: vec![(FIRST_KEY_ID.to_string(), secret.to_vec())],
             allowed_origins: vec!["*".into()],
             redirect_hosts: vec!["*".into()],
             session_ttl: SESSION_TTL,

@@ -24,6 +24,11 @@ pub enum ApiError {
     UnknownOrigin,
     #[error("User (role: guests) missing scopes ([\"account\"])")]
     Unauthorized,
+    /// A route of the server API without a key that allows it.
+    #[error("{who} (role: {role}) missing scope ({scope})")]
+    MissingScope { who: String, role: &'static str, scope: &'static str },
+    #[error("API key and session used in the same request. Use either `setSession` or `setKey`. Learn about which authentication method to use in the SSR docs: https://appwrite.io/docs/products/auth/server-side-rendering")]
+    KeyAndSession,
     #[error("More factors are required to complete the sign in process.")]
     MoreFactorsRequired,
     #[error("Rate limit for the current endpoint has been exceeded. Please try again after some time.")]
@@ -67,6 +72,10 @@ pub enum ApiError {
     KeyRefused(Refusal),
     #[error("A user can register at most {0} security keys or passkeys. Remove one first.")]
     TooManyKeys(usize),
+    #[error(
+        "This authenticator was set up under a server key that has since been retired. Remove it and add it again."
+    )]
+    KeyRetired,
     /// A list query this API does not serve: refused, never ignored.
     #[error("{0}")]
     QueryInvalid(String),
@@ -102,10 +111,15 @@ impl ApiError {
             InvalidArgument(_) | InvalidBody | EmailNotFound | PhoneNotFound | EmailNotVerified | PhoneNotVerified => {
                 400
             }
-            Unauthorized | MoreFactorsRequired | InvalidCredentials | SessionAlreadyExists | InvalidToken
+            Unauthorized
+            | MissingScope { .. }
+            | MoreFactorsRequired
+            | InvalidCredentials
+            | SessionAlreadyExists
+            | InvalidToken
             | ChallengeRequired => 401,
             KeyRefused(Refusal::AlreadyRegistered) => 409,
-            KeyRefused(_) => 401,
+            KeyRefused(_) | KeyRetired => 401,
             TooManyKeys(_) | QueryInvalid(_) => 400,
             RouteNotFound
             | ProjectNotFound
@@ -121,7 +135,7 @@ impl ApiError {
             | AuthenticatorAlreadyVerified
             | RecoveryCodesAlreadyExist
             | UpdateConflict => 409,
-            UnknownOrigin => 403,
+            UnknownOrigin | KeyAndSession => 403,
             RecoveryCodesNotReadable => 410,
             BodyTooLarge(_) => 413,
             RateLimited(_) | TooManyFailures(_) => 429,
@@ -138,12 +152,13 @@ impl ApiError {
         match self {
             InvalidArgument(_) | InvalidBody | BodyTooLarge(_) | TooManyKeys(_) => "general_argument_invalid",
             KeyRefused(Refusal::AlreadyRegistered) => "user_authenticator_already_verified",
-            KeyRefused(_) => "user_invalid_token",
+            KeyRefused(_) | KeyRetired => "user_invalid_token",
             QueryInvalid(_) => "general_query_invalid",
             RouteNotFound => "general_route_not_found",
             ProjectNotFound => "project_not_found",
             UnknownOrigin => "general_unknown_origin",
-            Unauthorized => "general_unauthorized_scope",
+            Unauthorized | MissingScope { .. } => "general_unauthorized_scope",
+            KeyAndSession => "user_api_key_and_session_set",
             MoreFactorsRequired => "user_more_factors_required",
             RateLimited(_) | TooManyFailures(_) => "general_rate_limit_exceeded",
             UserAlreadyExists => "user_already_exists",

@@ -2,94 +2,15 @@
 //! password) and the activity log that records every security event, on the embedded
 //! store and on DynamoDB (when `MFA_TEST_DYNAMODB_ENDPOINT` is set).
 
-use std::sync::Arc;
-
-use mfa_core::clock::{Clock, ManualClock, SystemClock};
-use mfa_core::config::Config;
-use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::Store;
-use mfa_core::App;
 use serde_json::{json, Value};
 
 mod common;
-use common::{Answer, Recorder};
+use common::{assert_refused, each_store, World, PASSWORD};
 
-const PASSWORD: &str = "correct horse battery";
-
-struct World {
-    app: App,
-    clock: ManualClock,
-    sender: Arc<Recorder>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-struct Person {
-    id: String,
-    email: String,
-    session: String,
-}
-
-impl World {
-    fn on(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> World {
-        let clock = ManualClock::at(SystemClock.now());
-        let sender = Arc::new(Recorder::default());
-        let config = Config::for_project("p", b"a test server key of sufficient length");
-        let app = App::new(config, store, sender.clone(), Arc::new(clock.clone()));
-        World { app, clock, sender, _dir: dir }
-    }
-
-    fn embedded() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), SystemClock.now()).unwrap();
-        World::on(Arc::new(store), Some(dir))
-    }
-
-    async fn dynamodb() -> Option<World> {
-        Some(World::on(common::dynamodb_store("activity").await?, None))
-    }
-
-    async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
-        common::call(&self.app, method, path, session, body).await
-    }
-
-    async fn ok(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Value {
-        let r = self.call(method, path, session, body).await;
-        assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
-        r.body
-    }
-
-    async fn log_in(&self, email: &str, password: &str) -> Answer {
-        self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": password})).await
-    }
-
-    async fn sign_up(&self) -> Person {
-        let email = format!("{}@example.com", mfa_core::domain::crypto::new_id().to_lowercase());
-        let body = json!({"userId": "unique()", "email": email, "password": PASSWORD});
-        let id = self.ok("POST", "/v1/account", None, body).await["$id"].as_str().unwrap().to_string();
-        let session = self.log_in(&email, PASSWORD).await.fallback.unwrap();
-        Person { id, email, session }
-    }
-
-    /// The event names of the user's log, newest first.
-    async fn events(&self, session: &str) -> Vec<String> {
-        let logs = self.ok("GET", "/v1/account/logs", Some(session), json!({})).await;
-        logs["logs"].as_array().unwrap().iter().map(|l| l["event"].as_str().unwrap().to_string()).collect()
-    }
-}
-
-fn assert_refused(r: &Answer, status: u16, kind: &str) {
-    assert_eq!((r.status, r.body["type"].as_str()), (status, Some(kind)), "{}", r.body);
-}
-
-async fn each_store<F, Fut>(check: F)
-where
-    F: Fn(World) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    check(World::embedded()).await;
-    if let Some(world) = World::dynamodb().await {
-        check(world).await;
-    }
+/// The event names of the user's log, newest first.
+async fn logged(w: &World, session: &str) -> Vec<String> {
+    let logs = w.ok("GET", "/v1/account/logs", Some(session), json!({})).await;
+    logs["logs"].as_array().unwrap().iter().map(|l| l["event"].as_str().unwrap().to_string()).collect()
 }
 
 fn session_id(fallback: &str) -> String {
@@ -102,7 +23,7 @@ fn session_id(fallback: &str) -> String {
 
 #[tokio::test]
 async fn a_user_sees_their_sessions_and_only_theirs() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         let laptop = w.log_in(&me.email, PASSWORD).await.fallback.unwrap();
         let stranger = w.sign_up().await;
@@ -138,7 +59,7 @@ async fn a_user_sees_their_sessions_and_only_theirs() {
 
 #[tokio::test]
 async fn name_and_preferences_are_kept() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         let account = w.ok("PATCH", "/v1/account/name", Some(&me.session), json!({"name": "Ada"})).await;
         assert_eq!(account["name"], "Ada");
@@ -167,7 +88,7 @@ async fn name_and_preferences_are_kept() {
 
 #[tokio::test]
 async fn a_new_password_needs_the_old_one_and_ends_the_other_sessions() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         let phone = w.log_in(&me.email, PASSWORD).await.fallback.unwrap();
         let r = w
@@ -203,14 +124,14 @@ async fn a_new_password_needs_the_old_one_and_ends_the_other_sessions() {
         assert_refused(&w.call("GET", "/v1/account", Some(&phone), json!({})).await, 401, "general_unauthorized_scope");
         assert_refused(&w.log_in(&me.email, PASSWORD).await, 401, "user_invalid_credentials");
         assert_eq!(w.log_in(&me.email, "a new long password").await.status, 201);
-        assert_eq!(w.events(&me.session).await[..2], ["session.create", "password.update"]);
+        assert_eq!(logged(&w, &me.session).await[..2], ["session.create", "password.update"]);
     })
     .await;
 }
 
 #[tokio::test]
 async fn every_security_event_is_in_the_log_newest_first() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         w.ok("POST", "/v1/account/mfa/recovery-codes", Some(&me.session), json!({})).await;
         w.ok("POST", "/v1/account/verifications/email", Some(&me.session), json!({"url": "https://app.example/v"})).await;
@@ -228,7 +149,7 @@ async fn every_security_event_is_in_the_log_newest_first() {
         w.clock.advance(1);
         w.ok("DELETE", &format!("/v1/account/sessions/{}", session_id(&me.session)), Some(&session), json!({})).await;
 
-        let events = w.events(&session).await;
+        let events = logged(&w, &session).await;
         assert_eq!(
             events,
             [
@@ -262,7 +183,7 @@ async fn every_security_event_is_in_the_log_newest_first() {
 
         // Another user sees none of it.
         let stranger = w.sign_up().await;
-        assert_eq!(w.events(&stranger.session).await, ["session.create"]);
+        assert_eq!(logged(&w, &stranger.session).await, ["session.create"]);
     })
     .await;
 }
@@ -275,7 +196,7 @@ fn link_parts(text: &str) -> (String, String) {
 
 #[tokio::test]
 async fn a_forgotten_password_is_reset_by_email_once_and_every_session_ends() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         let tablet = w.log_in(&me.email, PASSWORD).await.fallback.unwrap();
         let url = json!("https://app.example/reset");
@@ -321,14 +242,14 @@ async fn a_forgotten_password_is_reset_by_email_once_and_every_session_ends() {
         assert_refused(&w.log_in(&me.email, PASSWORD).await, 401, "user_invalid_credentials");
         w.clock.advance(1);
         let session = w.log_in(&me.email, "a fresh long password").await.fallback.unwrap();
-        assert_eq!(w.events(&session).await[..3], ["session.create", "recovery.update", "recovery.create"]);
+        assert_eq!(logged(&w, &session).await[..3], ["session.create", "recovery.update", "recovery.create"]);
     })
     .await;
 }
 
 #[tokio::test]
 async fn after_a_reset_mfa_is_still_asked_and_old_links_expire() {
-    each_store(|w| async move {
+    each_store("activity", |w| async move {
         let me = w.sign_up().await;
         w.ok("POST", "/v1/account/mfa/recovery-codes", Some(&me.session), json!({})).await;
         w.ok("POST", "/v1/account/verifications/email", Some(&me.session), json!({"url": "https://app.example/v"}))

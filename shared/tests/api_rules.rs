@@ -232,10 +232,25 @@ impl Store for DownStore {
     async fn count(&self, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
+    async fn key_usage(&self, _: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        Err(down())
+    }
     async fn sessions(&self, _: &str) -> StoreResult<Vec<Session>> {
         Err(down())
     }
     async fn events(&self, _: &str, _: Millis) -> StoreResult<Vec<Event>> {
+        Err(down())
+    }
+    async fn users(&self, _: &[String]) -> StoreResult<Vec<User>> {
+        Err(down())
+    }
+    async fn put_api_key(&self, _: &mfa_core::domain::api_key::ApiKey) -> StoreResult<bool> {
+        Err(down())
+    }
+    async fn api_keys(&self) -> StoreResult<Vec<mfa_core::domain::api_key::ApiKey>> {
+        Err(down())
+    }
+    async fn delete_api_key(&self, _: &str) -> StoreResult<bool> {
         Err(down())
     }
 }

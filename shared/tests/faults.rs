@@ -181,6 +181,10 @@ impl Store for Flaky {
         self.gate()?;
         self.inner.count(also).await
     }
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        self.gate()?;
+        self.inner.key_usage(now).await
+    }
     async fn sessions(&self, u: &str) -> StoreResult<Vec<Session>> {
         self.gate()?;
         self.inner.sessions(u).await
@@ -188,6 +192,22 @@ impl Store for Flaky {
     async fn events(&self, u: &str, now: Millis) -> StoreResult<Vec<Event>> {
         self.gate()?;
         self.inner.events(u, now).await
+    }
+    async fn users(&self, ids: &[String]) -> StoreResult<Vec<User>> {
+        self.gate()?;
+        self.inner.users(ids).await
+    }
+    async fn put_api_key(&self, k: &mfa_core::domain::api_key::ApiKey) -> StoreResult<bool> {
+        self.gate()?;
+        self.inner.put_api_key(k).await
+    }
+    async fn api_keys(&self) -> StoreResult<Vec<mfa_core::domain::api_key::ApiKey>> {
+        self.gate()?;
+        self.inner.api_keys().await
+    }
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
+        self.gate()?;
+        self.inner.delete_api_key(id).await
     }
 }
 

@@ -142,6 +142,8 @@ conformance!(
     an_event_is_stored_only_with_its_change,
     events_are_read_newest_first_until_they_expire,
     a_users_sessions_are_listed_and_only_theirs,
+    an_api_key_is_stored_once_read_by_id_listed_and_revoked,
+    users_are_found_by_their_emails_and_read_together,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
         spend,
         now,
         recent: true,
+        reseal: None,
     }
 }
 
@@ -1673,4 +1676,50 @@ async fn a_users_sessions_are_listed_and_only_theirs(store: Arc<dyn Store>) {
     let mut want = vec![one.id, two.id];
     want.sort();
     assert_eq!(ids, want);
+}
+
+// ---------------------------------------------------------------------------------------
+// API keys and the server API's reads
+
+async fn an_api_key_is_stored_once_read_by_id_listed_and_revoked(store: Arc<dyn Store>) {
+    use mfa_core::domain::api_key::{new_key, Scope};
+    let now = now();
+    let (key, secret) = new_key("support desk", vec![Scope::UsersRead, Scope::UsersWrite], now);
+    let (other, _) = new_key("reports", vec![Scope::UsersRead], now + 1);
+    assert!(store.put_api_key(&key).await.unwrap());
+    assert!(!store.put_api_key(&key).await.unwrap(), "an id is stored once");
+    assert!(store.put_api_key(&other).await.unwrap());
+
+    let read = |id: &str| Lookup { api_key: Some(id.to_string()), ..Lookup::default() };
+    let found = store.load(&read(&key.id), now).await.unwrap().api_key.expect("the key is read by its id");
+    assert_eq!(found, key);
+    assert_eq!(found.secret_hash, sha256_hex(&secret), "only the hash is stored");
+    assert!(store.load(&read(&new_id()), now).await.unwrap().api_key.is_none());
+
+    let listed = store.api_keys().await.unwrap();
+    let ours: Vec<&str> =
+        listed.iter().filter(|k| [&key.id, &other.id].contains(&&k.id)).map(|k| k.name.as_str()).collect();
+    assert_eq!(ours, ["support desk", "reports"], "oldest first");
+    assert!(listed.iter().all(|k| !k.secret_hash.contains(&secret)));
+
+    assert!(store.delete_api_key(&key.id).await.unwrap());
+    assert!(!store.delete_api_key(&key.id).await.unwrap(), "revoked once");
+    assert!(store.load(&read(&key.id), now).await.unwrap().api_key.is_none(), "a revoked key is gone at once");
+    assert!(store.api_keys().await.unwrap().iter().all(|k| k.id != key.id));
+    assert!(store.load(&read(&other.id), now).await.unwrap().api_key.is_some(), "the other key stays");
+}
+
+async fn users_are_found_by_their_emails_and_read_together(store: Arc<dyn Store>) {
+    let now = now();
+    let a = created(&store, new_user(now)).await;
+    let b = created(&store, new_user(now)).await;
+    let (a_email, b_email) = (a.email.clone().unwrap(), b.email.clone().unwrap());
+    let lookup = Lookup { emails: vec![b_email, format!("{}@example.com", new_id()), a_email], ..Lookup::default() };
+    let found = store.load(&lookup, now).await.unwrap();
+    assert_eq!(found.email_owners, [b.id.clone(), a.id.clone()], "owners in the order asked; unknown emails left out");
+    assert!(found.user.is_none(), "a lookup by email reads no user");
+
+    let users = store.users(&[a.id.clone(), new_id(), b.id.clone()]).await.unwrap();
+    assert_eq!(users, [reload(&store, &a).await, reload(&store, &b).await], "missing ids left out");
+    assert!(store.users(&[]).await.unwrap().is_empty());
 }

@@ -7,35 +7,17 @@
 
 use std::sync::Arc;
 
-use mfa_core::clock::{Clock, ManualClock, SystemClock, MINUTE};
-use mfa_core::config::Config;
+use mfa_core::clock::{Clock, MINUTE};
 use mfa_core::domain::{AuthenticatorSecret, Factor};
-use mfa_core::store::embedded::EmbeddedStore;
-use mfa_core::store::{Lookup, Store};
-use mfa_core::App;
+use mfa_core::store::Lookup;
 use serde_json::{json, Value};
 use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
 mod common;
-use common::{Answer, Recorder};
-
-const PASSWORD: &str = "correct horse battery";
+use common::{assert_refused, each_store, Answer, Person, World, PASSWORD};
 const ORIGIN: &str = "http://localhost:8080";
-
-struct World {
-    app: Arc<App>,
-    clock: ManualClock,
-    _dir: Option<tempfile::TempDir>,
-}
-
-/// A user signed in with a fully factored session.
-struct Person {
-    id: String,
-    email: String,
-    session: String,
-}
 
 fn token() -> SoftToken {
     SoftToken::new(false).unwrap().0
@@ -63,47 +45,11 @@ fn assert_with(token: &mut SoftToken, at: &str, options: &Value) -> Value {
 }
 
 impl World {
-    fn on(store: Arc<dyn Store>, dir: Option<tempfile::TempDir>) -> World {
-        let clock = ManualClock::at(SystemClock.now());
-        let sender = Arc::new(Recorder::default());
-        let config = Config::for_project("p", b"a test server key of sufficient length");
-        let app = Arc::new(App::new(config, store, sender, Arc::new(clock.clone())));
-        World { app, clock, _dir: dir }
-    }
-
-    fn embedded() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("mfa.redb"), SystemClock.now()).unwrap();
-        World::on(Arc::new(store), Some(dir))
-    }
-
-    async fn dynamodb() -> Option<World> {
-        Some(World::on(common::dynamodb_store("webauthn").await?, None))
-    }
-
-    async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
-        common::call(&self.app, method, path, session, body).await
-    }
-
-    async fn ok(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Value {
-        let r = self.call(method, path, session, body).await;
-        assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
-        r.body
-    }
-
-    async fn log_in(&self, email: &str) -> String {
-        let r =
-            self.call("POST", "/v1/account/sessions/email", None, json!({"email": email, "password": PASSWORD})).await;
+    /// A new session of `email`'s user, with [`PASSWORD`].
+    async fn session(&self, email: &str) -> String {
+        let r = self.log_in(email, PASSWORD).await;
         assert_eq!(r.status, 201, "{}", r.body);
         r.fallback.unwrap()
-    }
-
-    async fn sign_up(&self) -> Person {
-        let email = format!("{}@example.com", mfa_core::domain::crypto::new_id().to_lowercase());
-        let body = json!({"userId": "unique()", "email": email, "password": PASSWORD});
-        let id = self.ok("POST", "/v1/account", None, body).await["$id"].as_str().unwrap().to_string();
-        let session = self.log_in(&email).await;
-        Person { id, email, session }
     }
 
     /// Registers `token` as a key of `person`; returns the user the API answers.
@@ -148,24 +94,9 @@ impl World {
     }
 }
 
-fn assert_refused(r: &Answer, status: u16, kind: &str) {
-    assert_eq!((r.status, r.body["type"].as_str()), (status, Some(kind)), "{}", r.body);
-}
-
-async fn each_store<F, Fut>(check: F)
-where
-    F: Fn(World) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    check(World::embedded()).await;
-    if let Some(world) = World::dynamodb().await {
-        check(world).await;
-    }
-}
-
 #[tokio::test]
 async fn a_registered_key_signs_in_as_a_second_factor() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let person = w.sign_up().await;
         let mut key = token();
         let user = w.register(&person, &mut key, Some("Blue key")).await;
@@ -188,7 +119,7 @@ async fn a_registered_key_signs_in_as_a_second_factor() {
         assert!(stored.has_factor(Factor::Webauthn));
 
         w.turn_mfa_on(&person).await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let r = w.call("GET", "/v1/account", Some(&session), json!({})).await;
         assert_refused(&r, 401, "user_more_factors_required");
 
@@ -211,7 +142,7 @@ async fn a_registered_key_signs_in_as_a_second_factor() {
 
 #[tokio::test]
 async fn the_sdk_methods_carry_the_answers_as_json_strings() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let person = w.sign_up().await;
         let mut key = token();
         // `createMfaAuthenticator({type: 'webauthn'})`, then `updateMfaAuthenticator({type, otp})`.
@@ -223,7 +154,7 @@ async fn the_sdk_methods_carry_the_answers_as_json_strings() {
         w.turn_mfa_on(&person).await;
 
         // `createMfaChallenge({factor: 'webauthn'})`, then `updateMfaChallenge({challengeId, otp})`.
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (challenge_id, options) = w.challenge(&session).await;
         let otp = assert_with(&mut key, ORIGIN, &options).to_string();
         let body = json!({"challengeId": challenge_id, "otp": otp});
@@ -235,15 +166,15 @@ async fn the_sdk_methods_carry_the_answers_as_json_strings() {
 
 #[tokio::test]
 async fn an_assertion_is_used_once() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (challenge_id, options) = w.challenge(&session).await;
         let assertion = assert_with(&mut key, ORIGIN, &options);
         assert_eq!(w.complete(&session, &challenge_id, &assertion).await.status, 200);
         // The same answer again: to the spent challenge, then to a new one.
         assert_refused(&w.complete(&session, &challenge_id, &assertion).await, 401, "user_invalid_token");
-        let other = w.log_in(&person.email).await;
+        let other = w.session(&person.email).await;
         let (next_id, _) = w.challenge(&other).await;
         let r = w.complete(&other, &next_id, &assertion).await;
         assert_refused(&r, 401, "user_invalid_token");
@@ -256,9 +187,9 @@ async fn an_assertion_is_used_once() {
 
 #[tokio::test]
 async fn parallel_completions_with_one_assertion_have_one_winner() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (challenge_id, options) = w.challenge(&session).await;
         let assertion = assert_with(&mut key, ORIGIN, &options);
         let w = Arc::new(w);
@@ -279,9 +210,9 @@ async fn parallel_completions_with_one_assertion_have_one_winner() {
 
 #[tokio::test]
 async fn an_answer_for_another_site_is_refused() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (challenge_id, options) = w.challenge(&session).await;
         // A page on another origin (a subdomain is not the configured origin).
         let assertion = assert_with(&mut key, "https://phish.localhost", &options);
@@ -305,15 +236,15 @@ async fn an_answer_for_another_site_is_refused() {
 
 #[tokio::test]
 async fn a_cloned_key_whose_counter_went_back_is_refused() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
         let mut clone = clone_of(&key);
-        let first = w.log_in(&person.email).await;
+        let first = w.session(&person.email).await;
         let (id, options) = w.challenge(&first).await;
         assert_eq!(w.complete(&first, &id, &assert_with(&mut key, ORIGIN, &options)).await.status, 200);
 
         // The clone still holds the counter the original had before that use.
-        let second = w.log_in(&person.email).await;
+        let second = w.session(&person.email).await;
         let (id, options) = w.challenge(&second).await;
         let r = w.complete(&second, &id, &assert_with(&mut clone, ORIGIN, &options)).await;
         assert_refused(&r, 401, "user_invalid_token");
@@ -326,12 +257,12 @@ async fn a_cloned_key_whose_counter_went_back_is_refused() {
 
 #[tokio::test]
 async fn another_users_key_is_refused() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (alice, _alice_key) = w.enrolled().await;
         let (bob, mut bob_key) = w.enrolled().await;
         let bob_credential = w.keys(&bob.session).await["authenticators"][0]["credentialId"].clone();
 
-        let session = w.log_in(&alice.email).await;
+        let session = w.session(&alice.email).await;
         let (id, mut options) = w.challenge(&session).await;
         // Bob's key, offered as if it were one of Alice's.
         options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": bob_credential}]);
@@ -345,9 +276,9 @@ async fn another_users_key_is_refused() {
 
 #[tokio::test]
 async fn malformed_truncated_and_oversized_answers_are_400_and_spend_nothing() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (id, options) = w.challenge(&session).await;
         let assertion = assert_with(&mut key, ORIGIN, &options);
 
@@ -392,9 +323,9 @@ async fn malformed_truncated_and_oversized_answers_are_400_and_spend_nothing() {
 
 #[tokio::test]
 async fn wrong_answers_burn_the_challenge_like_wrong_codes() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut key) = w.enrolled().await;
-        let session = w.log_in(&person.email).await;
+        let session = w.session(&person.email).await;
         let (id, options) = w.challenge(&session).await;
         for _ in 0..5 {
             let r = w.complete(&session, &id, &assert_with(&mut key, "https://phish.localhost", &options)).await;
@@ -408,10 +339,10 @@ async fn wrong_answers_burn_the_challenge_like_wrong_codes() {
 
 #[tokio::test]
 async fn several_keys_are_kept_and_one_is_removed_with_a_recent_challenge() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let (person, mut blue) = w.enrolled().await;
         let mut spare = token();
-        let owner = Person { session: w.log_in(&person.email).await, ..person };
+        let owner = Person { session: w.session(&person.email).await, ..person };
         let (id, options) = w.challenge(&owner.session).await;
         assert_eq!(w.complete(&owner.session, &id, &assert_with(&mut blue, ORIGIN, &options)).await.status, 200);
         w.register(&owner, &mut spare, Some("Spare")).await;
@@ -425,7 +356,7 @@ async fn several_keys_are_kept_and_one_is_removed_with_a_recent_challenge() {
         let excluded = ceremony["options"]["publicKey"]["excludeCredentials"].as_array().unwrap().len();
         assert_eq!(excluded, 2, "the options name the keys already registered, so none is registered twice");
 
-        let other = w.log_in(&owner.email).await;
+        let other = w.session(&owner.email).await;
         let (id, options) = w.challenge(&other).await;
         assert_eq!(w.complete(&other, &id, &assert_with(&mut spare, ORIGIN, &options)).await.status, 200);
 
@@ -445,7 +376,7 @@ async fn several_keys_are_kept_and_one_is_removed_with_a_recent_challenge() {
         );
         // The other sessions are over; the removed key no longer signs in.
         assert_refused(&w.call("GET", "/v1/account", Some(&other), json!({})).await, 401, "general_unauthorized_scope");
-        let session = w.log_in(&owner.email).await;
+        let session = w.session(&owner.email).await;
         let (id, mut options) = w.challenge(&session).await;
         options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": blue_credential}]);
         let r = w.complete(&session, &id, &assert_with(&mut blue, ORIGIN, &options)).await;
@@ -463,7 +394,7 @@ async fn several_keys_are_kept_and_one_is_removed_with_a_recent_challenge() {
 
 #[tokio::test]
 async fn a_stolen_session_cannot_make_itself_recent_with_a_key_it_added() {
-    each_store(|w| async move {
+    each_store("webauthn", |w| async move {
         let person = w.sign_up().await;
         let mut key = token();
         w.register(&person, &mut key, None).await;

@@ -215,7 +215,7 @@ fn mfa_local(args: &[&str]) -> (bool, String) {
 fn help_lists_every_subcommand_and_environment_variable() {
     let (ok, help) = mfa_local(&["--help"]);
     assert!(ok, "--help exits 0");
-    for word in ["setup", "totp", "serve"] {
+    for word in ["setup", "totp", "serve", "keys"] {
         assert!(help.contains(word), "--help names {word}:\n{help}");
     }
     for var in [
@@ -255,6 +255,45 @@ fn totp_prints_the_current_code_of_a_secret() {
     assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "{out:?}");
     let (ok, _) = mfa_local(&["totp", "not base32!"]);
     assert!(!ok);
+}
+
+fn mfa_local_in(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mfa-local"))
+        .args(args)
+        .env("MFA_DATA_DIR", data)
+        .env_remove("MFA_STORE")
+        .env_remove("MFA_SECRET_KEY")
+        .env_remove("MFA_SECRET_KEYS")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `mfa-local keys`: a rotation adds the active key; the active key cannot be retired, an
+/// older one only once nothing stored depends on it.
+#[test]
+fn server_keys_rotate_and_retire_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, out, err) = mfa_local_in(data.path(), &["keys", "usage"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("k0 (active): 0 stored values"), "{out}");
+    let (ok, out, err) = mfa_local_in(data.path(), &["keys", "rotate"]);
+    assert!(ok && out.contains("added server key k1"), "{out}{err}");
+    let (ok, out, _) = mfa_local_in(data.path(), &["keys", "usage"]);
+    assert!(ok && out.contains("k1 (active)") && out.contains("k0: 0"), "{out}");
+    let (ok, _, err) = mfa_local_in(data.path(), &["keys", "retire", "k1"]);
+    assert!(!ok && err.contains("active"), "{err}");
+    let (ok, out, err) = mfa_local_in(data.path(), &["keys", "retire", "k0"]);
+    assert!(ok && out.contains("retired server key k0"), "{out}{err}");
+    assert!(!data.path().join("secret.key").exists(), "no retired secret left on disk");
+    let ring = std::fs::read_to_string(data.path().join("server-keys")).unwrap();
+    assert!(ring.starts_with("k1=") && !ring.contains("k0="), "{ring}");
+    let (ok, _, err) = mfa_local_in(data.path(), &["keys", "retire", "k9"]);
+    assert!(!ok && err.contains("no server key"), "{err}");
 }
 
 /// CPU time (user + system) a process has used, in clock ticks.

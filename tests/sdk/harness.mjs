@@ -110,10 +110,15 @@ async function externalServer() {
 
 /**
  * Starts `mfa-local` on a free port with a fresh data directory and waits for its
- * "listening" line (or, with MFA_SDK_ENDPOINT, uses that API). Returns { endpoint, outbox, stop() }.
+ * "listening" line (or, with MFA_SDK_ENDPOINT, uses that API). `prepare({ bin, env })`, if
+ * given, runs once the store exists and before the server opens it (e.g. `mfa-local keys
+ * create`). Returns { endpoint, outbox, stop() }.
  */
-export async function startServer({ projectId, projectName, timeoutMs = 30_000 } = {}) {
-    if (externalEndpoint) return externalServer();
+export async function startServer({ projectId, projectName, prepare, timeoutMs = 30_000 } = {}) {
+    if (externalEndpoint) {
+        if (prepare) throw new Error("prepare needs a mfa-local of the test's own, not MFA_SDK_ENDPOINT");
+        return externalServer();
+    }
     const bin = process.env.MFA_LOCAL_BIN
         ? resolve(process.env.MFA_LOCAL_BIN)
         : resolve(here, '../../target/debug/mfa-local');
@@ -134,6 +139,7 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
         const setup = spawnSync(bin, ['setup'], { env, encoding: 'utf8' });
         if (setup.status !== 0) throw new Error(`mfa-local setup failed:\n${setup.stdout}${setup.stderr}`);
     }
+    const prepared = prepare ? await prepare({ bin, env }) : undefined;
 
     const child = spawn(bin, [], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -179,6 +185,7 @@ export async function startServer({ projectId, projectName, timeoutMs = 30_000 }
         endpoint,
         port,
         dataDir,
+        prepared,
         outbox,
         output: () => output,
         async stop() {

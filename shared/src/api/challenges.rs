@@ -8,14 +8,14 @@ use super::App;
 use crate::clock::Millis;
 use crate::delivery::templates;
 use crate::domain::activity::Action;
-use crate::domain::crypto::{constant_time_eq, random_digits};
+use crate::domain::crypto::random_digits;
 use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
 use crate::domain::values::{parse_otp, ChallengeFactor, Id};
 use crate::domain::webauthn::Refusal;
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor, User};
 use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
-use crate::store::{Also, ChallengeWin, Lookup, Spend};
+use crate::store::{Also, ChallengeWin, Lookup, Reseal, Spend};
 
 fn create_budget(ctx: &Ctx) -> Budget {
     Budget::default().every(CHALLENGE_PER_USER, ctx.caller_id())
@@ -167,6 +167,14 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         },
         Proof::Code(otp) => code_spend(app, user, &challenge, &otp, ctx.now)?,
     };
+    // A TOTP secret sealed under an older server key is sealed again under the active one.
+    let reseal = match (&spend, user.totp().and_then(|a| a.totp_secret())) {
+        (Some(Spend::TotpStep(_)), Some((sealed, _))) if !app.keys.is_current(sealed) => {
+            let (secret, _) = super::mfa::totp_secret(app, user, user.totp().ok_or(ApiError::InvalidToken)?)?;
+            Some(Reseal { from: sealed.to_string(), to: app.keys.encrypt(&secret, &user.id) })
+        }
+        _ => None,
+    };
 
     // The write that spends the attempt or completes the challenge also counts it: a
     // code's verdict is only ever given for an attempt within every budget.
@@ -187,6 +195,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         spend,
         now: ctx.now,
         recent,
+        reseal,
     };
     let mut also = Also::from(budget.success(ctx.now)).and(app.event(
         ctx,
@@ -215,8 +224,7 @@ fn code_spend(
     Ok(match challenge.factor {
         Factor::Email | Factor::Phone => {
             let expected = challenge.code_hash.as_deref().unwrap_or_default();
-            let given = app.keys.code_hash(&challenge.code_context(), otp);
-            constant_time_eq(expected, &given).then_some(Spend::Nothing)
+            app.keys.code_matches(&challenge.code_context(), otp, expected).then_some(Spend::Nothing)
         }
         Factor::Totp => {
             let authenticator = user.totp().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
@@ -224,10 +232,16 @@ fn code_spend(
             totp::accept(&secret, otp, now, last_step).map(Spend::TotpStep)
         }
         Factor::RecoveryCode => {
-            let given = recovery::hash(&app.keys, &user.id, otp);
             // Compare against every code so timing does not reveal which one matched.
-            let found = user.recovery_codes.iter().fold(false, |hit, h| constant_time_eq(h, &given) | hit);
-            found.then_some(Spend::RecoveryCode(given))
+            let found = user.recovery_codes.iter().fold(None, |hit, stored| {
+                let matches = recovery::matches(&app.keys, &user.id, otp, stored);
+                if matches && hit.is_none() {
+                    Some(stored)
+                } else {
+                    hit
+                }
+            });
+            found.map(|stored| Spend::RecoveryCode(stored.clone()))
         }
         Factor::Password | Factor::Webauthn => None,
     })

@@ -65,10 +65,12 @@ pub(super) fn totp_secret(
 ) -> Result<(Vec<u8>, Option<u64>), ApiError> {
     let (sealed, last_step) =
         authenticator.totp_secret().ok_or_else(|| ApiError::Internal("not a TOTP authenticator".into()))?;
-    let secret = app
-        .keys
-        .decrypt(sealed, &user.id)
-        .ok_or_else(|| ApiError::Internal("TOTP secret does not decrypt under the server key".into()))?;
+    let secret = match app.keys.decrypt(sealed, &user.id) {
+        Some(secret) => secret,
+        // Sealed under a key no longer configured: the authenticator must be set up again.
+        None if !app.keys.knows(sealed) => return Err(ApiError::KeyRetired),
+        None => return Err(ApiError::Internal("TOTP secret does not decrypt under its server key".into())),
+    };
     Ok((secret, last_step))
 }
 
@@ -181,7 +183,7 @@ fn ending_other_sessions(ctx: &Ctx) -> Result<SessionUpgrade, ApiError> {
     Ok(SessionUpgrade { end_other_sessions: true, ..SessionUpgrade::of(&ctx.authed()?.session) })
 }
 
-fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
+pub(super) fn hashed(app: &App, user_id: &str, codes: &[String]) -> Vec<String> {
     codes.iter().map(|c| recovery::hash(&app.keys, user_id, c)).collect()
 }
 

@@ -11,7 +11,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::delivery::Sender;
 use crate::domain::activity::{Action, Event, Origin};
-use crate::domain::crypto::{sha256_hex, Keys};
+use crate::domain::api_key::{self, Scope};
+use crate::domain::budget::Budget;
+use crate::domain::crypto::{constant_time_eq, sha256_hex, Keys};
+use crate::domain::limits::WRONG_KEYS_PER_IP;
 use crate::domain::webauthn::RelyingParty;
 use crate::domain::{session, Standing};
 use crate::error::ApiError;
@@ -28,6 +31,7 @@ mod models;
 mod profile;
 mod recovery;
 mod sessions;
+mod users;
 mod verification;
 mod webauthn;
 
@@ -40,6 +44,21 @@ pub enum Access {
     Session,
     /// A session with every factor its user requires.
     Full,
+    /// An API key with the scope `users.read` (the server API); never a session.
+    UsersRead,
+    /// An API key with the scope `users.write`.
+    UsersWrite,
+}
+
+impl Access {
+    /// The scope an API key needs for a route of the server API.
+    pub fn scope(self) -> Option<Scope> {
+        match self {
+            Access::UsersRead => Some(Scope::UsersRead),
+            Access::UsersWrite => Some(Scope::UsersWrite),
+            Access::Public | Access::Session | Access::Full => None,
+        }
+    }
 }
 
 pub type HandlerFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, ApiError>> + Send + 'a>>;
@@ -156,6 +175,18 @@ functions! {
         route!(PUT "/v1/account/mfa/challenge" => "update-mfa-challenge", Session, challenges::complete, challenges::complete_lookup),
     ];
     get_qr => [route!(GET "/v1/avatars/qr" => "get-qr", Public, avatars::qr)];
+    list_users => [route!(GET "/v1/users" => "list-users", UsersRead, users::list, users::list_lookup)];
+    get_user => [route!(GET "/v1/users/{userId}" => "get-user", UsersRead, users::get, users::lookup)];
+    update_user_mfa => [route!(PATCH "/v1/users/{userId}/mfa" => "update-user-mfa", UsersWrite, users::update_mfa, users::lookup)];
+    list_user_mfa_factors => [route!(GET "/v1/users/{userId}/mfa/factors" => "list-user-mfa-factors", UsersRead, users::factors, users::lookup)];
+    delete_user_mfa_authenticator => [route!(DELETE "/v1/users/{userId}/mfa/authenticators/{type}" => "delete-user-mfa-authenticator", UsersWrite, users::delete_authenticator, users::lookup)];
+    create_user_mfa_recovery_codes => [route!(PATCH "/v1/users/{userId}/mfa/recovery-codes" => "create-user-mfa-recovery-codes", UsersWrite, users::create_recovery_codes, users::lookup)];
+    update_user_mfa_recovery_codes => [route!(PUT "/v1/users/{userId}/mfa/recovery-codes" => "update-user-mfa-recovery-codes", UsersWrite, users::replace_recovery_codes, users::lookup)];
+    get_user_mfa_recovery_codes => [route!(GET "/v1/users/{userId}/mfa/recovery-codes" => "get-user-mfa-recovery-codes", UsersRead, users::get_recovery_codes, users::lookup)];
+    list_user_sessions => [route!(GET "/v1/users/{userId}/sessions" => "list-user-sessions", UsersRead, users::sessions, users::lookup)];
+    delete_user_sessions => [route!(DELETE "/v1/users/{userId}/sessions" => "delete-user-sessions", UsersWrite, users::delete_sessions, users::lookup)];
+    delete_user_session => [route!(DELETE "/v1/users/{userId}/sessions/{sessionId}" => "delete-user-session", UsersWrite, users::delete_session, users::lookup)];
+    list_user_logs => [route!(GET "/v1/users/{userId}/logs" => "list-user-logs", UsersRead, users::logs, users::lookup)];
 }
 
 /// Everything a handler needs, built once per process.
@@ -171,6 +202,9 @@ pub struct App {
     in_process: OnceLock<axum::Router>,
 }
 
+/// The header carrying an API key's secret, as the server SDKs send it.
+pub const API_KEY_HEADER: &str = "x-appwrite-key";
+
 /// Where a request came from, for per-IP limits, when no connection or Lambda request
 /// context says it: set in-process by tests and tools.
 #[derive(Debug, Clone)]
@@ -182,14 +216,14 @@ impl App {
         let origin = Origin {
             ip: ctx.ip.clone(),
             user_agent: ctx.header("user-agent").unwrap_or_default().chars().take(256).collect(),
-            key_id: None,
+            key_id: ctx.key.as_ref().map(|k| k.id.clone()),
             ttl: self.config.log_ttl,
         };
         origin.event(user_id, action, detail, ctx.now)
     }
 
     pub fn new(config: Config, store: Arc<dyn Store>, sender: Arc<dyn Sender>, clock: Arc<dyn Clock>) -> App {
-        let keys = Keys::derive(&config.secret_key);
+        let keys = Keys::ring(&config.secret_keys);
         // Settings read from the environment were checked by building one already.
         let webauthn = config.webauthn.as_ref().and_then(|settings| match RelyingParty::new(settings) {
             Ok(rp) => Some(rp),
@@ -230,7 +264,13 @@ impl App {
     /// Runs `route`'s handler for a request: where the route needs a caller, their session
     /// is read (with what the route looks up) and checked first.
     pub async fn run(&self, route: &Route, ctx: &mut Ctx) -> Result<Reply, ApiError> {
-        if route.access != Access::Public {
+        // Appwrite refuses a key and a session together, on every route that looks at either.
+        if route.access != Access::Public && ctx.credentials.is_some() && ctx.header(API_KEY_HEADER).is_some() {
+            return Err(ApiError::KeyAndSession);
+        }
+        if let Some(scope) = route.access.scope() {
+            self.authorize_key(route, ctx, scope).await?;
+        } else if route.access != Access::Public {
             let lookup = (route.lookup)(ctx);
             self.load(ctx, lookup, true).await?;
             let authed = ctx.auth.as_ref().ok_or(ApiError::Unauthorized)?;
@@ -243,6 +283,38 @@ impl App {
             Some(rate) => reply.rate_headers(rate),
             None => reply,
         })
+    }
+
+    /// Checks the request's API key (`X-Appwrite-Key`) and its scope, reading the key with
+    /// what the route looks up, in one round trip: `ctx.key` is then set. A wrong key is
+    /// counted against its address before it is answered, so that guesses stop at the limit
+    /// whatever they are; a key acts without MFA, as in Appwrite.
+    async fn authorize_key(&self, route: &Route, ctx: &mut Ctx, scope: Scope) -> Result<(), ApiError> {
+        let guest = || ApiError::MissingScope { who: "User".into(), role: "guests", scope: scope.as_str() };
+        let Some(secret) = ctx.header(API_KEY_HEADER).map(str::to_string) else { return Err(guest()) };
+        let mut budget = Budget::default().every(WRONG_KEYS_PER_IP, &ctx.ip);
+        let mut lookup = (route.lookup)(ctx);
+        let own_counters = lookup.counters.len();
+        lookup.counters.extend(budget.counters(ctx.now));
+        lookup.api_key = api_key::id_of_secret(&secret).map(str::to_string);
+        self.load(ctx, lookup, false).await?;
+        let key_counts = ctx.found.counts.split_off(own_counters.min(ctx.found.counts.len()));
+        budget.check(&key_counts, ctx.now)?;
+        let hash = sha256_hex(&secret);
+        let key = ctx.found.api_key.take().filter(|k| constant_time_eq(&k.secret_hash, &hash));
+        let Some(key) = key else {
+            let counted = self.store.count(&budget.failure(ctx.now).into()).await?;
+            budget::Charged::counted(&budget, counted, ctx.now)?;
+            return Err(guest());
+        };
+        if !key.allows(scope) {
+            let host = ctx.header("host").unwrap_or_default();
+            let host = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            let who = format!("app.{}@service.{host}", self.config.project_id);
+            return Err(ApiError::MissingScope { who, role: "applications", scope: scope.as_str() });
+        }
+        ctx.key = Some(key);
+        Ok(())
     }
 
     /// Reads what `lookup` names into `ctx.found`, in one round trip, together with the

@@ -57,6 +57,14 @@ impl Account {
     }
 }
 
+/// `UserList`: users of the server API, each as Appwrite's `User` model without its optional
+/// `password`, `hash` and `hashOptions`: a password hash never leaves the store.
+#[derive(Debug, Serialize)]
+pub struct UserList {
+    pub total: usize,
+    pub users: Vec<Account>,
+}
+
 /// `Session`. Client responses never carry the session secret (Appwrite sends `""`); the
 /// client and device fields Appwrite derives from the user agent are empty here.
 #[derive(Debug, Serialize)]

@@ -52,7 +52,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         id: new_id(),
         // Without an account, a stand-in id derived from the address: the same for every
         // request about it, like a user's, so the answer tells nothing.
-        user_id: app.keys.code_hash("recovery-stand-in", &email)[..20].to_string(),
+        user_id: app.keys.digest("recovery-stand-in", &email)[..20].to_string(),
         channel: Channel::Recovery,
         target: email.clone(),
         secret_hash: sha256_hex(&secret),

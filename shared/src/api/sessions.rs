@@ -112,9 +112,17 @@ pub async fn get_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
 /// The caller's user's sessions that are still good: unexpired and not ended.
 async fn live_sessions(app: &App, ctx: &Ctx) -> Result<Vec<Session>, ApiError> {
-    let user = &ctx.authed()?.user;
+    live_sessions_of(app, &ctx.authed()?.user, ctx.now).await
+}
+
+/// `user`'s sessions that are still good, oldest first.
+pub(super) async fn live_sessions_of(
+    app: &App,
+    user: &crate::domain::User,
+    now: crate::clock::Millis,
+) -> Result<Vec<Session>, ApiError> {
     let mut sessions: Vec<Session> =
-        app.store.sessions(&user.id).await?.into_iter().filter(|s| s.is_live(ctx.now) && s.survives(user)).collect();
+        app.store.sessions(&user.id).await?.into_iter().filter(|s| s.is_live(now) && s.survives(user)).collect();
     sessions.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(sessions)
 }

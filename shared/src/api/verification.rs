@@ -137,8 +137,7 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
     // stranger could otherwise exhaust to keep the user from signing in.
     let mut budget = Budget::default().every(CODE_ATTEMPTS_PER_IP, &ctx.ip);
     let token = user_token(app, ctx, &user_id, Channel::Phone, &mut budget).await?;
-    let hash = app.keys.code_hash(&VerificationToken::code_context(&user_id, &token.id), &code);
-    if !constant_time_eq(&token.secret_hash, &hash) {
+    if !app.keys.code_matches(&VerificationToken::code_context(&user_id, &token.id), &code, &token.secret_hash) {
         let missed =
             app.store.miss_token(&user_id, Channel::Phone, &token.id, ctx.now, &budget.failure(ctx.now).into()).await?;
         budget.decided(missed, ctx.now, ApiError::InvalidToken)?;

@@ -177,6 +177,7 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         spend: Spend::Register(authenticator),
         now: ctx.now,
         recent: false,
+        reseal: None,
     };
     let also = Also::from(budget.success(ctx.now)).and(app.event(ctx, &user.id, Action::FactorAdd, "webauthn"));
     let finished = app.store.finish_challenge(&win, &also).await?;

@@ -5,7 +5,7 @@
 
 use crate::clock::Millis;
 use crate::domain::webauthn::KeyUse;
-use crate::domain::{Authenticator, Factor, Session, User};
+use crate::domain::{Authenticator, AuthenticatorSecret, Factor, Session, User};
 
 /// A change to a user record, each with the condition under which it applies.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +233,15 @@ pub struct ChallengeWin {
     /// Whether the factor proves something the user had before this session added or
     /// changed it; only then is the challenge recent (`Session::proves_with`).
     pub recent: bool,
+    /// The TOTP secret sealed again under the active server key, when it was sealed under
+    /// an older one: replaced in the same write, while it is still the one read.
+    pub reseal: Option<Reseal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reseal {
+    pub from: String,
+    pub to: String,
 }
 
 impl Spend {
@@ -273,10 +282,21 @@ impl ChallengeWin {
                 true
             }
         };
-        if spent && self.recent {
+        if !spent {
+            return false;
+        }
+        if let Some(reseal) = &self.reseal {
+            let totp = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID);
+            let Some(AuthenticatorSecret::Totp { sealed, .. }) = totp.map(|a| &mut a.secret) else { return false };
+            if *sealed != reseal.from {
+                return false;
+            }
+            *sealed = reseal.to.clone();
+        }
+        if self.recent {
             user.mfa_updated_at = Some(now);
         }
-        spent
+        true
     }
 
     /// What completing the challenge does to the session.

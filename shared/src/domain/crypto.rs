@@ -11,39 +11,120 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The two keys every instance derives from the configured server secret.
+/// The id of the server key that values without a key id were made under: the one key
+/// configured before keys had ids (`MFA_SECRET_KEY`, or the data folder's `secret.key`).
+pub const FIRST_KEY_ID: &str = "k0";
+
+/// The two keys derived from one server secret.
 #[derive(Clone)]
-pub struct Keys {
+struct Derived {
     code_mac: [u8; 32],
     totp_enc: [u8; 32],
 }
 
-impl Keys {
-    /// Derives independent keys (HKDF-SHA256) so that one secret serves both purposes.
-    pub fn derive(server_secret: &[u8]) -> Self {
+impl Derived {
+    /// Independent keys (HKDF-SHA256), so that one secret serves both purposes.
+    fn from(server_secret: &[u8]) -> Derived {
         let hk = hkdf::Hkdf::<Sha256>::new(Some(b"mfa-core/v1"), server_secret);
         let mut code_mac = [0u8; 32];
         let mut totp_enc = [0u8; 32];
         // 32-byte outputs are always within HKDF's limit.
         let _ = hk.expand(b"code-mac", &mut code_mac);
         let _ = hk.expand(b"totp-enc", &mut totp_enc);
-        Self { code_mac, totp_enc }
+        Derived { code_mac, totp_enc }
     }
 
-    /// HMAC-SHA256 of a one-time or recovery code, bound to its context
-    /// (user, challenge, purpose) so a hash is useless anywhere else.
-    pub fn code_hash(&self, context: &str, code: &str) -> String {
+    fn mac(&self, context: &str, code: &str) -> String {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.code_mac).expect("HMAC accepts any key length"); // ok: invariant
         mac.update(context.as_bytes());
         mac.update(&[0]);
         mac.update(code.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
 
-    /// AES-256-GCM with a random nonce; the user id is authenticated data,
-    /// so a ciphertext copied to another user does not decrypt.
+/// The server keys, newest (active) first. Every value made under one records the key's id
+/// (`<id>:<value>`), so that a rotation keeps older values working: new values use the
+/// active key, older ones are checked or decrypted under the key they name until they are
+/// made again (re-sealed on use, replaced), and then the old key can be retired.
+#[derive(Clone)]
+pub struct Keys {
+    ring: Vec<(String, Derived)>,
+}
+
+impl Keys {
+    /// One server key, the first one ([`FIRST_KEY_ID`]).
+    pub fn derive(server_secret: &[u8]) -> Self {
+        Keys::ring(&[(FIRST_KEY_ID.to_string(), server_secret.to_vec())])
+    }
+
+    /// Server keys by id, the active one first; without any, the first key of an empty
+    /// secret, which configuration never gives (it refuses an empty ring and short secrets).
+    pub fn ring(keys: &[(String, Vec<u8>)]) -> Self {
+        let mut ring: Vec<(String, Derived)> =
+            keys.iter().map(|(id, secret)| (id.clone(), Derived::from(secret))).collect();
+        if ring.is_empty() {
+            ring.push((FIRST_KEY_ID.to_string(), Derived::from(b"")));
+        }
+        Keys { ring }
+    }
+
+    pub fn active_id(&self) -> &str {
+        self.ring.first().map_or(FIRST_KEY_ID, |(id, _)| id.as_str())
+    }
+
+    fn active(&self) -> &Derived {
+        &self.ring[0].1
+    }
+
+    fn by_id(&self, id: &str) -> Option<&Derived> {
+        self.ring.iter().find(|(k, _)| k == id).map(|(_, d)| d)
+    }
+
+    /// The id of the key a stored hash or sealed value was made under, and the value itself.
+    pub fn split(stored: &str) -> (&str, &str) {
+        match stored.split_once(':') {
+            Some((id, value)) => (id, value),
+            None => (FIRST_KEY_ID, stored),
+        }
+    }
+
+    /// Whether the key a stored value names is configured.
+    pub fn knows(&self, stored: &str) -> bool {
+        self.by_id(Keys::split(stored).0).is_some()
+    }
+
+    /// Whether a stored hash or sealed value was made under the active key.
+    pub fn is_current(&self, stored: &str) -> bool {
+        Keys::split(stored).0 == self.active_id()
+    }
+
+    /// HMAC-SHA256 of a one-time or recovery code under the active key, bound to its
+    /// context (user, challenge, purpose) so a hash is useless anywhere else.
+    pub fn code_hash(&self, context: &str, code: &str) -> String {
+        format!("{}:{}", self.active_id(), self.active().mac(context, code))
+    }
+
+    /// Whether `code` is the one `stored` (a [`Keys::code_hash`], under whichever key it
+    /// names) was made of; constant time. A hash under a retired key matches nothing.
+    pub fn code_matches(&self, context: &str, code: &str, stored: &str) -> bool {
+        let (id, hash) = Keys::split(stored);
+        match self.by_id(id) {
+            Some(key) => constant_time_eq(&key.mac(context, code), hash),
+            None => false,
+        }
+    }
+
+    /// A keyed digest of `value` that names no key: the same for as long as the first key
+    /// is configured (stand-ins that must not change from one request to the next).
+    pub fn digest(&self, context: &str, value: &str) -> String {
+        self.by_id(FIRST_KEY_ID).unwrap_or(self.active()).mac(context, value)
+    }
+
+    /// AES-256-GCM under the active key with a random nonce; the user id is authenticated
+    /// data, so a ciphertext copied to another user does not decrypt.
     pub fn encrypt(&self, plaintext: &[u8], aad: &str) -> String {
-        let cipher = Aes256Gcm::new((&self.totp_enc).into());
+        let cipher = Aes256Gcm::new((&self.active().totp_enc).into());
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
         let sealed = cipher
@@ -51,16 +132,20 @@ impl Keys {
             .expect("AES-GCM encryption of a short secret cannot fail"); // ok: invariant
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
-        B64.encode(out)
+        format!("{}:{}", self.active_id(), B64.encode(out))
     }
 
+    /// The plaintext of a sealed value, under the key it names; `None` when that key is
+    /// retired or the value was altered.
     pub fn decrypt(&self, sealed: &str, aad: &str) -> Option<Vec<u8>> {
+        let (id, sealed) = Keys::split(sealed);
+        let key = self.by_id(id)?;
         let bytes = B64.decode(sealed).ok()?;
         if bytes.len() < 12 {
             return None;
         }
         let (nonce, body) = bytes.split_at(12);
-        Aes256Gcm::new((&self.totp_enc).into())
+        Aes256Gcm::new((&key.totp_enc).into())
             .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad: aad.as_bytes() })
             .ok()
     }
@@ -117,8 +202,41 @@ mod tests {
         assert_ne!(h, a.code_hash("user1|chal2", "123456"));
         assert_ne!(h, a.code_hash("user1|chal1", "123457"));
         assert_ne!(h, b.code_hash("user1|chal1", "123456"));
-        assert_eq!(h.len(), 64);
+        assert_eq!(h.len(), "k0:".len() + 64);
         assert!(!h.contains("123456"));
+        assert!(a.code_matches("user1|chal1", "123456", &h));
+        assert!(!a.code_matches("user1|chal1", "123457", &h));
+        assert!(!b.code_matches("user1|chal1", "123456", &h));
+    }
+
+    fn ring(ids: &[&str]) -> Keys {
+        Keys::ring(&ids.iter().map(|id| (id.to_string(), format!("secret of {id}").into_bytes())).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn values_of_an_older_key_keep_working_until_it_is_retired() {
+        let before = ring(&["k0"]);
+        let hash = before.code_hash("recovery|u", "code");
+        let sealed = before.encrypt(b"totp secret", "u");
+        // Stored before keys had ids: no prefix means the first key.
+        let (_, bare_hash) = Keys::split(&hash);
+        let bare_sealed = Keys::split(&sealed).1.to_string();
+
+        let rotated = ring(&["k1", "k0"]);
+        assert_eq!(rotated.active_id(), "k1");
+        assert!(rotated.code_matches("recovery|u", "code", &hash));
+        assert!(rotated.code_matches("recovery|u", "code", bare_hash));
+        assert_eq!(rotated.decrypt(&sealed, "u").as_deref(), Some(&b"totp secret"[..]));
+        assert_eq!(rotated.decrypt(&bare_sealed, "u").as_deref(), Some(&b"totp secret"[..]));
+        assert!(!rotated.is_current(&sealed) && !rotated.is_current(bare_hash));
+        let resealed = rotated.encrypt(b"totp secret", "u");
+        assert!(resealed.starts_with("k1:") && rotated.is_current(&resealed));
+
+        let retired = ring(&["k1"]);
+        assert!(!retired.code_matches("recovery|u", "code", &hash), "a retired key's hash matches nothing");
+        assert_eq!(retired.decrypt(&sealed, "u"), None);
+        assert_eq!(retired.decrypt(&resealed, "u").as_deref(), Some(&b"totp secret"[..]));
+        assert_eq!(before.digest("x", "y"), rotated.digest("x", "y"), "a stand-in stays the same");
     }
 
     #[test]

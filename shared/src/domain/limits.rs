@@ -41,6 +41,9 @@ pub const RECOVERY_PER_IP: Limit = Limit { scope: "recovery-ip", max: 20, window
 /// Password resets (each runs Argon2) per client address.
 pub const RESET_PER_IP: Limit = Limit { scope: "reset-ip", max: 20, window: HOUR };
 pub const QR_PER_IP: Limit = Limit { scope: "qr-ip", max: 60, window: 10 * MINUTE };
+/// Wrong API keys (`X-Appwrite-Key`) from one address: each is counted before its answer
+/// is given, so guessing key secrets stops here, whatever the key.
+pub const WRONG_KEYS_PER_IP: Limit = Limit { scope: "wrong-key-ip", max: 10, window: HOUR };
 
 impl Limit {
     pub fn window_start(&self, now: Millis) -> Millis {

@@ -1,6 +1,7 @@
 //! What one request reads, in one round trip, and what it found: the request's view of
 //! the stored state, which the store fills in.
 
+use super::api_key::ApiKey;
 use super::{Challenge, Channel, Session, User, VerificationToken};
 
 /// What one request reads, in one round trip.
@@ -16,6 +17,10 @@ pub struct Lookup {
     pub token: Option<(String, Channel)>,
     /// Rate counters, by key.
     pub counters: Vec<String>,
+    /// The API key of this id (the request's `X-Appwrite-Key` names it).
+    pub api_key: Option<String>,
+    /// The owners of these emails (lowercased), by their claims.
+    pub emails: Vec<String>,
 }
 
 /// What a [`Lookup`] found. Expiring items past their expiry are not found.
@@ -29,6 +34,10 @@ pub struct Found {
     pub token: Option<VerificationToken>,
     /// The counters' counts, in the order asked (0 for none).
     pub counts: Vec<u32>,
+    /// The API key asked for, if it exists; the caller compares its hash.
+    pub api_key: Option<ApiKey>,
+    /// The user ids owning the emails asked for, in the order asked (absent emails left out).
+    pub email_owners: Vec<String>,
 }
 
 /// What signing in with an email needs, kept with the email's claim so that it is one read.

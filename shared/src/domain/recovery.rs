@@ -20,7 +20,16 @@ pub fn normalize(input: &str) -> String {
 }
 
 pub fn hash(keys: &Keys, user_id: &str, code: &str) -> String {
-    keys.code_hash(&format!("recovery|{user_id}"), &normalize(code))
+    keys.code_hash(&context(user_id), &normalize(code))
+}
+
+/// Whether a typed code is the one `stored` (a [`hash`] under any configured key) was made of.
+pub fn matches(keys: &Keys, user_id: &str, code: &str, stored: &str) -> bool {
+    keys.code_matches(&context(user_id), &normalize(code), stored)
+}
+
+fn context(user_id: &str) -> String {
+    format!("recovery|{user_id}")
 }
 
 #[cfg(test)]

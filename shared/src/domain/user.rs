@@ -81,6 +81,13 @@ impl User {
         self.mfa && !self.verified_factors().is_empty()
     }
 
+    /// Every value of the user made under a server key (a sealed TOTP secret, recovery-code
+    /// hashes), for counting what each key still protects.
+    pub fn keyed_values(&self) -> impl Iterator<Item = &str> {
+        let sealed = self.authenticators.iter().filter_map(|a| a.totp_secret().map(|(sealed, _)| sealed));
+        sealed.chain(self.recovery_codes.iter().map(String::as_str))
+    }
+
     /// Whether `factor` was added or changed by the session `session_id`.
     pub fn factor_added_by(&self, factor: Factor, session_id: &str) -> bool {
         self.added_by.get(&factor).is_some_and(|by| by == session_id)

@@ -65,6 +65,8 @@ pub struct Ctx {
     pub now: Millis,
     pub credentials: Option<Credentials>,
     pub auth: Option<Authed>,
+    /// The API key the request acts with (server API routes).
+    pub key: Option<crate::domain::api_key::ApiKey>,
     /// What was read for the handler besides the caller (`Route::lookup`).
     pub found: crate::domain::lookup::Found,
     /// The tightest rate limit this request counted against, for the response headers.

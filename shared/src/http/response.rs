@@ -72,7 +72,9 @@ impl IntoResponse for Reply {
         let (content_type, body) = match self.content {
             Content::Json(v) => (Some("application/json"), Body::from(v.to_string())),
             Content::Bytes { content_type, bytes } => (Some(content_type), Body::from(bytes)),
-            Content::Empty => (None, Body::empty()),
+            // Appwrite names a type on its empty answers too, and the Python SDK reads it on
+            // every success.
+            Content::Empty => (Some("text/plain; charset=utf-8"), Body::empty()),
         };
         let mut response = Response::new(body);
         *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

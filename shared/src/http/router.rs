@@ -105,6 +105,7 @@ async fn endpoint(
         now: app.clock.now(),
         credentials,
         auth: None,
+        key: None,
         found: Found::default(),
         rate: None,
     };

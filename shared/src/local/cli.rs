@@ -27,12 +27,48 @@ enum Command {
     /// Create the DynamoDB table (with TTL) and the SES sender identity that MFA_STORE=dynamodb
     /// and MFA_SENDER=aws use, on DynamoDB Local and emulators (AWS_ENDPOINT_URL...).
     Setup,
+    /// API keys of the server API (`X-Appwrite-Key`, in the store MFA_STORE names; on the
+    /// embedded store, run it while mfa-local is not serving the same data folder), and the
+    /// server keys (rotate, see what each still protects, retire an old one).
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Print the current code of an authenticator secret, to try the flow without a phone.
     Totp {
         /// The authenticator's secret in base32, as POST /v1/account/mfa/authenticators/totp
         /// answers it.
         #[arg(value_name = "SECRET")]
         secret: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its secret is printed once and only its hash is stored.
+    Create {
+        /// A name that says who or what uses the key.
+        #[arg(long)]
+        name: String,
+        /// What the key may do, comma list: users.read, users.write.
+        #[arg(long, value_name = "SCOPES")]
+        scopes: String,
+    },
+    /// List the keys: id, name, scopes, creation time (never a secret).
+    List,
+    /// Revoke (delete) a key by id: it stops working at once.
+    Revoke {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Add a server key to the data folder's ring; new values use it from the next start.
+    Rotate,
+    /// How many stored values each server key still protects (scans the store).
+    Usage,
+    /// Remove an older server key, refused while any stored value still depends on it.
+    Retire {
+        #[arg(value_name = "KEY_ID")]
+        id: String,
     },
 }
 
@@ -45,6 +81,11 @@ fn environment() -> Vec<(&'static str, String, &'static str)> {
         ("MFA_PROJECT_ID", "local".into(), "the project id apps pass to setProject"),
         ("MFA_PROJECT_NAME", "the project id".into(), "name shown in authenticator apps and messages"),
         ("MFA_SECRET_KEY", "generated into <MFA_DATA_DIR>/secret.key".into(), "server key, 32+ characters"),
+        (
+            "MFA_SECRET_KEYS",
+            "<MFA_DATA_DIR>/server-keys after a rotation".into(),
+            "server keys, id=secret comma list, the active one first (keys rotate)",
+        ),
         (
             "MFA_ALLOWED_ORIGINS",
             format!("{}, and this server's own origin", crate::config::LOCAL_ORIGINS.replace(',', ", ")),
@@ -105,6 +146,14 @@ pub async fn run() -> ExitCode {
         Command::Serve => super::main().await,
         Command::Setup => super::setup().await,
         Command::Totp { secret } => super::print_totp(&secret),
+        Command::Keys { action } => match action {
+            KeysCommand::Create { name, scopes } => super::keys::create(&name, &scopes).await,
+            KeysCommand::List => super::keys::list().await,
+            KeysCommand::Revoke { id } => super::keys::revoke(&id).await,
+            KeysCommand::Rotate => super::rotation::rotate(),
+            KeysCommand::Usage => super::rotation::usage().await,
+            KeysCommand::Retire { id } => super::rotation::retire(&id).await,
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

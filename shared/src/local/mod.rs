@@ -13,7 +13,10 @@ use crate::config::{var, Config};
 
 pub mod cli;
 mod conn;
+mod keys;
 pub mod page;
+mod rotation;
+pub mod server_keys;
 
 /// Where mfa-local listens without `MFA_LISTEN`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -57,7 +60,7 @@ impl LocalSettings {
 
 /// Creates `dir` (and missing parents) readable by its owner only. A folder that exists is
 /// left as it is: it may be one the user chose and shares.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -86,27 +89,13 @@ pub(crate) fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// The server key kept in the data folder, made on first start.
-fn local_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
-    let path = data_dir.join("secret.key");
-    let mut file = private_file(&path)?;
-    let existing = std::fs::read_to_string(&path)?;
-    if existing.trim().len() >= 32 {
-        return Ok(existing.trim().as_bytes().to_vec());
-    }
-    let secret = crate::domain::crypto::random_secret();
-    file.set_len(0)?;
-    std::io::Write::write_all(&mut file, secret.as_bytes())?;
-    Ok(secret.into_bytes())
-}
-
 /// Builds the app from the environment and serves until the process is stopped.
 pub async fn main() -> Result<(), String> {
     crate::logs::init_readable();
     let settings = LocalSettings::from_env();
     create_private_dir(&settings.data_dir)
         .map_err(|e| format!("cannot create data folder {}: {e}", settings.data_dir.display()))?;
-    let secret = local_secret(&settings.data_dir).map_err(|e| format!("cannot keep the server key: {e}"))?;
+    let secret = server_keys::load(&settings.data_dir).map_err(|e| format!("cannot keep the server key: {e}"))?;
     let listener =
         TcpListener::bind(&settings.listen).await.map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;

@@ -15,6 +15,10 @@
 //! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>` (the id's first letter names it) |
 //! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
 //! | rate counter  | `RATE#<counter>`  | `RATE`                       |
+//! | API key       | `APIKEYS`         | `KEY#<keyId>` (SHA-256 of the secret, name, scopes) |
+//!
+//! API keys share one partition, so that listing them is one Query; a keyed request reads
+//! its key by (pk, sk) in its BatchGetItem. Keys are few and read by support tools only.
 //!
 //! Sessions live under the user's partition (design.md puts them in their own): the cookie
 //! carries the user id and a secret that names its session, so a session is read and
@@ -48,8 +52,9 @@ use super::{
 };
 use crate::clock::Millis;
 use crate::domain::activity::{Action, Actor, Event};
+use crate::domain::api_key::{ApiKey, Scope};
 use crate::domain::challenge::Ceremony;
-use crate::domain::crypto::constant_time_eq;
+use crate::domain::crypto::{constant_time_eq, Keys};
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
 use crate::domain::webauthn::KeyUse;
@@ -230,6 +235,11 @@ fn token_key(user_id: &str, channel: Channel) -> Item {
 }
 fn rate_key(counter: &str) -> Item {
     key(format!("RATE#{counter}"), "RATE".into())
+}
+const API_KEYS_PK: &str = "APIKEYS";
+const API_KEY_PREFIX: &str = "KEY#";
+fn api_key_key(id: &str) -> Item {
+    key(API_KEYS_PK.into(), format!("{API_KEY_PREFIX}{id}"))
 }
 
 /// The unique email or phone index; the user item names its attributes the same way.
@@ -713,6 +723,37 @@ fn event_from(item: &Item) -> StoreResult<Event> {
     })
 }
 
+fn api_key_item(k: &ApiKey) -> Item {
+    let mut item = api_key_key(&k.id);
+    item.extend([
+        ("id".to_string(), s(&k.id)),
+        ("name".to_string(), s(&k.name)),
+        ("scopes".to_string(), AttributeValue::L(k.scopes.iter().map(|sc| s(sc.as_str())).collect())),
+        ("secretHash".to_string(), s(&k.secret_hash)),
+        ("createdAt".to_string(), n(k.created_at)),
+    ]);
+    item
+}
+
+fn api_key_from(item: &Item) -> StoreResult<ApiKey> {
+    let r = Reader(item);
+    let scopes = match item.get("scopes") {
+        Some(AttributeValue::L(list)) => list
+            .iter()
+            .map(|v| v.as_s().ok().and_then(|raw| Scope::parse(raw)))
+            .collect::<Option<Vec<Scope>>>()
+            .ok_or_else(|| r.corrupt("scopes", "a list of known scopes"))?,
+        _ => return Err(r.corrupt("scopes", "a list")),
+    };
+    Ok(ApiKey {
+        id: r.s("id")?,
+        name: r.s("name")?,
+        scopes,
+        secret_hash: r.s("secretHash")?,
+        created_at: r.n("createdAt")?,
+    })
+}
+
 fn token_item(t: &VerificationToken) -> Item {
     let mut item = token_key(&t.user_id, t.channel);
     item.extend([
@@ -1182,9 +1223,9 @@ impl DynamoStore {
         Err(StoreError::Unavailable("batch reads left unprocessed".into()))
     }
 
-    /// The items of a user's partition whose sort key starts with `prefix`, in one Query
+    /// The items of a partition (a user's, the API keys') whose sort key starts with `prefix`, in one Query
     /// (one page: up to 1 MB of items), highest sort key first when `descending`.
-    async fn query_prefix(&self, user_id: &str, prefix: &str, descending: bool) -> StoreResult<Vec<Item>> {
+    async fn query_prefix(&self, pk: &str, prefix: &str, descending: bool) -> StoreResult<Vec<Item>> {
         let out = self
             .client
             .query()
@@ -1192,7 +1233,7 @@ impl DynamoStore {
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(&user_pk(user_id)))
+            .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":prefix", s(prefix))
             .scan_index_forward(!descending)
             .return_consumed_capacity(ReturnConsumedCapacity::Total)
@@ -1497,6 +1538,13 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
         Spend::Key(used) => key_use_expr(&mut e, used, now),
         Spend::Register(auth) => register_expr(&mut e, auth),
     }
+    if let Some(reseal) = &win.reseal {
+        e.key("#totpId", Authenticator::TOTP_ID)
+            .when("#authenticators.#totpId.#secret = :sealedFrom")
+            .set("#authenticators.#totpId.#secret = :sealedTo")
+            .bind(":sealedFrom", s(&reseal.from))
+            .bind(":sealedTo", s(&reseal.to));
+    }
     e
 }
 
@@ -1509,7 +1557,14 @@ impl Store for DynamoStore {
         let challenge = lookup.challenge.as_ref().map(|(user_id, slot)| challenge_key(user_id, slot));
         let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
         let counters: Vec<Item> = lookup.counters.iter().map(|c| rate_key(c)).collect();
-        let keys = [&session, &user, &login, &challenge, &token].into_iter().flatten().chain(&counters).cloned();
+        let api_key = lookup.api_key.as_deref().map(api_key_key);
+        let claims: Vec<Item> = lookup.emails.iter().map(|e| Target::Email.index_key(e)).collect();
+        let keys = [&session, &user, &login, &challenge, &token, &api_key]
+            .into_iter()
+            .flatten()
+            .chain(&counters)
+            .chain(&claims)
+            .cloned();
         let items = self.batch_get(keys.collect()).await?;
         let at = |k: &Option<Item>| k.as_ref().and_then(|k| items.get(&key_id(k)));
 
@@ -1544,6 +1599,12 @@ impl Store for DynamoStore {
                 _ => 0,
             };
             found.counts.push(count);
+        }
+        found.api_key = at(&api_key).map(api_key_from).transpose()?;
+        for k in &claims {
+            if let Some(item) = items.get(&key_id(k)) {
+                found.email_owners.push(Reader(item).s("userId")?);
+            }
         }
         Ok(found)
     }
@@ -1765,12 +1826,48 @@ impl Store for DynamoStore {
         Ok(refused(self.commit(writes, also).await?))
     }
 
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>> {
+        let mut usage = std::collections::BTreeMap::new();
+        let mut count = |value: &str| *usage.entry(Keys::split(value).0.to_string()).or_insert(0) += 1;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
+            let out = out.map_err(sdk_error)?;
+            for item in out.items.unwrap_or_default() {
+                let sk = Reader(&item).s(SK)?;
+                if sk == "PROFILE" {
+                    user_from(&item)?.keyed_values().for_each(&mut count);
+                } else if sk.starts_with(CHALLENGE_PREFIX) {
+                    let c = challenge_from(&item)?;
+                    c.code_hash.iter().filter(|_| c.expire > now).for_each(|h| count(h));
+                } else if sk == format!("TOKEN#{}", Channel::Phone.as_str()) {
+                    let token = token_from(&item)?;
+                    if token.expire > now {
+                        count(&token.secret_hash);
+                    }
+                }
+            }
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(next) => start = Some(next),
+                None => return Ok(usage),
+            }
+        }
+    }
+
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {
-        self.query_prefix(user_id, SESSION_PREFIX, false).await?.iter().map(session_from).collect()
+        self.query_prefix(&user_pk(user_id), SESSION_PREFIX, false).await?.iter().map(session_from).collect()
     }
 
     async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>> {
-        let items = self.query_prefix(user_id, LOG_PREFIX, true).await?;
+        let items = self.query_prefix(&user_pk(user_id), LOG_PREFIX, true).await?;
         let events = items.iter().map(event_from).collect::<StoreResult<Vec<_>>>()?;
         // TTL deletes lazily.
         Ok(events.into_iter().filter(|e| e.expire > now).collect())
@@ -1778,6 +1875,32 @@ impl Store for DynamoStore {
 
     async fn count(&self, also: &Also) -> StoreResult<Decided> {
         Ok(refused(self.commit(vec![], also).await?))
+    }
+
+    async fn users(&self, ids: &[String]) -> StoreResult<Vec<User>> {
+        let items = self.batch_get(ids.iter().map(|id| user_key(id)).collect()).await?;
+        ids.iter().filter_map(|id| items.get(&key_id(&user_key(id)))).map(user_from).collect()
+    }
+
+    async fn put_api_key(&self, api_key: &ApiKey) -> StoreResult<bool> {
+        let mut absent = Expr::default();
+        absent.when("attribute_not_exists(#pk)");
+        let put = Write::Put { item: api_key_item(api_key), expr: absent };
+        Ok(decided(self.transact(&[put]).await)?.is_some())
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let items = self.query_prefix(API_KEYS_PK, API_KEY_PREFIX, false).await?;
+        let mut keys = items.iter().map(api_key_from).collect::<StoreResult<Vec<_>>>()?;
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
+        let mut e = Expr::default();
+        e.when("attribute_exists(#pk)");
+        let delete = Write::Delete { key: api_key_key(id), expr: e };
+        Ok(decided(self.transact(&[delete]).await)?.is_some())
     }
 }
 

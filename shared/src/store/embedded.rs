@@ -10,7 +10,7 @@
 //! fails, every write of the batch is answered as unavailable and none of them applied.
 //! Reads are redb read transactions: they see committed state only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -28,7 +28,8 @@ use super::{
 };
 use crate::clock::{Millis, MINUTE};
 use crate::domain::activity::Event;
-use crate::domain::crypto::constant_time_eq;
+use crate::domain::api_key::ApiKey;
+use crate::domain::crypto::{constant_time_eq, Keys};
 use crate::domain::limits::Count;
 use crate::domain::{Authenticator, Challenge, Channel, Session, User, VerificationToken};
 
@@ -100,6 +101,10 @@ fn token_key(user_id: &str, channel: Channel) -> String {
 }
 fn rate_key(counter: &str) -> String {
     key(&format!("RATE#{counter}"), "RATE")
+}
+/// API keys share one partition, as in the DynamoDB table.
+fn api_key_key(id: &str) -> String {
+    key("APIKEYS", &format!("KEY#{id}"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -602,7 +607,17 @@ impl Store for EmbeddedStore {
                 let c = get::<Counter>(t, &rate_key(counter))?.filter(|c| c.expire > now);
                 counts.push(c.map_or(0, |c| c.count));
             }
-            Ok(Found { session, user, login, challenge, token, counts })
+            let api_key = match &lookup.api_key {
+                Some(id) => get::<ApiKey>(t, &api_key_key(id))?,
+                None => None,
+            };
+            let mut email_owners = Vec::new();
+            for email in &lookup.emails {
+                if let Some(index) = get::<Index>(t, &email_key(email))? {
+                    email_owners.push(index.user_id);
+                }
+            }
+            Ok(Found { session, user, login, challenge, token, counts, api_key, email_owners })
         })
     }
 
@@ -876,6 +891,30 @@ impl Store for EmbeddedStore {
         self.decide(also, |_| Ok(Ok(()))).await
     }
 
+    async fn key_usage(&self, now: Millis) -> StoreResult<BTreeMap<String, u64>> {
+        self.read(|t| {
+            let mut usage = BTreeMap::new();
+            let mut count = |value: &str| *usage.entry(Keys::split(value).0.to_string()).or_insert(0) += 1;
+            for entry in t.iter().map_err(unavailable)? {
+                let (k, v) = entry.map_err(unavailable)?;
+                let (k, v) = (k.value(), v.value());
+                let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{k}: {e}").into());
+                if k.ends_with("\u{1}PROFILE") {
+                    parse_user(v).map_err(corrupt)?.keyed_values().for_each(&mut count);
+                } else if k.contains("\u{1}CHALLENGE#") {
+                    let c: Challenge = serde_json::from_slice(v).map_err(corrupt)?;
+                    c.code_hash.iter().filter(|_| c.expire > now).for_each(|h| count(h));
+                } else if k.ends_with("\u{1}TOKEN#phone") {
+                    let token: VerificationToken = serde_json::from_slice(v).map_err(corrupt)?;
+                    if token.expire > now {
+                        count(&token.secret_hash);
+                    }
+                }
+            }
+            Ok(usage)
+        })
+    }
+
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {
         self.in_range(&key(&format!("USER#{user_id}"), "SESSION#"))
     }
@@ -886,6 +925,53 @@ impl Store for EmbeddedStore {
         events.retain(|e| e.expire > now);
         events.reverse();
         Ok(events)
+    }
+
+    async fn users(&self, ids: &[String]) -> StoreResult<Vec<User>> {
+        self.read(|t| {
+            let mut users = Vec::new();
+            for id in ids {
+                users.extend(get_user(t, &user_key(id))?);
+            }
+            Ok(users)
+        })
+    }
+
+    async fn put_api_key(&self, api_key: &ApiKey) -> StoreResult<bool> {
+        let api_key = api_key.clone();
+        self.write(
+            |created| *created,
+            move |t| {
+                let k = api_key_key(&api_key.id);
+                if exists(t, &k)? {
+                    return Ok(false);
+                }
+                put(t, &k, &api_key)?;
+                Ok(true)
+            },
+        )
+        .await
+    }
+
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let mut keys: Vec<ApiKey> = self.in_range(&key("APIKEYS", "KEY#"))?;
+        keys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(keys)
+    }
+
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool> {
+        let k = api_key_key(id);
+        self.write(
+            |deleted| *deleted,
+            move |t| {
+                if !exists(t, &k)? {
+                    return Ok(false);
+                }
+                remove(t, &k);
+                Ok(true)
+            },
+        )
+        .await
     }
 }
 

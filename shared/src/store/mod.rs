@@ -5,13 +5,14 @@ use async_trait::async_trait;
 
 use crate::clock::Millis;
 use crate::domain::activity::Event;
+use crate::domain::api_key::ApiKey;
 use crate::domain::limits::Count;
 use crate::domain::{Challenge, Channel, Session, User, VerificationToken};
 
 pub mod dynamo;
 pub mod embedded;
 
-pub use crate::domain::change::{updated_user, ChallengeWin, SessionUpgrade, Spend, UserChange};
+pub use crate::domain::change::{updated_user, ChallengeWin, Reseal, SessionUpgrade, Spend, UserChange};
 pub use crate::domain::lookup::{Found, Login, Lookup};
 
 /// What caused a store or delivery failure, kept for the log.
@@ -164,10 +165,25 @@ pub trait Store: Send + Sync + 'static {
     /// about to be created).
     async fn count(&self, also: &Also) -> StoreResult<Decided>;
 
+    /// How many stored values each server key still protects (TOTP secrets, recovery-code
+    /// hashes, codes of live challenges and phone verifications), by key id: an
+    /// administrative scan of the whole store.
+    async fn key_usage(&self, now: Millis) -> StoreResult<std::collections::BTreeMap<String, u64>>;
+
     /// Every stored session of the user, in one read; the caller keeps the live ones.
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>>;
     /// The user's activity log, newest first, in one read.
     async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>>;
+
+    /// The users of these ids that exist, in the order asked, in one read.
+    async fn users(&self, ids: &[String]) -> StoreResult<Vec<User>>;
+
+    /// Stores a new API key; `false` if one with its id exists.
+    async fn put_api_key(&self, key: &ApiKey) -> StoreResult<bool>;
+    /// Every API key, oldest first, in one read.
+    async fn api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// Deletes an API key: it stops working at once. `false` if there was none.
+    async fn delete_api_key(&self, id: &str) -> StoreResult<bool>;
 
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         let lookup = Lookup { user: Some(id.to_string()), ..Lookup::default() };

@@ -98,3 +98,89 @@ pub async fn dynamodb_store(purpose: &str) -> Option<std::sync::Arc<mfa_core::st
     }
     Some(std::sync::Arc::new(mfa_core::store::dynamo::DynamoStore::new(client, table)))
 }
+
+/// An app over a store, with a clock the test moves and a sender that keeps what it sends:
+/// the world of the tests that drive the API in-process on either store.
+pub struct World {
+    pub app: std::sync::Arc<App>,
+    pub clock: mfa_core::clock::ManualClock,
+    pub sender: std::sync::Arc<Recorder>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A signed-up user and a session of theirs (as SDKs without cookies keep it).
+pub struct Person {
+    pub id: String,
+    pub email: String,
+    pub session: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+impl World {
+    fn on(store: std::sync::Arc<dyn mfa_core::store::Store>, dir: Option<tempfile::TempDir>) -> World {
+        use mfa_core::clock::Clock;
+        // Real time: DynamoDB Local deletes items whose TTL has passed.
+        let clock = mfa_core::clock::ManualClock::at(mfa_core::clock::SystemClock.now());
+        let sender = std::sync::Arc::new(Recorder::default());
+        let config = mfa_core::config::Config::for_project("p", b"a test server key of sufficient length");
+        let app = std::sync::Arc::new(App::new(config, store, sender.clone(), std::sync::Arc::new(clock.clone())));
+        World { app, clock, sender, _dir: dir }
+    }
+
+    pub fn embedded() -> World {
+        use mfa_core::clock::Clock;
+        let dir = tempfile::tempdir().unwrap();
+        let now = mfa_core::clock::SystemClock.now();
+        let store = mfa_core::store::embedded::EmbeddedStore::open(&dir.path().join("mfa.redb"), now).unwrap();
+        World::on(std::sync::Arc::new(store), Some(dir))
+    }
+
+    /// On a fresh DynamoDB table, or `None` as for [`dynamodb_client`].
+    pub async fn dynamodb(purpose: &str) -> Option<World> {
+        Some(World::on(dynamodb_store(purpose).await?, None))
+    }
+
+    pub async fn call(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Answer {
+        call(&self.app, method, path, session, body).await
+    }
+
+    /// A call that must succeed; its body.
+    pub async fn ok(&self, method: &str, path: &str, session: Option<&str>, body: Value) -> Value {
+        let r = self.call(method, path, session, body).await;
+        assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, r.body);
+        r.body
+    }
+
+    pub async fn log_in(&self, email: &str, password: &str) -> Answer {
+        let body = serde_json::json!({"email": email, "password": password});
+        self.call("POST", "/v1/account/sessions/email", None, body).await
+    }
+
+    /// A new user with [`PASSWORD`], signed in.
+    pub async fn sign_up(&self) -> Person {
+        let email = format!("{}@example.com", mfa_core::domain::crypto::new_id().to_lowercase());
+        let body = serde_json::json!({"userId": "unique()", "email": email, "password": PASSWORD});
+        let id = self.ok("POST", "/v1/account", None, body).await["$id"].as_str().unwrap().to_string();
+        let answer = self.log_in(&email, PASSWORD).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        Person { id, email, session: answer.fallback.unwrap() }
+    }
+}
+
+/// Asserts an Appwrite error of this status and type.
+pub fn assert_refused(r: &Answer, status: u16, kind: &str) {
+    assert_eq!((r.status, r.body["type"].as_str()), (status, Some(kind)), "{}", r.body);
+}
+
+/// Runs `check` on a world on the embedded store, then on DynamoDB when it is configured.
+pub async fn each_store<F, Fut>(purpose: &str, check: F)
+where
+    F: Fn(World) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    check(World::embedded()).await;
+    if let Some(world) = World::dynamodb(purpose).await {
+        check(world).await;
+    }
+}

@@ -1,0 +1,6 @@
+//! `GET /v1/users/{userId}` (server API, with an API key)
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    mfa_core::lambda::serve(mfa_core::api::functions::get_user()).await
+}
