@@ -65,6 +65,49 @@ pub struct UserList {
     pub users: Vec<Account>,
 }
 
+/// The client, device and country fields of Appwrite's `Session` and `Log`, which Appwrite
+/// derives from the user agent and address; here unknown, but for the client's name where
+/// it is worth keeping (a log's user agent).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Client {
+    pub os_code: &'static str,
+    pub os_name: &'static str,
+    pub os_version: &'static str,
+    pub client_type: &'static str,
+    pub client_code: &'static str,
+    pub client_name: String,
+    pub client_version: &'static str,
+    pub client_engine: &'static str,
+    pub client_engine_version: &'static str,
+    pub device_name: &'static str,
+    pub device_brand: &'static str,
+    pub device_model: &'static str,
+    pub country_code: &'static str,
+    pub country_name: &'static str,
+}
+
+impl Client {
+    pub fn unknown(client_name: String) -> Client {
+        Client {
+            os_code: "",
+            os_name: "",
+            os_version: "",
+            client_type: "",
+            client_code: "",
+            client_name,
+            client_version: "",
+            client_engine: "",
+            client_engine_version: "",
+            device_name: "",
+            device_brand: "",
+            device_model: "",
+            country_code: "--",
+            country_name: "Unknown",
+        }
+    }
+}
+
 /// `Session`. Client responses never carry the session secret (Appwrite sends `""`); the
 /// client and device fields Appwrite derives from the user agent are empty here.
 #[derive(Debug, Serialize)]
@@ -84,20 +127,8 @@ pub struct SessionModel {
     pub provider_access_token_expiry: &'static str,
     pub provider_refresh_token: &'static str,
     pub ip: String,
-    pub os_code: &'static str,
-    pub os_name: &'static str,
-    pub os_version: &'static str,
-    pub client_type: &'static str,
-    pub client_code: &'static str,
-    pub client_name: &'static str,
-    pub client_version: &'static str,
-    pub client_engine: &'static str,
-    pub client_engine_version: &'static str,
-    pub device_name: &'static str,
-    pub device_brand: &'static str,
-    pub device_model: &'static str,
-    pub country_code: &'static str,
-    pub country_name: &'static str,
+    #[serde(flatten)]
+    pub client: Client,
     pub current: bool,
     pub factors: Vec<&'static str>,
     pub secret: &'static str,
@@ -118,20 +149,7 @@ impl SessionModel {
             provider_access_token_expiry: "",
             provider_refresh_token: "",
             ip: s.ip.clone(),
-            os_code: "",
-            os_name: "",
-            os_version: "",
-            client_type: "",
-            client_code: "",
-            client_name: "",
-            client_version: "",
-            client_engine: "",
-            client_engine_version: "",
-            device_name: "",
-            device_brand: "",
-            device_model: "",
-            country_code: "--",
-            country_name: "Unknown",
+            client: Client::unknown(String::new()),
             current,
             factors: s.factors.iter().map(|f| f.as_str()).collect(),
             secret: "",
@@ -290,20 +308,8 @@ pub struct Log {
     pub mode: &'static str,
     pub ip: String,
     pub time: String,
-    pub os_code: &'static str,
-    pub os_name: &'static str,
-    pub os_version: &'static str,
-    pub client_type: &'static str,
-    pub client_code: &'static str,
-    pub client_name: String,
-    pub client_version: &'static str,
-    pub client_engine: &'static str,
-    pub client_engine_version: &'static str,
-    pub device_name: &'static str,
-    pub device_brand: &'static str,
-    pub device_model: &'static str,
-    pub country_code: &'static str,
-    pub country_name: &'static str,
+    #[serde(flatten)]
+    pub client: Client,
     pub detail: String,
     /// The API key that acted, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -324,20 +330,7 @@ impl Log {
             mode: if key_id.is_some() { "admin" } else { "default" },
             ip: e.ip.clone(),
             time: iso(e.time),
-            os_code: "",
-            os_name: "",
-            os_version: "",
-            client_type: "",
-            client_code: "",
-            client_name: e.user_agent.clone(),
-            client_version: "",
-            client_engine: "",
-            client_engine_version: "",
-            device_name: "",
-            device_brand: "",
-            device_model: "",
-            country_code: "--",
-            country_name: "Unknown",
+            client: Client::unknown(e.user_agent.clone()),
             detail: e.detail.clone(),
             key_id,
         }
