@@ -13,7 +13,7 @@ use crate::store::Store;
 /// Longest key name kept.
 const MAX_NAME: usize = 128;
 
-async fn store() -> Result<Arc<dyn Store>, String> {
+pub(super) async fn store() -> Result<Arc<dyn Store>, String> {
     let settings = LocalSettings::from_env();
     let backends = settings.backends()?;
     if backends.store == StoreKind::Embedded {

@@ -21,9 +21,10 @@ pub fn rotate() -> Result<(), String> {
 
 /// What each key of the ring still protects.
 async fn counts() -> Result<(server_keys::Ring, BTreeMap<String, u64>), String> {
-    let settings = LocalSettings::from_env();
-    let ring = server_keys::load(&settings.data_dir)?;
-    let (store, _) = settings.backends()?.build(SystemClock.now()).await.map_err(|e| e.to_string())?;
+    // Opened as the API-key commands open it (the data folder made owner-only first), and
+    // not while mfa-local serves it.
+    let store = super::keys::store().await?;
+    let ring = server_keys::load(&LocalSettings::from_env().data_dir)?;
     let usage = store.key_usage(SystemClock.now()).await.map_err(|e| e.to_string())?;
     Ok((ring, usage))
 }
