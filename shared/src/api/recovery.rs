@@ -66,21 +66,10 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         return Ok(Reply::model(201, &Token::of(&token)));
     };
     token.user_id = login.user_id;
-    // Stored (and counted) before the email is sent; withdrawn if it cannot be.
-    let event = app.event(ctx, &token.user_id, Action::PasswordResetCreate, "");
-    let stored = app.store.put_token(&token, &Also::from(budget.success(ctx.now)).and(event)).await?;
-    budget.counted(stored, ctx.now)?;
-    url.query_pairs_mut()
-        .append_pair("userId", &token.user_id)
-        .append_pair("secret", &secret)
-        .append_pair("expire", &crate::clock::iso(token.expire));
+    super::verification::link(&mut url, &token, &secret);
     let message = templates::password_recovery(&app.config.project_name, &email, url.as_str(), RECOVERY_TOKEN_TTL);
-    if let Err(e) = app.sender.send(&message).await {
-        if let Err(withdraw) = app.store.withdraw_token(&token).await {
-            tracing::warn!(error = %withdraw, "could not withdraw a recovery token whose email failed");
-        }
-        return Err(ApiError::DeliveryFailed(e));
-    }
+    let event = app.event(ctx, &token.user_id, Action::PasswordResetCreate, "");
+    super::verification::issue(app, &token, &message, &budget, vec![event], ctx.now).await?;
     Ok(Reply::model(201, &Token::of(&token)))
 }
 

@@ -51,12 +51,9 @@ pub async fn create_email(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         created_at: ctx.now,
         expire: ctx.now + EMAIL_TOKEN_TTL,
     };
-    url.query_pairs_mut()
-        .append_pair("userId", &user.id)
-        .append_pair("secret", &secret)
-        .append_pair("expire", &crate::clock::iso(token.expire));
+    link(&mut url, &token, &secret);
     let message = templates::email_verification(&app.config.project_name, &email, url.as_str(), EMAIL_TOKEN_TTL);
-    issue(app, &token, &message, &budget, ctx.now).await?;
+    issue(app, &token, &message, &budget, Vec::new(), ctx.now).await?;
     Ok(Reply::model(201, &Token::of(&token)))
 }
 
@@ -126,7 +123,7 @@ pub async fn create_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         expire: ctx.now + PHONE_TOKEN_TTL,
     };
     let message = templates::phone_verification(&app.config.project_name, &phone, &code, PHONE_TOKEN_TTL);
-    issue(app, &token, &message, &budget, ctx.now).await?;
+    issue(app, &token, &message, &budget, Vec::new(), ctx.now).await?;
     Ok(Reply::model(201, &Token::of(&token)))
 }
 
@@ -152,14 +149,16 @@ pub async fn confirm_phone(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> 
 /// The token is stored (and counted) before its message is sent, so that parallel
 /// requests cannot outrun a limit; nobody knows its secret until the message arrives, and
 /// if it cannot be sent, the token is withdrawn.
-async fn issue(
+pub(super) async fn issue(
     app: &App,
     token: &VerificationToken,
     message: &crate::delivery::Message,
     budget: &Budget,
+    events: Vec<crate::domain::activity::Event>,
     now: crate::clock::Millis,
 ) -> Result<(), ApiError> {
-    let stored = app.store.put_token(token, &budget.success(now).into()).await?;
+    let also = Also { counts: budget.success(now), events };
+    let stored = app.store.put_token(token, &also).await?;
     budget.counted(stored, now)?;
     if let Err(e) = app.sender.send(message).await {
         if let Err(withdraw) = app.store.withdraw_token(token).await {
@@ -168,6 +167,14 @@ async fn issue(
         return Err(ApiError::DeliveryFailed(e));
     }
     Ok(())
+}
+
+/// Adds what an emailed link proves to its `url`: whose token, its secret and its expiry.
+pub(super) fn link(url: &mut url::Url, token: &VerificationToken, secret: &str) {
+    url.query_pairs_mut()
+        .append_pair("userId", &token.user_id)
+        .append_pair("secret", secret)
+        .append_pair("expire", &crate::clock::iso(token.expire));
 }
 
 /// A link's or SMS's proof: whose token, and its secret.
