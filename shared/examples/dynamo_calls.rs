@@ -71,6 +71,8 @@ struct Row {
     note: String,
     status: u16,
     usage: Usage,
+    /// One of the requests of a TOTP sign-in, whose cost the README's table states.
+    sign_in: bool,
 }
 
 struct Bench {
@@ -89,6 +91,13 @@ struct Answer {
 }
 
 impl Bench {
+    /// Marks the last request as one of the TOTP sign-in's.
+    fn sign_in_step(&mut self) {
+        if let Some(row) = self.rows.last_mut() {
+            row.sign_in = true;
+        }
+    }
+
     /// One request; `route` is the route as the table names it (for the row), `path` the
     /// request path.
     async fn call(
@@ -119,7 +128,7 @@ impl Bench {
         let status = res.status().as_u16();
         let fallback = res.headers().get("x-fallback-cookies").map(|v| v.to_str().unwrap().to_string());
         let body = serde_json::from_slice(res.body().as_ref()).unwrap_or(Value::Null);
-        self.rows.push(Row { endpoint: format!("{method} {route}"), note: note.into(), status, usage });
+        self.rows.push(Row { endpoint: format!("{method} {route}"), note: note.into(), status, usage, sign_in: false });
         Answer { status, body, fallback }
     }
 }
@@ -288,16 +297,19 @@ async fn run_flow(b: &mut Bench) -> String {
         )
         .await;
     expect(&r, 201);
+    b.sign_in_step();
     let s = r.fallback.unwrap();
     let s = Some(s.as_str());
     let r = b.call("GET", "/v1/account", "/v1/account", "401 more factors", s, json!({})).await;
     expect(&r, 401);
+    b.sign_in_step();
     let r = b.call("GET", "/v1/account/mfa/factors", "/v1/account/mfa/factors", "", s, json!({})).await;
     expect(&r, 200);
+    b.sign_in_step();
 
-    // 5. A challenge of every factor. The TOTP step used by the enrolment is spent: the
-    // next step's code (one step of skew is accepted) completes the challenge.
-    let mut wrong_done = false;
+    // 5. A challenge of every factor: the TOTP one completes the sign-in; a wrong code is
+    // tried on the email one. The TOTP step used by the enrolment is spent: the next
+    // step's code (one step of skew is accepted) completes the challenge.
     for factor in ["totp", "email", "phone", "recoverycode"] {
         let r = b
             .call(
@@ -310,20 +322,23 @@ async fn run_flow(b: &mut Bench) -> String {
             )
             .await;
         expect(&r, 201);
+        if factor == "totp" {
+            b.sign_in_step();
+        }
         let id = r.body["$id"].as_str().unwrap().to_string();
-        if !wrong_done {
+        if factor == "email" {
+            let wrong = if b.sender.last_code(EMAIL) == "000000" { "111111" } else { "000000" };
             let r = b
                 .call(
                     "PUT",
                     "/v1/account/mfa/challenges",
                     "/v1/account/mfa/challenges",
-                    "totp, wrong code",
+                    "email, wrong code",
                     s,
-                    json!({"challengeId": id, "otp": "000000"}),
+                    json!({"challengeId": id, "otp": wrong}),
                 )
                 .await;
             assert!(r.status >= 400, "{}", r.body);
-            wrong_done = true;
         }
         let otp = match factor {
             "totp" => totp::code_at(&secret, SystemClock.now() + 30_000).unwrap(),
@@ -342,9 +357,13 @@ async fn run_flow(b: &mut Bench) -> String {
             )
             .await;
         expect(&r, 200);
+        if factor == "totp" {
+            b.sign_in_step();
+            let r = b.call("GET", "/v1/account", "/v1/account", "full session", s, json!({})).await;
+            expect(&r, 200);
+            b.sign_in_step();
+        }
     }
-    let r = b.call("GET", "/v1/account", "/v1/account", "full session", s, json!({})).await;
-    expect(&r, 200);
 
     // 6. A security key (a software one): registered with the session's recent challenge,
     // listed, then used and removed by another session.
@@ -500,6 +519,26 @@ fn target(endpoint: &str) -> u64 {
     }
 }
 
+/// On-demand DynamoDB list prices in us-east-1, dollars per million request units.
+const DOLLARS_PER_MILLION_WRITES: f64 = 0.625;
+const DOLLARS_PER_MILLION_READS: f64 = 0.125;
+
+/// What the requests of one TOTP sign-in cost in DynamoDB, per million sign-ins.
+fn print_sign_in_cost(rows: &[Row]) {
+    let steps: Vec<_> = rows.iter().enumerate().filter(|(_, r)| r.sign_in).collect();
+    let reads: f64 = steps.iter().map(|(_, r)| r.usage.read_units).sum();
+    let writes: f64 = steps.iter().map(|(_, r)| r.usage.write_units).sum();
+    let dollars = reads * DOLLARS_PER_MILLION_READS + writes * DOLLARS_PER_MILLION_WRITES;
+    let numbers: Vec<String> = steps.iter().map(|(i, _)| format!("#{}", i + 1)).collect();
+    println!(
+        "A TOTP sign-in ({}): {reads} read units and {writes} write units: DynamoDB ${dollars:.2} per million \
+         sign-ins (${DOLLARS_PER_MILLION_READS} per million read units, ${DOLLARS_PER_MILLION_WRITES} per million \
+         write units).",
+        numbers.join(", ")
+    );
+    println!();
+}
+
 fn print_table(rows: &[Row]) {
     println!("| # | endpoint | request | status | DynamoDB calls | RCU | WCU | target |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -530,6 +569,7 @@ fn print_table(rows: &[Row]) {
         total.write_units
     );
     println!();
+    print_sign_in_cost(rows);
     let over: Vec<_> = rows.iter().enumerate().filter(|(_, r)| r.usage.calls > target(&r.endpoint)).collect();
     if over.is_empty() {
         println!(

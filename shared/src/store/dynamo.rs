@@ -90,9 +90,9 @@ impl DynamoStore {
     }
 }
 
-/// DynamoDB calls and the capacity units they consumed (as DynamoDB reports them: every
-/// call asks for `ReturnConsumedCapacity::Total`). A call that fails (a failed condition, a
-/// cancelled transaction) counts as a call; DynamoDB reports no capacity for it.
+/// DynamoDB calls and the capacity units they cost, as AWS bills them: every call asks
+/// for `ReturnConsumedCapacity::Total`, and where DynamoDB Local reports less than AWS
+/// charges, the rule AWS documents is applied (see [`Metrics`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
     pub calls: u64,
@@ -112,6 +112,14 @@ impl std::ops::Sub for Usage {
 }
 
 /// Counted where each call is sent; capacity in thousandths of a unit (reads can be halves).
+///
+/// DynamoDB Local's reports are AWS's for single-item writes (the larger of the item's
+/// images, per KB) and for the items a read returns, but not for the rest, where AWS's
+/// rules are applied: a key a BatchGetItem asks for and finds no item at costs a whole
+/// read unit (strongly consistent); every item of a transaction costs at least two write
+/// units (Local sometimes reports two for a whole transaction of small items); a write
+/// refused by its condition, or a cancelled transaction, still costs its units (at least
+/// one per item, two per transaction item), which Local does not report.
 #[derive(Default)]
 struct Metrics {
     calls: AtomicU64,
@@ -125,24 +133,46 @@ enum Capacity {
     Write,
 }
 
+fn reported<'a>(kind: Capacity, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) -> f64 {
+    consumed
+        .into_iter()
+        .map(|c| match kind {
+            Capacity::Read => c.read_capacity_units().or(c.capacity_units()),
+            Capacity::Write => c.write_capacity_units().or(c.capacity_units()),
+        })
+        .map(|units| units.unwrap_or(0.0))
+        .sum()
+}
+
 impl Metrics {
-    fn record<'a>(&self, kind: Capacity, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+    fn add(&self, kind: Capacity, units: f64) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        for c in consumed {
-            let (read, write) = match (c.read_capacity_units(), c.write_capacity_units(), kind) {
-                (None, None, Capacity::Read) => (c.capacity_units(), None),
-                (None, None, Capacity::Write) => (None, c.capacity_units()),
-                split => (split.0, split.1),
-            };
-            let milli = |units: Option<f64>| (units.unwrap_or(0.0) * 1000.0).round() as u64;
-            self.read_milli.fetch_add(milli(read), Ordering::Relaxed);
-            self.write_milli.fetch_add(milli(write), Ordering::Relaxed);
-        }
+        let milli = (units * 1000.0).round() as u64;
+        match kind {
+            Capacity::Read => self.read_milli.fetch_add(milli, Ordering::Relaxed),
+            Capacity::Write => self.write_milli.fetch_add(milli, Ordering::Relaxed),
+        };
     }
 
-    /// A call DynamoDB answered with an error, which reports no capacity.
-    fn failed(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+    /// A read or a single-item write, as reported; a read that failed costs nothing.
+    fn record<'a>(&self, kind: Capacity, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>) {
+        self.add(kind, reported(kind, consumed));
+    }
+
+    /// A BatchGetItem that asked for `asked` keys and got `found` items.
+    fn batch_read<'a>(&self, consumed: impl IntoIterator<Item = &'a ConsumedCapacity>, asked: usize, found: usize) {
+        self.add(Capacity::Read, reported(Capacity::Read, consumed) + asked.saturating_sub(found) as f64);
+    }
+
+    /// A transaction of `items` items; `consumed` is `None` when it was cancelled.
+    fn transaction<'a>(&self, consumed: Option<impl IntoIterator<Item = &'a ConsumedCapacity>>, items: usize) {
+        let floor = 2.0 * items as f64;
+        self.add(Capacity::Write, consumed.map_or(floor, |c| reported(Capacity::Write, c).max(floor)));
+    }
+
+    /// A single-item write refused by its condition (or otherwise failed): one unit.
+    fn failed_write(&self) {
+        self.add(Capacity::Write, 1.0);
     }
 
     fn usage(&self) -> Usage {
@@ -1104,7 +1134,7 @@ impl DynamoStore {
                 .send()
                 .await
                 .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                .inspect_err(|_| self.metrics.failed())
+                .inspect_err(|_| self.metrics.failed_write())
                 .map(|out| out.attributes.filter(|item| !item.is_empty()))
                 .map_err(classify)
         })
@@ -1122,8 +1152,8 @@ impl DynamoStore {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await
-                .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                .inspect_err(|_| self.metrics.failed())
+                .inspect(|out| self.metrics.transaction(Some(out.consumed_capacity()), items.len()))
+                .inspect_err(|_| self.metrics.transaction(None::<&[ConsumedCapacity]>, items.len()))
                 .map(|_| ())
                 .map_err(classify)
         })
@@ -1198,6 +1228,7 @@ impl DynamoStore {
         let mut request =
             KeysAndAttributes::builder().set_keys(Some(unique)).consistent_read(true).build().map_err(bug)?;
         for tries in 1..=BATCH_TRIES {
+            let asked = request.keys().len();
             let out = self
                 .client
                 .batch_get_item()
@@ -1205,13 +1236,22 @@ impl DynamoStore {
                 .return_consumed_capacity(ReturnConsumedCapacity::Total)
                 .send()
                 .await;
-            self.metrics.record(Capacity::Read, out.as_ref().ok().map(|o| o.consumed_capacity()).unwrap_or_default());
-            let out = out.map_err(sdk_error)?;
-            for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    self.metrics.record(Capacity::Read, []);
+                    return Err(sdk_error(e));
+                }
+            };
+            let items = out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default();
+            let rest = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty());
+            let unprocessed = rest.as_ref().map_or(0, |k| k.keys().len());
+            self.metrics.batch_read(out.consumed_capacity.iter().flatten(), asked - unprocessed, items.len());
+            for item in items {
                 let r = Reader(&item);
                 found.insert((r.s(PK)?, r.s(SK)?), item);
             }
-            match out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys().is_empty()) {
+            match rest {
                 None => return Ok(found),
                 Some(rest) => request = rest,
             }
