@@ -140,6 +140,7 @@ conformance!(
     a_key_registration_keeps_its_ceremony_apart_and_is_spent_once,
     removing_keys_removes_exactly_those,
     an_event_is_stored_only_with_its_change,
+    a_sessions_events_outlive_it_however_many,
     events_are_read_newest_first_until_they_expire,
     a_users_sessions_are_listed_and_only_theirs,
     an_api_key_is_stored_once_read_by_id_listed_and_revoked,
@@ -1643,6 +1644,41 @@ async fn an_event_is_stored_only_with_its_change(store: Arc<dyn Store>) {
         (stored.ip.as_str(), stored.user_agent.as_str(), stored.detail.as_str()),
         ("203.0.113.9", "tests", "detail")
     );
+}
+
+/// A session's sign-in (its creation, many challenges completed, its end) is logged in
+/// full, and stays in the log after the session has ended, which stays ended.
+async fn a_sessions_events_outlive_it_however_many(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = new_session(&user, t);
+    let created = Also::events(vec![event(&user, Action::SessionCreate, t, LOG_TTL)]);
+    store.create_session(&session, &created).await.unwrap().unwrap();
+    let completions = 12;
+    for i in 0..completions {
+        let at = t + 1 + i;
+        let c = challenged(&store, &user, Factor::Email, at).await;
+        let done = Also::events(vec![event(&user, Action::ChallengeComplete, at, LOG_TTL)]);
+        store.finish_challenge(&win(&c, &session, Spend::Nothing, at), &done).await.unwrap().unwrap();
+    }
+    let end = t + 1 + completions;
+    let ended = Also::events(vec![event(&user, Action::SessionDelete, end, LOG_TTL)]);
+    assert!(store.delete_session(&user.id, &session.id, &ended).await.unwrap());
+    assert!(session_of(&store, &session, end).await.is_none(), "ended");
+    assert!(store.sessions(&user.id).await.unwrap().is_empty(), "an ended session is not listed");
+    let c = challenged(&store, &user, Factor::Email, end).await;
+    let late = store.finish_challenge(&win(&c, &session, Spend::Nothing, end), &Also::NONE).await.unwrap();
+    assert_eq!(late, Err(Refused::Rejected), "an ended session is not upgraded");
+
+    let events = store.events(&user.id, end).await.unwrap();
+    let mut want = vec![Action::SessionDelete];
+    want.extend(std::iter::repeat_n(Action::ChallengeComplete, completions as usize));
+    want.push(Action::SessionCreate);
+    assert_eq!(events.iter().map(|e| e.action).collect::<Vec<_>>(), want, "newest first, none lost");
+    assert!(events
+        .iter()
+        .all(|e| (e.ip.as_str(), e.user_agent.as_str(), e.user_id.as_str())
+            == ("203.0.113.9", "tests", user.id.as_str())));
 }
 
 async fn events_are_read_newest_first_until_they_expire(store: Arc<dyn Store>) {

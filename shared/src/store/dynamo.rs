@@ -24,6 +24,13 @@
 //! carries the user id and a secret that names its session, so a session is read and
 //! deleted by its key; "sign out everywhere" is one write to the user (`sessionsValidFrom`).
 //!
+//! A session item also keeps the activity events of what happened to it (created, its
+//! challenges, ended), up to [`INLINE_EVENTS`] of them: recorded in the write that changes
+//! the session anyway, they cost no item of their own. Other events, and a session's past
+//! that cap, are `LOG#` items. So that those events outlive the session, an ended session
+//! stays as a tombstone (`endedAt`), and a session item is kept for the log's lifetime
+//! past the session's expiry.
+//!
 //! Expiring items keep their exact expiry in milliseconds (`expire`) for the checks, and
 //! `expiresAt` in whole seconds (rounded up) for DynamoDB's TTL, which deletes lazily.
 
@@ -626,7 +633,15 @@ fn user_from(item: &Item) -> StoreResult<User> {
     })
 }
 
-fn session_item(session: &Session) -> Item {
+/// Events a session item keeps; past them, a session's events are items of their own.
+const INLINE_EVENTS: usize = 8;
+const EVENTS: &str = "events";
+const ENDED_AT: &str = "endedAt";
+
+/// A new session's item, keeping `events` (those of its creation). Its TTL lets every
+/// event it may keep (all made before the session expires) live out its own time.
+fn session_item(session: &Session, events: &[Event]) -> Item {
+    let kept_for = events.iter().map(|e| e.expire - e.time).max().unwrap_or(0).max(0);
     let mut item = session_key(&session.user_id, &session.id);
     let factors = session
         .factors
@@ -641,8 +656,9 @@ fn session_item(session: &Session) -> Item {
         ("createdAt".to_string(), n(session.created_at)),
         ("updatedAt".to_string(), n(session.updated_at)),
         ("expire".to_string(), n(session.expire)),
-        (TTL_ATTRIBUTE.to_string(), ttl_seconds(session.expire)),
+        (TTL_ATTRIBUTE.to_string(), ttl_seconds(session.expire + kept_for)),
         ("factors".to_string(), AttributeValue::M(factors)),
+        (EVENTS.to_string(), inline_events(events, &session.ip, &session.user_agent)),
         ("ip".to_string(), s(&session.ip)),
         ("userAgent".to_string(), s(&session.user_agent)),
         ("confirmedAt".to_string(), n(session.confirmed_at)),
@@ -651,6 +667,11 @@ fn session_item(session: &Session) -> Item {
         item.insert("mfaUpdatedAt".into(), n(at));
     }
     item
+}
+
+/// Whether a session item is the tombstone of an ended session.
+fn is_tombstone(item: &Item) -> bool {
+    item.contains_key(ENDED_AT)
 }
 
 fn session_from(item: &Item) -> StoreResult<Session> {
@@ -751,6 +772,52 @@ fn event_from(item: &Item) -> StoreResult<Event> {
         user_agent: r.s("userAgent")?,
         expire: r.n("expire")?,
     })
+}
+
+/// Events kept in a session item: an event's address and user agent are left out where
+/// they are the session's.
+fn inline_events(events: &[Event], ip: &str, user_agent: &str) -> AttributeValue {
+    let inline = |e: &Event| {
+        let mut m = HashMap::from([
+            ("id".to_string(), s(&e.id)),
+            ("action".to_string(), s(e.action.as_str())),
+            ("detail".to_string(), s(&e.detail)),
+            ("time".to_string(), n(e.time)),
+            ("expire".to_string(), n(e.expire)),
+        ]);
+        if e.ip != ip {
+            m.insert("ip".into(), s(&e.ip));
+        }
+        if e.user_agent != user_agent {
+            m.insert("userAgent".into(), s(&e.user_agent));
+        }
+        if let Actor::Key(id) = &e.actor {
+            m.insert("keyId".into(), s(id));
+        }
+        AttributeValue::M(m)
+    };
+    AttributeValue::L(events.iter().map(inline).collect())
+}
+
+/// The events a session item keeps.
+fn session_events(item: &Item) -> StoreResult<Vec<Event>> {
+    let r = Reader(item);
+    let list = match item.get(EVENTS) {
+        None => return Ok(Vec::new()),
+        Some(AttributeValue::L(list)) => list,
+        Some(_) => return Err(r.corrupt(EVENTS, "a list")),
+    };
+    let (user_id, ip, user_agent) = (r.s("userId")?, r.s("ip")?, r.s("userAgent")?);
+    list.iter()
+        .map(|v| {
+            let AttributeValue::M(m) = v else { return Err(r.corrupt(EVENTS, "a list of maps")) };
+            let mut event = m.clone();
+            event.entry("ip".into()).or_insert_with(|| s(&ip));
+            event.entry("userAgent".into()).or_insert_with(|| s(&user_agent));
+            event.insert("userId".into(), s(&user_id));
+            event_from(&event)
+        })
+        .collect()
 }
 
 fn api_key_item(k: &ApiKey) -> Item {
@@ -1190,6 +1257,43 @@ impl DynamoStore {
         }
     }
 
+    /// [`Self::commit`], keeping `also`'s events in the session item that write `session`
+    /// updates, while that item has room for them (and was made to keep events); else, or
+    /// when `inline` is false, as items of their own.
+    async fn commit_in_session(
+        &self,
+        writes: Vec<Write>,
+        session: usize,
+        also: &Also,
+    ) -> StoreResult<Result<(), Veto>> {
+        let count = also.events.len();
+        let mut inline = writes.clone();
+        match inline.get_mut(session) {
+            Some(Write::Update { expr, .. }) if count > 0 && count <= INLINE_EVENTS => {
+                expr.when(format!("attribute_exists(#{EVENTS}) AND size(#{EVENTS}) <= :room"))
+                    .set(format!("#{EVENTS} = list_append(#{EVENTS}, :inline)"))
+                    .bind(":room", n(INLINE_EVENTS - count))
+                    .bind(":inline", inline_events(&also.events, "", ""));
+            }
+            _ => return self.commit(writes, also).await,
+        }
+        let kept = Also { counts: also.counts.clone(), events: Vec::new() };
+        let outcome = self.commit(inline, &kept).await?;
+        let full = |r: &Rejection| {
+            r.0.iter().any(|(i, old)| {
+                *i == session
+                    && old.as_ref().is_some_and(|item| match item.get(EVENTS) {
+                        Some(AttributeValue::L(list)) => list.len() + count > INLINE_EVENTS,
+                        _ => !item.is_empty(),
+                    })
+            })
+        };
+        match outcome {
+            Err(Veto::Rejected(r)) if full(&r) => self.commit(writes, also).await,
+            outcome => Ok(outcome),
+        }
+    }
+
     /// [`Self::commit`] of the writes `build` makes, whose write `user_write` is the user
     /// item's. Refused because that item is still in the layout from before authenticators
     /// were a collection, it moves the item to the current layout and commits again: two
@@ -1263,22 +1367,26 @@ impl DynamoStore {
         Err(StoreError::Unavailable("batch reads left unprocessed".into()))
     }
 
-    /// The items of a partition (a user's, the API keys') whose sort key starts with `prefix`, in one Query
-    /// (one page: up to 1 MB of items), highest sort key first when `descending`.
+    /// The items of a partition (a user's, the API keys') whose sort key starts with
+    /// `prefix` (every item for ""), in one Query (one page: up to 1 MB of items), highest
+    /// sort key first when `descending`.
     async fn query_prefix(&self, pk: &str, prefix: &str, descending: bool) -> StoreResult<Vec<Item>> {
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":prefix", s(prefix))
-            .scan_index_forward(!descending)
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
-            .send()
-            .await;
+            .expression_attribute_values(":pk", s(pk));
+        // The whole partition for an empty prefix: a key condition cannot hold an empty string.
+        let query = match prefix {
+            "" => query.key_condition_expression("#pk = :pk"),
+            _ => query
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":prefix", s(prefix)),
+        };
+        let out =
+            query.scan_index_forward(!descending).return_consumed_capacity(ReturnConsumedCapacity::Total).send().await;
         self.metrics.record(Capacity::Read, out.as_ref().ok().and_then(|o| o.consumed_capacity()));
         Ok(out.map_err(sdk_error)?.items.unwrap_or_default())
     }
@@ -1471,7 +1579,11 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
     let mut add = Vec::new();
     merge_factors(&mut add, &up.add);
     let mut e = Expr::default();
-    e.when("attribute_exists(#pk)").when("#expire > :now").set("#updatedAt = :now").bind(":now", n(now));
+    e.when("attribute_exists(#pk)")
+        .when(format!("attribute_not_exists(#{ENDED_AT})"))
+        .when("#expire > :now")
+        .set("#updatedAt = :now")
+        .bind(":now", n(now));
     for (place, factor) in add.iter().enumerate() {
         let (k, v) = (format!("#factor{place}"), format!(":rank{place}"));
         e.set(format!("#factors.{k} = if_not_exists(#factors.{k}, {v})"))
@@ -1609,7 +1721,7 @@ impl Store for DynamoStore {
         let at = |k: &Option<Item>| k.as_ref().and_then(|k| items.get(&key_id(k)));
 
         let mut found = Found {
-            session: at(&session).map(session_from).transpose()?.filter(|x| {
+            session: at(&session).filter(|item| !is_tombstone(item)).map(session_from).transpose()?.filter(|x| {
                 lookup.session.as_ref().is_some_and(|(_, _, hash)| constant_time_eq(&x.secret_hash, hash))
                     && x.is_live(now)
             }),
@@ -1737,17 +1849,22 @@ impl Store for DynamoStore {
     }
 
     async fn create_session(&self, session: &Session, also: &Also) -> StoreResult<Decided> {
-        let put = Write::Put { item: session_item(session), expr: Expr::default() };
-        Ok(refused(self.commit(vec![put], also).await?))
+        let (inline, own) =
+            if also.events.len() <= INLINE_EVENTS { (&also.events[..], &[][..]) } else { (&[][..], &also.events[..]) };
+        let put = Write::Put { item: session_item(session, inline), expr: Expr::default() };
+        let rest = Also { counts: also.counts.clone(), events: own.to_vec() };
+        Ok(refused(self.commit(vec![put], &rest).await?))
     }
 
     async fn delete_session(&self, user_id: &str, session_id: &str, also: &Also) -> StoreResult<bool> {
-        // A transaction like every write, so that a retry after a lost answer still tells
-        // that the session was there.
+        // Kept as a tombstone: the events it keeps outlive it. A transaction like every
+        // write, so that a retry after a lost answer still tells that the session was there.
         let mut e = Expr::default();
-        e.when("attribute_exists(#pk)");
-        let delete = Write::Delete { key: session_key(user_id, session_id), expr: e };
-        Ok(self.commit(vec![delete], also).await?.is_ok())
+        e.when(format!("attribute_exists(#pk) AND attribute_not_exists(#{ENDED_AT})"))
+            .set(format!("#{ENDED_AT} = :endedAt"))
+            .bind(":endedAt", n(also.events.first().map_or(0, |e| e.time)));
+        let end = Write::Update { key: session_key(user_id, session_id), expr: e };
+        Ok(self.commit_in_session(vec![end], 0, also).await?.is_ok())
     }
 
     async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided> {
@@ -1786,7 +1903,15 @@ impl Store for DynamoStore {
                 upgrade_write(&win.user_id, &win.upgrade(), win.now),
             ]
         };
-        Ok(refused(self.commit_migrating(writes, 1, also).await?))
+        let outcome = self.commit_in_session(writes(), 2, also).await?;
+        let legacy = match &outcome {
+            Err(Veto::Rejected(r)) => legacy_user(r, 1).map(migrate_user_write).transpose()?,
+            _ => None,
+        };
+        let Some(migrate) = legacy else { return Ok(refused(outcome)) };
+        // Refused only when another request moved it first: the retry finds it moved either way.
+        decided(self.transact(&[migrate]).await)?;
+        Ok(refused(self.commit_in_session(writes(), 2, also).await?))
     }
 
     async fn put_token(&self, token: &VerificationToken, also: &Also) -> StoreResult<Decided> {
@@ -1903,14 +2028,26 @@ impl Store for DynamoStore {
     }
 
     async fn sessions(&self, user_id: &str) -> StoreResult<Vec<Session>> {
-        self.query_prefix(&user_pk(user_id), SESSION_PREFIX, false).await?.iter().map(session_from).collect()
+        let items = self.query_prefix(&user_pk(user_id), SESSION_PREFIX, false).await?;
+        items.iter().filter(|item| !is_tombstone(item)).map(session_from).collect()
     }
 
     async fn events(&self, user_id: &str, now: Millis) -> StoreResult<Vec<Event>> {
-        let items = self.query_prefix(&user_pk(user_id), LOG_PREFIX, true).await?;
-        let events = items.iter().map(event_from).collect::<StoreResult<Vec<_>>>()?;
-        // TTL deletes lazily.
-        Ok(events.into_iter().filter(|e| e.expire > now).collect())
+        // The log items and the sessions keeping their own events, in one Query.
+        let items = self.query_prefix(&user_pk(user_id), "", true).await?;
+        let mut events = Vec::new();
+        for item in &items {
+            let sk = Reader(item).s(SK)?;
+            if sk.starts_with(LOG_PREFIX) {
+                events.push(event_from(item)?);
+            } else if sk.starts_with(SESSION_PREFIX) {
+                events.extend(session_events(item)?);
+            }
+        }
+        // Ids sort by time; TTL deletes lazily.
+        events.retain(|e| e.expire > now);
+        events.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(events)
     }
 
     async fn count(&self, also: &Also) -> StoreResult<Decided> {
@@ -2089,6 +2226,6 @@ mod tests {
             user_agent: String::new(),
             confirmed_at: 10,
         };
-        assert_eq!(session_from(&session_item(&session)).unwrap(), session);
+        assert_eq!(session_from(&session_item(&session, &[])).unwrap(), session);
     }
 }
