@@ -847,3 +847,36 @@ async fn signing_in_answers_a_usable_session_or_a_clear_error() {
     }
     w.report("sign in", &baseline);
 }
+
+/// Signing out answers 204 or a 5xx, and the session is over whenever it answered 204: a
+/// write whose answer was lost and which the SDK sent again must not report the session it
+/// ended as one it never found (404).
+#[tokio::test]
+async fn signing_out_ends_the_session_and_says_so() {
+    let Some(db) = dynamodb().await else { return };
+    let w = World::new(db, "signout").await;
+
+    async fn run(w: &World, rule: Option<Rule>) -> Log {
+        w.next_run();
+        let s = w.session().await;
+        let step = w.call("DELETE", "/v1/account/sessions/current", Some(&s), json!({}));
+        let (r, log) = w.faulted(&rule, step).await;
+        let outcome = w.judge("DELETE /v1/account/sessions/current", &rule, &log, &r, 204, &[]);
+        let at = || format!("under {}: {}", describe(&rule), sequence(&log));
+        let account = w.call("GET", "/v1/account", Some(&s), json!({})).await;
+        if outcome == Outcome::Success {
+            assert_eq!(account.status, 401, "the ended session is over: {} {}", account.body, at());
+        }
+        // Still live only when the step failed before its write: then it signs out now.
+        let live = account.status == 200;
+        let again = w.call("DELETE", "/v1/account/sessions/current", Some(&s), json!({})).await;
+        assert_eq!(again.status, if live { 204 } else { 401 }, "{} {}", again.body, at());
+        log
+    }
+
+    let baseline = requests(&run(&w, None).await);
+    for rule in rules(&baseline, &ALL) {
+        run(&w, Some(rule)).await;
+    }
+    w.report("sign out", &baseline);
+}

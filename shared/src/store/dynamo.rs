@@ -45,7 +45,9 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, ConsumedCapacity, Delete, KeySchemaElement,
     KeyType, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValue, ReturnValuesOnConditionCheckFailure,
@@ -61,7 +63,7 @@ use crate::clock::Millis;
 use crate::domain::activity::{Action, Actor, Event};
 use crate::domain::api_key::{ApiKey, Scope};
 use crate::domain::challenge::Ceremony;
-use crate::domain::crypto::{constant_time_eq, Keys};
+use crate::domain::crypto::{constant_time_eq, new_id, Keys};
 use crate::domain::limits::Count;
 use crate::domain::session::merge_factors;
 use crate::domain::webauthn::KeyUse;
@@ -70,6 +72,8 @@ use crate::domain::{Authenticator, AuthenticatorSecret, Challenge, Channel, Fact
 type Item = HashMap<String, AttributeValue>;
 
 const PK: &str = "pk";
+/// The id of the last single (non-transactional) write to an item: see [`DynamoStore::single`].
+const LAST_WRITE: &str = "lastWrite";
 const SK: &str = "sk";
 const TTL_ATTRIBUTE: &str = "expiresAt";
 
@@ -1123,6 +1127,26 @@ impl Classify for DeleteItemError {
     }
 }
 
+impl Classify for PutItemError {
+    fn classify(self) -> Failure {
+        match self {
+            PutItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
+            PutItemError::TransactionConflictException(_) => Failure::Conflict,
+            e => other(e),
+        }
+    }
+}
+
+impl Classify for UpdateItemError {
+    fn classify(self) -> Failure {
+        match self {
+            UpdateItemError::ConditionalCheckFailedException(e) => Failure::Rejected(Rejection(vec![(0, e.item)])),
+            UpdateItemError::TransactionConflictException(_) => Failure::Conflict,
+            e => other(e),
+        }
+    }
+}
+
 impl Classify for TransactWriteItemsError {
     /// A cancelled transaction lists one reason per write, in order: a failed condition
     /// anywhere decides the outcome; a conflict alone is worth another try; a throttled
@@ -1208,6 +1232,74 @@ impl DynamoStore {
         .await
     }
 
+    /// Applies one Put or Update on its own, at half a transaction's cost. The SDK retries
+    /// a request whose answer was lost, and such a retry meets the condition its first try
+    /// made false; so the write records a fresh id in its item (`lastWrite`), and a refusal
+    /// by an item that carries that id is the write's own success. A Delete leaves no item
+    /// to carry it, so it is a transaction (whose request token makes retries idempotent).
+    async fn single(&self, write: &Write) -> Result<(), WriteError> {
+        let id = new_id();
+        let ours = |r: &Rejection| {
+            r.0.iter().any(|(_, old)| {
+                old.as_ref().and_then(|o| o.get(LAST_WRITE)).is_some_and(|w| w.as_s().is_ok_and(|w| *w == id))
+            })
+        };
+        let outcome = match write {
+            Write::Put { item, expr } => {
+                let mut item = item.clone();
+                item.insert(LAST_WRITE.into(), s(&id));
+                let (item, expr) = (&item, expr);
+                retry_conflicts(|| async move {
+                    self.client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(item.clone()))
+                        .set_condition_expression(expr.condition())
+                        .set_expression_attribute_names(expr.names())
+                        .set_expression_attribute_values(expr.values())
+                        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                        .send()
+                        .await
+                        .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                        .inspect_err(|_| self.metrics.failed_write())
+                        .map(drop)
+                        .map_err(classify)
+                })
+                .await
+            }
+            Write::Update { key, expr } => {
+                let mut expr = expr.clone();
+                expr.set(format!("#{LAST_WRITE} = :{LAST_WRITE}")).bind(&format!(":{LAST_WRITE}"), s(&id));
+                let (key, expr) = (key, &expr);
+                retry_conflicts(|| async move {
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key.clone()))
+                        .set_update_expression(expr.update())
+                        .set_condition_expression(expr.condition())
+                        .set_expression_attribute_names(expr.names())
+                        .set_expression_attribute_values(expr.values())
+                        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                        .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                        .send()
+                        .await
+                        .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
+                        .inspect_err(|_| self.metrics.failed_write())
+                        .map(drop)
+                        .map_err(classify)
+                })
+                .await
+            }
+            Write::Delete { .. } | Write::Check { .. } => return self.transact(std::slice::from_ref(write)).await,
+        };
+        match outcome {
+            Err(WriteError::Rejected(r)) if ours(&r) => Ok(()),
+            outcome => outcome,
+        }
+    }
+
     /// Applies all writes or none.
     async fn transact(&self, writes: &[Write]) -> Result<(), WriteError> {
         let items = writes.iter().map(|w| w.transact_item(&self.table)).collect::<StoreResult<Vec<_>>>()?;
@@ -1227,10 +1319,8 @@ impl DynamoStore {
         .await
     }
 
-    /// Applies `writes` and the counts' writes all or none, in one call. Always a
-    /// transaction, even for one item: the SDK retries a request whose answer was lost, and
-    /// only a transaction's request token makes that retry idempotent; a retried conditional
-    /// UpdateItem would fail its own condition and report the change as refused.
+    /// Applies `writes` and the counts' writes all or none, in one call: a transaction, or
+    /// a single write where they come to one.
     async fn commit(&self, mut writes: Vec<Write>, also: &Also) -> StoreResult<Result<(), Veto>> {
         let own = writes.len();
         // The count each write past the request's own belongs to.
@@ -1242,7 +1332,11 @@ impl DynamoStore {
             }
         }
         writes.extend(also.events.iter().map(|e| Write::Put { item: event_item(e), expr: Expr::default() }));
-        let result = if writes.is_empty() { Ok(()) } else { self.transact(&writes).await };
+        let result = match writes.as_slice() {
+            [] => Ok(()),
+            [write] => self.single(write).await,
+            _ => self.transact(&writes).await,
+        };
         match result {
             Ok(()) => Ok(Ok(())),
             Err(WriteError::Store(e)) => Err(e),
