@@ -64,6 +64,39 @@ async fn parallel_sign_ins_from_one_address_hash_no_more_than_its_budget() {
     assert_eq!(hashed, count(401), "only a sign-in within the budget and the queue runs a hash");
 }
 
+/// As Appwrite counts them: every sign-in per email, right or wrong, and a success does not
+/// start the count over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_sign_in_of_an_email_counts_and_the_eleventh_in_an_hour_waits() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&dir);
+    // The first sign-in is right, the next eight wrong, the tenth right again.
+    signed_up_and_in(&app, "busy@example.com").await;
+    let sign_in = |password: &str| json!({"email": "busy@example.com", "password": password});
+    for attempt in 2..=9 {
+        let r = common::call(&app, "POST", "/v1/account/sessions/email", None, sign_in("wrong password")).await;
+        assert_eq!(r.status, 401, "sign-in {attempt}: {}", r.body);
+    }
+    let r = common::call(&app, "POST", "/v1/account/sessions/email", None, sign_in(PASSWORD)).await;
+    assert_eq!(r.status, 201, "the tenth, right, gets through: {}", r.body);
+    assert_eq!(r.headers["x-ratelimit-limit"], "10");
+    assert_eq!(r.headers["x-ratelimit-remaining"], "0");
+    let before = hashing::completed();
+    let r = common::call(&app, "POST", "/v1/account/sessions/email", None, sign_in(PASSWORD)).await;
+    assert_eq!((r.status, r.body["type"].as_str().unwrap()), (429, "general_rate_limit_exceeded"), "{}", r.body);
+    assert_eq!(hashing::completed(), before, "refused before hashing");
+    let r = common::call(
+        &app,
+        "POST",
+        "/v1/account/sessions/email",
+        None,
+        json!({"email": "other@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status, 401, "another email has its own count: {}", r.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn right_passwords_confirming_address_changes_are_counted_too() {
     let _turn = ONE_AT_A_TIME.lock().await;

@@ -981,8 +981,10 @@ async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store
     );
     assert_eq!(store.count(&Also::from([limit.hit("k", later, 3)].to_vec())).await.unwrap(), Err(Refused::Limited(0)));
 
-    assert_eq!(store.count(&Also::from([limit.clear("k", later, 3)].to_vec())).await.unwrap(), Ok(()));
-    assert_eq!(store.load(&read(later), later).await.unwrap().counts, vec![0, 0], "both windows start over");
+    // Two thirds on, the previous window carries 1 of its 3: a reset is within the limit.
+    let reset = next + 2 * HOUR / 3;
+    assert_eq!(store.count(&Also::from([limit.reset("k", reset, 3)].to_vec())).await.unwrap(), Ok(()));
+    assert_eq!(store.load(&read(reset), reset).await.unwrap().counts, vec![0, 0], "both windows start over");
 }
 
 async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {

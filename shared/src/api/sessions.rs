@@ -24,16 +24,16 @@ struct EmailLogin {
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let EmailLogin { email, password: plain } = ctx.params()?;
     let email = email.into_inner();
-    let mut budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).failures(LOGIN_PER_EMAIL, &email);
+    let mut budget = Budget::default().every(LOGIN_PER_IP, &ctx.ip).every(LOGIN_PER_EMAIL, &email);
     let lookup = Lookup { login: Some(email), counters: budget.counters(ctx.now), ..Lookup::default() };
     app.load(ctx, lookup, true).await?;
     if ctx.auth.is_some() {
         return Err(ApiError::SessionAlreadyExists);
     }
     budget.check_in(ctx)?;
-    // Counted as a failure before the hash runs, so that parallel sign-ins cannot hash past
-    // their budgets: within them the answer is 401 or success, past them 429, whatever the
-    // password. A success then starts the email's failures over.
+    // Counted before the hash runs, so that parallel sign-ins cannot hash past their
+    // budgets: within them the answer is 401 or success, past them 429, whatever the
+    // password.
     let counted = app.store.count(&budget.failure(ctx.now).into()).await?;
     budget.counted(counted, ctx.now)?;
 
@@ -60,7 +60,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         confirmed_at: ctx.now,
     };
     let event = app.event(ctx, &session.user_id, Action::SessionCreate, &session.id);
-    let created = app.store.create_session(&session, &Also::from(budget.settled(ctx.now)).and(event)).await?;
+    let created = app.store.create_session(&session, &Also::events(vec![event])).await?;
     budget.counted(created, ctx.now)?;
 
     let value = Credentials { user_id: login.user_id, secret }.encode();

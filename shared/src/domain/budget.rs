@@ -56,11 +56,6 @@ impl Budget {
         self.with(limit, key, false, Overrun::Requests)
     }
 
-    /// Consecutive failures count; a success starts over.
-    pub fn failures(self, limit: Limit, key: &str) -> Self {
-        self.with(limit, key, true, Overrun::Requests)
-    }
-
     /// The user's consecutive wrong codes across challenges and authenticator verification.
     pub fn wrong_codes(self, user_id: &str) -> Self {
         self.with(CODE_FAILURES_PER_USER, user_id, true, Overrun::WrongCodes)
@@ -109,13 +104,8 @@ impl Budget {
             .collect()
     }
 
-    /// The counts of a request that succeeded after [`Self::failure`]'s counts were
-    /// written up front (before a password hash): a run of failures starts over.
-    pub fn settled(&self, now: Millis) -> Vec<Count> {
-        self.entries.iter().filter(|e| e.failures_only).map(|e| e.limit.clear(&e.key, now, e.previous)).collect()
-    }
-
-    /// The counts of a request that failed.
+    /// The counts of a request that failed, or of one counted before its outcome is known
+    /// (before a password hash).
     pub fn failure(&self, now: Millis) -> Vec<Count> {
         self.entries.iter().map(|e| e.limit.hit(&e.key, now, e.previous)).collect()
     }
@@ -135,7 +125,7 @@ mod tests {
 
     #[test]
     fn the_first_limit_reached_refuses_and_the_tightest_goes_in_the_headers() {
-        let mut budget = Budget::default().every(LOGIN_PER_IP, "ip").failures(LOGIN_PER_EMAIL, "a@b.c");
+        let mut budget = Budget::default().every(LOGIN_PER_IP, "ip").every(LOGIN_PER_EMAIL, "a@b.c");
         let verdict = budget.check(&[10, 0, 5, 0], 0).unwrap().unwrap();
         assert_eq!((verdict.limit, verdict.remaining), (10, 4), "the email's limit is tighter");
         let past = budget.check(&[60, 0, 0, 0], 0).unwrap_err();
@@ -150,10 +140,10 @@ mod tests {
         assert!(budget.check(&[0, 5], HOUR).is_ok());
         assert_eq!(budget.failure(HOUR)[0].max, 5, "five of ten are still in the sliding window");
         assert!(budget.check(&[0, 10], HOUR).is_err());
-        let mut failures = Budget::default().failures(LOGIN_PER_EMAIL, "k");
-        failures.check(&[0, 3], HOUR).unwrap();
-        let success = failures.success(HOUR);
-        assert!(success[0].reset && success[0].previous.is_some(), "both windows start over");
-        assert!(Budget::default().every(LOGIN_PER_IP, "ip").settled(HOUR).is_empty(), "only failures start over");
+        let mut codes = Budget::code_checks("ip", "u");
+        codes.check(&[0, 0, 0, 3], HOUR).unwrap();
+        let success = codes.success(HOUR);
+        assert!(!success[0].reset, "every check counts per address");
+        assert!(success[1].reset && success[1].previous.is_some(), "both windows of wrong codes start over");
     }
 }

@@ -2,7 +2,7 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use base64::engine::general_purpose::{STANDARD_NO_PAD as B64, URL_SAFE_NO_PAD as B64_URL};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -14,6 +14,10 @@ type HmacSha256 = Hmac<Sha256>;
 /// The id of the server key that values without a key id were made under: the one key
 /// configured before keys had ids (`MFA_SECRET_KEY`, or the data folder's `secret.key`).
 pub const FIRST_KEY_ID: &str = "k0";
+
+/// The bytes of the HMAC a code hash keeps: 128 bits, ample for codes that carry at most 64
+/// (recovery codes) or 20 (6 digits).
+const TAG_BYTES: usize = 16;
 
 /// The two keys derived from one server secret.
 #[derive(Clone)]
@@ -34,12 +38,12 @@ impl Derived {
         Derived { code_mac, totp_enc }
     }
 
-    fn mac(&self, context: &str, code: &str) -> String {
+    fn mac(&self, context: &str, code: &str) -> [u8; 32] {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.code_mac).expect("HMAC accepts any key length"); // ok: invariant
         mac.update(context.as_bytes());
         mac.update(&[0]);
         mac.update(code.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -100,25 +104,34 @@ impl Keys {
     }
 
     /// HMAC-SHA256 of a one-time or recovery code under the active key, bound to its
-    /// context (user, challenge, purpose) so a hash is useless anywhere else.
+    /// context (user, challenge, purpose) so a hash is useless anywhere else: its first
+    /// 128 bits, base64url without padding (22 characters).
     pub fn code_hash(&self, context: &str, code: &str) -> String {
-        format!("{}:{}", self.active_id(), self.active().mac(context, code))
+        format!("{}:{}", self.active_id(), B64_URL.encode(&self.active().mac(context, code)[..TAG_BYTES]))
     }
 
     /// Whether `code` is the one `stored` (a [`Keys::code_hash`], under whichever key it
-    /// names) was made of; constant time. A hash under a retired key matches nothing.
+    /// names) was made of; constant time. The full HMAC in 64 hex digits, as hashes were
+    /// first stored, still matches. A hash under a retired key, or of any other shape,
+    /// matches nothing.
     pub fn code_matches(&self, context: &str, code: &str, stored: &str) -> bool {
         let (id, hash) = Keys::split(stored);
-        match self.by_id(id) {
-            Some(key) => constant_time_eq(&key.mac(context, code), hash),
-            None => false,
-        }
+        let Some(key) = self.by_id(id) else { return false };
+        let mac = key.mac(context, code);
+        // The expected value in the stored one's form: its length tells the two apart, and
+        // only the exact encoding (alphabet, case, unused trailing bits) compares equal.
+        let expected = match hash.len() {
+            22 => B64_URL.encode(&mac[..TAG_BYTES]),
+            64 => hex::encode(mac),
+            _ => return false,
+        };
+        constant_time_eq(&expected, hash)
     }
 
-    /// A keyed digest of `value` that names no key: the same for as long as the first key
-    /// is configured (stand-ins that must not change from one request to the next).
+    /// A keyed digest of `value` that names no key, in hex: the same for as long as the
+    /// first key is configured (stand-ins that must not change from one request to the next).
     pub fn digest(&self, context: &str, value: &str) -> String {
-        self.by_id(FIRST_KEY_ID).unwrap_or(self.active()).mac(context, value)
+        hex::encode(self.by_id(FIRST_KEY_ID).unwrap_or(self.active()).mac(context, value))
     }
 
     /// AES-256-GCM under the active key with a random nonce; the user id is authenticated
@@ -202,11 +215,60 @@ mod tests {
         assert_ne!(h, a.code_hash("user1|chal2", "123456"));
         assert_ne!(h, a.code_hash("user1|chal1", "123457"));
         assert_ne!(h, b.code_hash("user1|chal1", "123456"));
-        assert_eq!(h.len(), "k0:".len() + 64);
         assert!(!h.contains("123456"));
         assert!(a.code_matches("user1|chal1", "123456", &h));
         assert!(!a.code_matches("user1|chal1", "123457", &h));
+        assert!(!a.code_matches("user1|chal2", "123456", &h));
         assert!(!b.code_matches("user1|chal1", "123456", &h));
+    }
+
+    #[test]
+    fn a_code_hash_is_the_key_id_and_128_bits_in_base64url() {
+        let keys = Keys::derive(b"one");
+        let h = keys.code_hash("recovery|u", "0123456789abcdef");
+        let (id, tag) = h.split_once(':').unwrap();
+        assert_eq!(id, FIRST_KEY_ID);
+        assert_eq!(tag.len(), 22);
+        assert!(tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{tag}");
+        assert_eq!(B64_URL.decode(tag).unwrap(), &keys.active().mac("recovery|u", "0123456789abcdef")[..16]);
+    }
+
+    #[test]
+    fn a_hash_stored_as_the_full_hmac_in_hex_still_matches() {
+        let a = Keys::derive(b"one");
+        let old = format!("k0:{}", hex::encode(a.active().mac("recovery|u", "code")));
+        assert_eq!(old.len(), "k0:".len() + 64);
+        assert!(a.code_matches("recovery|u", "code", &old));
+        assert!(a.code_matches("recovery|u", "code", Keys::split(&old).1), "without a key id: the first key");
+        assert!(!a.code_matches("recovery|u", "cod3", &old));
+        assert!(!a.code_matches("recovery|v", "code", &old));
+        assert!(!Keys::derive(b"two").code_matches("recovery|u", "code", &old));
+        assert!(!a.code_matches("recovery|u", "code", &old.to_uppercase().replacen("K0", "k0", 1)));
+    }
+
+    #[test]
+    fn a_malformed_stored_hash_matches_nothing() {
+        let keys = Keys::derive(b"one");
+        let good = keys.code_hash("c", "123456");
+        let tag = Keys::split(&good).1;
+        let full = hex::encode(keys.active().mac("c", "123456"));
+        let malformed = [
+            String::new(),
+            "k0:".to_string(),
+            ":".to_string(),
+            format!("k0:{}", &tag[..21]),
+            format!("k0:{tag}="),
+            format!("k0:{tag}{tag}"),
+            format!("k0:{}", &full[..63]),
+            format!("k0:{full}0"),
+            format!("k0:{}", &full[..32]),
+            format!("k0:{}", tag.replace(|c: char| c.is_ascii_alphanumeric(), "+")),
+            format!("k0:{}é", &tag[..20]),
+            format!("k9:{tag}"),
+        ];
+        for stored in &malformed {
+            assert!(!keys.code_matches("c", "123456", stored), "{stored:?}");
+        }
     }
 
     fn ring(ids: &[&str]) -> Keys {

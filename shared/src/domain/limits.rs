@@ -12,7 +12,7 @@ pub struct Limit {
 
 /// Appwrite: 10 accounts an hour per IP.
 pub const ACCOUNT_CREATE_PER_IP: Limit = Limit { scope: "account-create-ip", max: 10, window: HOUR };
-/// Appwrite: 10 logins an hour per email; ours resets on success.
+/// Appwrite: 10 sign-ins an hour per email, right or wrong.
 pub const LOGIN_PER_EMAIL: Limit = Limit { scope: "login-email", max: 10, window: HOUR };
 pub const LOGIN_PER_IP: Limit = Limit { scope: "login-ip", max: 60, window: 10 * MINUTE };
 pub const EMAIL_VERIFICATION_PER_USER: Limit = Limit { scope: "verify-email-user", max: 10, window: HOUR };
@@ -78,12 +78,6 @@ impl Limit {
     /// like a hit, once the limit is reached.
     pub fn reset(&self, key: &str, now: Millis, previous: u32) -> Count {
         self.count(key, now, previous, true)
-    }
-
-    /// Starts a consecutive-failure count over, whatever it holds: for a request that was
-    /// counted already, before its outcome was known.
-    pub fn clear(&self, key: &str, now: Millis, previous: u32) -> Count {
-        Count { max: u32::MAX, ..self.count(key, now, previous, true) }
     }
 
     fn count(&self, key: &str, now: Millis, previous: u32, reset: bool) -> Count {
