@@ -208,7 +208,7 @@ impl Store for DownStore {
     async fn withdraw_challenge(&self, _: &Challenge) -> StoreResult<()> {
         Err(down())
     }
-    async fn miss_challenge(&self, _: &str, _: &str, _: Millis, _: &Also) -> StoreResult<Decided> {
+    async fn miss_challenge(&self, _: &Challenge, _: Millis, _: &Also) -> StoreResult<Decided> {
         Err(down())
     }
     async fn finish_challenge(&self, _: &ChallengeWin, _: &Also) -> StoreResult<Decided> {

@@ -488,20 +488,26 @@ impl World {
         }
     }
 
-    /// The id of the user's stored email challenge, read from the table (`USER#<id>` /
-    /// `CHALLENGE#email`): a challenge whose creation answered 5xx has no id elsewhere.
+    /// The id of the newest email challenge stored in any of the user's sessions, read
+    /// from the table (a session item's `challenge_email`): a challenge whose creation
+    /// answered 5xx has no id elsewhere.
     async fn stored_email_challenge(&self) -> Option<String> {
         let out = self
             .direct
-            .get_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(format!("USER#{}", self.user_id)))
-            .key("sk", AttributeValue::S("CHALLENGE#email".into()))
+            .key_condition_expression("pk = :pk AND begins_with(sk, :sessions)")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{}", self.user_id)))
+            .expression_attribute_values(":sessions", AttributeValue::S("SESSION#".into()))
             .consistent_read(true)
             .send()
             .await
             .unwrap();
-        out.item.map(|item| item["id"].as_s().unwrap().clone())
+        let challenges = out.items.unwrap_or_default().into_iter().filter_map(|item| {
+            let AttributeValue::M(c) = item.get("challenge_email")? else { return None };
+            Some((c["createdAt"].as_n().unwrap().parse::<i64>().unwrap(), c["id"].as_s().unwrap().clone()))
+        });
+        challenges.max().map(|(_, id)| id)
     }
 
     /// Runs one step under `rule`; returns its answer and the DynamoDB requests it made.

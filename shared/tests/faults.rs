@@ -149,9 +149,9 @@ impl Store for Flaky {
         self.gate()?;
         self.inner.withdraw_challenge(c).await
     }
-    async fn miss_challenge(&self, u: &str, id: &str, now: Millis, also: &Also) -> StoreResult<Decided> {
+    async fn miss_challenge(&self, c: &Challenge, now: Millis, also: &Also) -> StoreResult<Decided> {
         self.gate()?;
-        self.inner.miss_challenge(u, id, now, also).await
+        self.inner.miss_challenge(c, now, also).await
     }
     async fn finish_challenge(&self, w: &ChallengeWin, also: &Also) -> StoreResult<Decided> {
         self.gate()?;

@@ -212,8 +212,9 @@ async fn signed_in(store: &Arc<dyn Store>, user: &User, now: Millis) -> Session 
     session
 }
 
-async fn challenged(store: &Arc<dyn Store>, user: &User, factor: Factor, now: Millis) -> Challenge {
-    let mut challenge = Challenge::new(&user.id, factor, now, CHALLENGE_TTL);
+/// A challenge of `session`, stored.
+async fn challenged(store: &Arc<dyn Store>, session: &Session, factor: Factor, now: Millis) -> Challenge {
+    let mut challenge = Challenge::new(&session.user_id, &session.id, factor, now, CHALLENGE_TTL);
     if matches!(factor, Factor::Email | Factor::Phone) {
         challenge.code_hash = Some(format!("code-hash-{}", new_id()));
     }
@@ -585,7 +586,7 @@ async fn a_session_ended_meanwhile_can_neither_act_nor_undo_the_end(store: Arc<d
     let t = now();
     let user = created(&store, User { recovery_codes: recovery_hashes(8), ..new_user(t) }).await;
     let stolen = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let challenge = challenged(&store, &stolen, Factor::Email, t).await;
     let cut = t + 10 * SECOND;
     let ended = store.update_user(&user, UserChange::EndSessions(cut), None, t, &Also::NONE).await.unwrap();
     assert_eq!(ended, Updated::Done);
@@ -620,43 +621,57 @@ fn totp_removal() -> UserChange {
     UserChange::RemoveAuthenticators { ids: vec![Authenticator::TOTP_ID.into()], factor: Factor::Totp, last: true }
 }
 
-/// The user's challenge with this id, as stored, if it is there and unexpired.
-async fn challenge_of(store: &Arc<dyn Store>, user: &User, id: &str, now: Millis) -> Option<Challenge> {
+/// The session's challenge with this id, as stored, if it is there and unexpired.
+async fn challenge_of(store: &Arc<dyn Store>, session: &Session, id: &str, now: Millis) -> Option<Challenge> {
     let slot = Challenge::slot_of(id)?;
-    let lookup = Lookup { challenge: Some((user.id.clone(), slot)), ..Lookup::default() };
+    let lookup = Lookup {
+        session: Some((session.user_id.clone(), session.id.clone(), session.secret_hash.clone())),
+        challenge: Some(slot),
+        ..Lookup::default()
+    };
     store.load(&lookup, now).await.unwrap().challenge.filter(|c| c.id == id)
 }
 
 async fn miss(store: &Arc<dyn Store>, c: &Challenge, now: Millis) -> Decided {
-    store.miss_challenge(&c.user_id, &c.id, now, &Also::NONE).await.unwrap()
+    store.miss_challenge(c, now, &Also::NONE).await.unwrap()
 }
 
 async fn a_new_challenge_replaces_the_previous_one_of_its_factor(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
-    let first = challenged(&store, &user, Factor::Email, t).await;
-    let second = challenged(&store, &user, Factor::Email, t).await;
-    let totp = challenged(&store, &user, Factor::Totp, t).await;
+    let session = signed_in(&store, &user, t).await;
+    let first = challenged(&store, &session, Factor::Email, t).await;
+    let second = challenged(&store, &session, Factor::Email, t).await;
+    let totp = challenged(&store, &session, Factor::Totp, t).await;
 
-    assert_eq!(challenge_of(&store, &user, &first.id, t).await, None, "replaced");
+    assert_eq!(challenge_of(&store, &session, &first.id, t).await, None, "replaced");
     assert_eq!(miss(&store, &first, t).await, REJECTED, "a replaced challenge takes no attempt");
-    assert_eq!(challenge_of(&store, &user, &second.id, t).await, Some(second.clone()));
-    assert_eq!(challenge_of(&store, &user, &totp.id, t).await, Some(totp.clone()), "other factors stay");
+    assert_eq!(challenge_of(&store, &session, &second.id, t).await, Some(second.clone()));
+    assert_eq!(challenge_of(&store, &session, &totp.id, t).await, Some(totp.clone()), "other factors stay");
+    let other = signed_in(&store, &user, t).await;
+    assert_eq!(challenge_of(&store, &other, &totp.id, t).await, None, "not another session's");
+    let foreign = Challenge { session_id: other.id.clone(), ..totp.clone() };
+    assert_eq!(miss(&store, &foreign, t).await, REJECTED, "nor spent through another session");
     let stranger = created(&store, new_user(t)).await;
-    assert_eq!(challenge_of(&store, &stranger, &totp.id, t).await, None, "not another user's");
-    assert_eq!(store.miss_challenge(&stranger.id, &totp.id, t, &Also::NONE).await.unwrap(), REJECTED);
-    assert_eq!(challenge_of(&store, &user, "x-not-an-id", t).await, None);
+    let theirs = signed_in(&store, &stranger, t).await;
+    assert_eq!(challenge_of(&store, &theirs, &totp.id, t).await, None, "not another user's");
+    let foreign = Challenge { user_id: stranger.id.clone(), session_id: theirs.id.clone(), ..totp.clone() };
+    assert_eq!(miss(&store, &foreign, t).await, REJECTED);
+    assert_eq!(challenge_of(&store, &session, "x-not-an-id", t).await, None);
+    assert!(store.delete_session(&user.id, &session.id, &Also::NONE).await.unwrap());
+    let late = Challenge::new(&user.id, &session.id, Factor::Email, t, CHALLENGE_TTL);
+    assert_eq!(store.put_challenge(&late, &Also::NONE).await.unwrap(), REJECTED, "an ended session takes none");
 }
 
 async fn challenge_attempts_count_down_and_stop_at_zero(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Phone, t).await;
+    let challenge = challenged(&store, &session, Factor::Phone, t).await;
 
     for left in (0..challenge.attempts_left).rev() {
         assert_eq!(miss(&store, &challenge, t).await, Ok(()));
-        assert_eq!(challenge_of(&store, &user, &challenge.id, t).await.map(|c| c.attempts_left), Some(left));
+        assert_eq!(challenge_of(&store, &session, &challenge.id, t).await.map(|c| c.attempts_left), Some(left));
     }
     assert_eq!(miss(&store, &challenge, t).await, REJECTED, "no attempts left");
     // The fifth wrong code burns it: not even the right one completes it now.
@@ -668,10 +683,10 @@ async fn an_expired_challenge_can_be_neither_attempted_nor_completed(store: Arc<
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let challenge = challenged(&store, &session, Factor::Email, t).await;
     let end = challenge.expire;
 
-    assert_eq!(challenge_of(&store, &user, &challenge.id, end).await, None);
+    assert_eq!(challenge_of(&store, &session, &challenge.id, end).await, None);
     assert_eq!(miss(&store, &challenge, end).await, REJECTED);
     assert_eq!(miss(&store, &challenge, end - 1).await, Ok(()));
     let late = store.finish_challenge(&win(&challenge, &session, Spend::Nothing, end), &Also::NONE).await.unwrap();
@@ -685,7 +700,7 @@ async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let challenge = challenged(&store, &session, Factor::Email, t).await;
     let at = t + SECOND;
 
     let attempt = win(&challenge, &session, Spend::Nothing, at);
@@ -703,7 +718,7 @@ async fn completing_a_challenge_twice_fails(store: Arc<dyn Store>) {
     assert_eq!(reload(&store, &user).await.mfa_updated_at, Some(at));
 
     assert_eq!(store.finish_challenge(&attempt, &Also::NONE).await.unwrap(), REJECTED);
-    assert_eq!(challenge_of(&store, &user, &challenge.id, at).await, None, "it is gone");
+    assert_eq!(challenge_of(&store, &session, &challenge.id, at).await, None, "it is gone");
 }
 
 async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn Store>) {
@@ -711,7 +726,7 @@ async fn completing_needs_the_same_challenge_and_a_live_session(store: Arc<dyn S
     let user = created(&store, new_user(t)).await;
     let session = Session { expire: t + MINUTE, ..new_session(&user, t) };
     store.create_session(&session, &Also::NONE).await.unwrap().unwrap();
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let challenge = challenged(&store, &session, Factor::Email, t).await;
 
     let other_id = ChallengeWin { challenge_id: new_id(), ..win(&challenge, &session, Spend::Nothing, t) };
     assert_eq!(store.finish_challenge(&other_id, &Also::NONE).await.unwrap(), REJECTED, "another challenge id");
@@ -734,7 +749,7 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, User { authenticators: vec![authenticator(true, Some(100), t)], ..new_user(t) }).await;
     let session = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Totp, t).await;
+    let challenge = challenged(&store, &session, Factor::Totp, t).await;
 
     for used in [100, 99] {
         let again = win(&challenge, &session, Spend::TotpStep(used), t);
@@ -746,7 +761,7 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Totp]));
     assert_eq!(reload(&store, &user).await.totp().and_then(|a| a.totp_secret()).and_then(|(_, step)| step), Some(101));
 
-    let next = challenged(&store, &user, Factor::Totp, t).await;
+    let next = challenged(&store, &session, Factor::Totp, t).await;
     assert_eq!(
         store.finish_challenge(&win(&next, &session, Spend::TotpStep(101), t), &Also::NONE).await.unwrap(),
         REJECTED
@@ -758,7 +773,7 @@ async fn a_totp_step_is_accepted_once(store: Arc<dyn Store>) {
 
     let unverified = created(&store, User { authenticators: vec![authenticator(false, None, t)], ..new_user(t) }).await;
     let session = signed_in(&store, &unverified, t).await;
-    let challenge = challenged(&store, &unverified, Factor::Totp, t).await;
+    let challenge = challenged(&store, &session, Factor::Totp, t).await;
     let spend = win(&challenge, &session, Spend::TotpStep(5), t);
     assert_eq!(
         store.finish_challenge(&spend, &Also::NONE).await.unwrap(),
@@ -773,14 +788,14 @@ async fn a_recovery_code_is_used_once(store: Arc<dyn Store>) {
     let user = created(&store, User { recovery_codes: codes.clone(), ..new_user(t) }).await;
     let session = signed_in(&store, &user, t).await;
 
-    let first = challenged(&store, &user, Factor::RecoveryCode, t).await;
+    let first = challenged(&store, &session, Factor::RecoveryCode, t).await;
     let used = win(&first, &session, Spend::RecoveryCode(codes[1].clone()), t);
     assert_eq!(store.finish_challenge(&used, &Also::NONE).await.unwrap(), Ok(()));
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::RecoveryCode]));
     assert_eq!(reload(&store, &user).await.recovery_codes, vec![codes[0].clone(), codes[2].clone()]);
 
-    let second = challenged(&store, &user, Factor::RecoveryCode, t).await;
+    let second = challenged(&store, &session, Factor::RecoveryCode, t).await;
     for spent in [codes[1].clone(), "never-issued".to_string()] {
         let again = win(&second, &session, Spend::RecoveryCode(spent), t);
         assert_eq!(store.finish_challenge(&again, &Also::NONE).await.unwrap(), REJECTED);
@@ -889,12 +904,13 @@ async fn a_token_for_a_changed_address_verifies_nothing(store: Arc<dyn Store>) {
 async fn a_withdrawn_challenge_or_token_is_gone_unless_replaced(store: Arc<dyn Store>) {
     let t = now();
     let user = created(&store, new_user(t)).await;
-    let first = challenged(&store, &user, Factor::Email, t).await;
+    let session = signed_in(&store, &user, t).await;
+    let first = challenged(&store, &session, Factor::Email, t).await;
     store.withdraw_challenge(&first).await.unwrap();
-    assert_eq!(challenge_of(&store, &user, &first.id, t).await, None);
-    let second = challenged(&store, &user, Factor::Email, t).await;
+    assert_eq!(challenge_of(&store, &session, &first.id, t).await, None);
+    let second = challenged(&store, &session, Factor::Email, t).await;
     store.withdraw_challenge(&first).await.unwrap();
-    assert_eq!(challenge_of(&store, &user, &second.id, t).await, Some(second), "a newer one stays");
+    assert_eq!(challenge_of(&store, &session, &second.id, t).await, Some(second), "a newer one stays");
 
     let old = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
     store.put_token(&old, &Also::NONE).await.unwrap().unwrap();
@@ -997,9 +1013,10 @@ async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
     let session = new_session(&user, t);
     assert_eq!(store.create_session(&session, &spent).await.unwrap(), Err(Refused::Limited(0)));
     assert_eq!(session_of(&store, &session, t).await, None, "no session");
-    let challenge = Challenge::new(&user.id, Factor::Totp, t, CHALLENGE_TTL);
+    let live = signed_in(&store, &user, t).await;
+    let challenge = Challenge::new(&user.id, &live.id, Factor::Totp, t, CHALLENGE_TTL);
     assert_eq!(store.put_challenge(&challenge, &spent).await.unwrap(), Err(Refused::Limited(0)));
-    assert_eq!(challenge_of(&store, &user, &challenge.id, t).await, None, "no challenge");
+    assert_eq!(challenge_of(&store, &live, &challenge.id, t).await, None, "no challenge");
     let verify = token(&user, Channel::Email, user.email.as_deref().unwrap(), t);
     assert_eq!(store.put_token(&verify, &spent).await.unwrap(), Err(Refused::Limited(0)));
     assert_eq!(token_of(&store, &user, Channel::Email, t).await, None, "no token");
@@ -1008,11 +1025,11 @@ async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {
     assert_eq!(reload(&store, &user).await, user, "no change");
 
     let signed = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
-    assert_eq!(store.miss_challenge(&user.id, &challenge.id, t, &spent).await.unwrap(), Err(Refused::Limited(0)));
+    let challenge = challenged(&store, &signed, Factor::Email, t).await;
+    assert_eq!(store.miss_challenge(&challenge, t, &spent).await.unwrap(), Err(Refused::Limited(0)));
     let attempt = win(&challenge, &signed, Spend::Nothing, t);
     assert_eq!(store.finish_challenge(&attempt, &spent).await.unwrap(), Err(Refused::Limited(0)));
-    assert_eq!(challenge_of(&store, &user, &challenge.id, t).await, Some(challenge.clone()), "untouched");
+    assert_eq!(challenge_of(&store, &signed, &challenge.id, t).await, Some(challenge.clone()), "untouched");
     assert_eq!(session_of(&store, &signed, t).await, Some(signed.clone()), "not upgraded");
 
     // Within the limit, the counts apply with the write.
@@ -1332,7 +1349,7 @@ async fn a_factor_records_the_session_that_added_it_and_proves_nothing_to_that_s
     for (factor, spend) in
         [(Factor::RecoveryCode, Spend::RecoveryCode(codes[0].clone())), (Factor::Email, Spend::Nothing)]
     {
-        let challenge = challenged(&store, &user, factor, t).await;
+        let challenge = challenged(&store, &session, factor, t).await;
         let w = ChallengeWin { recent: false, ..win(&challenge, &session, spend, t + 1) };
         assert_eq!(store.finish_challenge(&w, &Also::NONE).await.unwrap(), Ok(()));
         let after = session_of(&store, &session, t + 1).await.unwrap();
@@ -1429,7 +1446,7 @@ async fn twenty_parallel_completions_of_one_challenge_let_one_win(store: Arc<dyn
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let challenge = challenged(&store, &user, Factor::Email, t).await;
+    let challenge = challenged(&store, &session, Factor::Email, t).await;
     let attempt = win(&challenge, &session, Spend::Nothing, t);
 
     let won = winners(|_| {
@@ -1447,7 +1464,7 @@ async fn race_to_spend(store: &Arc<dyn Store>, user: &User, spend: Spend, t: Mil
     let factors = [Factor::Totp, Factor::Email, Factor::Phone, Factor::RecoveryCode];
     let mut challenges = Vec::new();
     for factor in factors {
-        challenges.push(challenged(store, user, factor, t).await);
+        challenges.push(challenged(store, &session, factor, t).await);
     }
     let won = winners(|i| {
         let (store, attempt) = (store.clone(), win(&challenges[i % challenges.len()], &session, spend.clone(), t));
@@ -1456,7 +1473,7 @@ async fn race_to_spend(store: &Arc<dyn Store>, user: &User, spend: Spend, t: Mil
     .await;
     let mut untouched = 0;
     for c in &challenges {
-        untouched += usize::from(challenge_of(store, user, &c.id, t).await.is_some());
+        untouched += usize::from(challenge_of(store, &session, &c.id, t).await.is_some());
     }
     (won, untouched)
 }
@@ -1504,8 +1521,9 @@ fn key_use(key: &Authenticator, counter: u32) -> Spend {
     Spend::Key(KeyUse { authenticator_id: key.id.clone(), counter, credential: format!("{{\"counter\":{counter}}}") })
 }
 
-async fn webauthn_challenge(store: &Arc<dyn Store>, user: &User, now: Millis) -> Challenge {
-    let challenge = Challenge::webauthn(&user.id, format!("state-{}", new_id()), now, CHALLENGE_TTL);
+async fn webauthn_challenge(store: &Arc<dyn Store>, session: &Session, now: Millis) -> Challenge {
+    let challenge =
+        Challenge::webauthn(&session.user_id, &session.id, format!("state-{}", new_id()), now, CHALLENGE_TTL);
     store.put_challenge(&challenge, &Also::NONE).await.unwrap().unwrap();
     challenge
 }
@@ -1517,8 +1535,8 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
         created(&store, User { authenticators: vec![counting.clone(), counterless.clone()], ..new_user(t) }).await;
     let session = signed_in(&store, &user, t).await;
 
-    let challenge = webauthn_challenge(&store, &user, t).await;
-    let stored = challenge_of(&store, &user, &challenge.id, t).await.unwrap();
+    let challenge = webauthn_challenge(&store, &session, t).await;
+    let stored = challenge_of(&store, &session, &challenge.id, t).await.unwrap();
     assert_eq!(stored.ceremony_state(false), challenge.ceremony_state(false), "the ceremony state is kept");
     for regressed in [5, 4, 0] {
         let spend = win(&challenge, &session, key_use(&counting, regressed), t);
@@ -1532,17 +1550,17 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Webauthn]));
 
     // A key that keeps no counter always sends 0; once it counts, 0 is a regression.
-    let challenge = webauthn_challenge(&store, &user, t).await;
+    let challenge = webauthn_challenge(&store, &session, t).await;
     assert_eq!(
         store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &Also::NONE).await.unwrap(),
         Ok(())
     );
-    let challenge = webauthn_challenge(&store, &user, t).await;
+    let challenge = webauthn_challenge(&store, &session, t).await;
     assert_eq!(
         store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 2), t), &Also::NONE).await.unwrap(),
         Ok(())
     );
-    let challenge = webauthn_challenge(&store, &user, t).await;
+    let challenge = webauthn_challenge(&store, &session, t).await;
     assert_eq!(
         store.finish_challenge(&win(&challenge, &session, key_use(&counterless, 0), t), &Also::NONE).await.unwrap(),
         REJECTED
@@ -1550,7 +1568,7 @@ async fn a_key_use_moves_its_counter_forward_only(store: Arc<dyn Store>) {
     assert_eq!(key_state(&reload(&store, &user).await, &counterless.id).map(|k| k.0), Some(2));
 
     // A key the user no longer has proves nothing.
-    let challenge = webauthn_challenge(&store, &user, t).await;
+    let challenge = webauthn_challenge(&store, &session, t).await;
     let gone = key(0, "s0", t);
     assert_eq!(
         store.finish_challenge(&win(&challenge, &session, key_use(&gone, 1), t), &Also::NONE).await.unwrap(),
@@ -1562,12 +1580,12 @@ async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Ar
     let t = now();
     let user = created(&store, new_user(t)).await;
     let session = signed_in(&store, &user, t).await;
-    let sign_in = webauthn_challenge(&store, &user, t).await;
-    let registration = Challenge::registration(&user.id, "registration-state".into(), t, CHALLENGE_TTL);
+    let sign_in = webauthn_challenge(&store, &session, t).await;
+    let registration = Challenge::registration(&user.id, &session.id, "registration-state".into(), t, CHALLENGE_TTL);
     store.put_challenge(&registration, &Also::NONE).await.unwrap().unwrap();
     // Both live: a registration does not replace a sign-in, nor the other way round.
-    assert!(challenge_of(&store, &user, &sign_in.id, t).await.is_some());
-    let stored = challenge_of(&store, &user, &registration.id, t).await.unwrap();
+    assert!(challenge_of(&store, &session, &sign_in.id, t).await.is_some());
+    let stored = challenge_of(&store, &session, &registration.id, t).await.unwrap();
     assert_eq!((stored.is_registration(), stored.ceremony_state(true)), (true, Some("registration-state")));
 
     let new_key = key(0, &session.id, t);
@@ -1586,8 +1604,8 @@ async fn a_key_registration_keeps_its_ceremony_apart_and_is_spent_once(store: Ar
     assert_eq!(after.keys().map(|k| k.id.clone()).collect::<Vec<_>>(), vec![new_key.id.clone()]);
     assert_eq!(after.keys().next().unwrap().registered_by(), Some(session.id.as_str()));
     assert!(after.has_factor(Factor::Webauthn));
-    assert!(challenge_of(&store, &user, &registration.id, t).await.is_none());
-    assert!(challenge_of(&store, &user, &sign_in.id, t).await.is_some(), "the sign-in ceremony is untouched");
+    assert!(challenge_of(&store, &session, &registration.id, t).await.is_none());
+    assert!(challenge_of(&store, &session, &sign_in.id, t).await.is_some(), "the sign-in ceremony is untouched");
     let factors = session_of(&store, &session, t).await.map(|s| s.factors);
     assert_eq!(factors, Some(vec![Factor::Password, Factor::Webauthn]));
 }
@@ -1628,8 +1646,11 @@ async fn an_event_is_stored_only_with_its_change(store: Arc<dyn Store>) {
     assert_eq!(store.update_user(&user, codes, None, t + 1, &create).await.unwrap(), Updated::Rejected);
     // Nor does a write a count refuses.
     let limit = test_limit(0);
-    let refused =
-        Also { counts: vec![limit.hit("k", t, 0)], events: vec![event(&user, Action::SessionCreate, t + 2, LOG_TTL)] };
+    let refused = Also {
+        counts: vec![limit.hit("k", t, 0)],
+        events: vec![event(&user, Action::SessionCreate, t + 2, LOG_TTL)],
+        session: None,
+    };
     let session = new_session(&user, t);
     assert_eq!(store.create_session(&session, &refused).await.unwrap(), Err(Refused::Limited(0)));
     // A session deleted with its event; a second delete finds none and records none.
@@ -1659,7 +1680,7 @@ async fn a_sessions_events_outlive_it_however_many(store: Arc<dyn Store>) {
     let completions = 12;
     for i in 0..completions {
         let at = t + 1 + i;
-        let c = challenged(&store, &user, Factor::Email, at).await;
+        let c = challenged(&store, &session, Factor::Email, at).await;
         let done = Also::events(vec![event(&user, Action::ChallengeComplete, at, LOG_TTL)]);
         store.finish_challenge(&win(&c, &session, Spend::Nothing, at), &done).await.unwrap().unwrap();
     }
@@ -1668,7 +1689,8 @@ async fn a_sessions_events_outlive_it_however_many(store: Arc<dyn Store>) {
     assert!(store.delete_session(&user.id, &session.id, &ended).await.unwrap());
     assert!(session_of(&store, &session, end).await.is_none(), "ended");
     assert!(store.sessions(&user.id).await.unwrap().is_empty(), "an ended session is not listed");
-    let c = challenged(&store, &user, Factor::Email, end).await;
+    let c = Challenge::new(&user.id, &session.id, Factor::Email, end, CHALLENGE_TTL);
+    assert_eq!(store.put_challenge(&c, &Also::NONE).await.unwrap(), Err(Refused::Rejected), "nor challenged");
     let late = store.finish_challenge(&win(&c, &session, Spend::Nothing, end), &Also::NONE).await.unwrap();
     assert_eq!(late, Err(Refused::Rejected), "an ended session is not upgraded");
 

@@ -71,8 +71,9 @@ impl CompleteChallenge {
 
 pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let CreateChallenge { factor: ChallengeFactor(factor) } = ctx.params()?;
-    let user = ctx.authed()?.user.clone();
-    let mut challenge = Challenge::new(&user.id, factor, ctx.now, app.config.challenge_ttl);
+    let authed = ctx.authed()?;
+    let (user, session_id) = (authed.user.clone(), authed.session.id.clone());
+    let mut challenge = Challenge::new(&user.id, &session_id, factor, ctx.now, app.config.challenge_ttl);
     let mut options_out = None;
     let mut budget = create_budget(ctx);
     let message = match factor {
@@ -92,7 +93,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
             Some((phone, templates::sms_challenge as fn(&str, &str, &str, i64) -> _))
         }
         Factor::Webauthn => {
-            let (ceremony, options) = super::webauthn::sign_in(app, &user, ctx.now)?;
+            let (ceremony, options) = super::webauthn::sign_in(app, &user, &session_id, ctx.now)?;
             challenge = ceremony;
             options_out = Some(options);
             None
@@ -111,8 +112,11 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // outrun a limit. Until the message arrives nobody knows the code; if it cannot be
     // sent, the challenge is withdrawn.
     let event = app.event(ctx, &user.id, Action::ChallengeCreate, factor.as_str());
-    let stored = app.store.put_challenge(&challenge, &Also::from(budget.success(ctx.now)).and(event)).await?;
-    budget.counted(stored, ctx.now)?;
+    let authed = ctx.authed()?;
+    let also = Also::from(budget.success(ctx.now)).and(event).in_session(&authed.session, authed.session_events);
+    let stored = app.store.put_challenge(&challenge, &also).await?;
+    // Refused only when the session ended meanwhile.
+    budget.decided(stored, ctx.now, ApiError::Unauthorized)?;
     if let (Some((to, render)), Some(code)) = (message, code) {
         let message = render(&app.config.project_name, &to, &code, app.config.challenge_ttl);
         if let Err(e) = app.sender.send(&message).await {
@@ -132,11 +136,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 pub fn complete_lookup(ctx: &Ctx) -> Lookup {
     let challenge = ctx.params::<CompleteChallenge>().ok();
     let slot = challenge.and_then(|c| Challenge::slot_of(&c.challenge_id));
-    Lookup {
-        challenge: slot.map(|slot| (ctx.caller_id().to_string(), slot)),
-        counters: budget::code_checks(ctx).counters(ctx.now),
-        ..Lookup::default()
-    }
+    Lookup { challenge: slot, counters: budget::code_checks(ctx).counters(ctx.now), ..Lookup::default() }
 }
 
 pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
@@ -151,7 +151,13 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         .found
         .challenge
         .take()
-        .filter(|c| c.id == *challenge_id && c.user_id == user.id && !c.is_registration() && c.is_usable(ctx.now))
+        .filter(|c| {
+            c.id == *challenge_id
+                && c.user_id == user.id
+                && c.session_id == authed.session.id
+                && !c.is_registration()
+                && c.is_usable(ctx.now)
+        })
         .ok_or(ApiError::InvalidToken)?;
 
     let mut refusal = None;
@@ -180,8 +186,8 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // code's verdict is only ever given for an attempt within every budget.
     let Some(spend) = spend else {
         let event = app.event(ctx, &user.id, Action::ChallengeFail, challenge.factor.as_str());
-        let also = Also::from(budget.failure(ctx.now)).and(event);
-        let missed = app.store.miss_challenge(&user.id, &challenge.id, ctx.now, &also).await?;
+        let also = Also::from(budget.failure(ctx.now)).and(event).in_session(&authed.session, authed.session_events);
+        let missed = app.store.miss_challenge(&challenge, ctx.now, &also).await?;
         budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
         return Err(refusal.map_or(ApiError::InvalidToken, super::webauthn::refused));
     };
@@ -206,6 +212,7 @@ pub async fn complete(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     if let Spend::RecoveryCode(_) = win.spend {
         also = also.and(app.event(ctx, &user.id, Action::RecoveryCodeUse, ""));
     }
+    let also = also.in_session(&authed.session, authed.session_events);
     let finished = app.store.finish_challenge(&win, &also).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut session = authed.session.clone();

@@ -332,7 +332,7 @@ impl App {
         if credentials.is_some() {
             if let (Some(session), Some(user)) = (found.session.take(), found.user.take()) {
                 if session.survives(&user) {
-                    ctx.auth = Some(Authed { user, session });
+                    ctx.auth = Some(Authed { user, session, session_events: found.session_events });
                 }
             }
         }

@@ -83,7 +83,10 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
         "current" => current.clone(),
         id => parse_id(id).ok_or(ApiError::SessionNotFound)?,
     };
-    let also = Also::events(vec![app.event(ctx, &authed.user.id, Action::SessionDelete, &target)]);
+    let mut also = Also::events(vec![app.event(ctx, &authed.user.id, Action::SessionDelete, &target)]);
+    if target == current {
+        also = also.in_session(&authed.session, authed.session_events);
+    }
     if !app.store.delete_session(&authed.user.id, &target, &also).await? {
         return Err(ApiError::SessionNotFound);
     }

@@ -157,7 +157,7 @@ pub(super) async fn issue(
     events: Vec<crate::domain::activity::Event>,
     now: crate::clock::Millis,
 ) -> Result<(), ApiError> {
-    let also = Also { counts: budget.success(now), events };
+    let also = Also { counts: budget.success(now), events, ..Also::default() };
     let stored = app.store.put_token(token, &also).await?;
     budget.counted(stored, now)?;
     if let Err(e) = app.sender.send(message).await {

@@ -97,7 +97,7 @@ pub fn start_lookup(ctx: &Ctx) -> Lookup {
 /// registration ceremony.
 pub fn finish_lookup(ctx: &Ctx) -> Lookup {
     Lookup {
-        challenge: Some((ctx.caller_id().to_string(), REGISTRATION_SLOT)),
+        challenge: Some(REGISTRATION_SLOT),
         counters: budget::code_checks(ctx).counters(ctx.now),
         ..Lookup::default()
     }
@@ -116,11 +116,12 @@ pub async fn start_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiEr
         return Err(ApiError::TooManyKeys(MAX_KEYS));
     }
     let (options, state) = rp.start_registration(user).map_err(state_bug)?;
-    let ceremony = Challenge::registration(&user.id, state, ctx.now, app.config.challenge_ttl);
+    let ceremony = Challenge::registration(&user.id, &authed.session.id, state, ctx.now, app.config.challenge_ttl);
     let mut budget = registration_budget(ctx);
     budget.check_in(ctx)?;
     let stored = app.store.put_challenge(&ceremony, &budget.success(ctx.now).into()).await?;
-    budget.counted(stored, ctx.now)?;
+    // Refused only when the session ended meanwhile.
+    budget.decided(stored, ctx.now, ApiError::Unauthorized)?;
     Ok(Reply::model(200, &MfaChallenge::of(&ceremony).with_options(options)))
 }
 
@@ -149,7 +150,9 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         .found
         .challenge
         .take()
-        .filter(|c| c.user_id == user.id && c.is_registration() && c.is_usable(ctx.now))
+        .filter(|c| {
+            c.user_id == user.id && c.session_id == authed.session.id && c.is_registration() && c.is_usable(ctx.now)
+        })
         .ok_or(ApiError::InvalidToken)?;
     let state = ceremony.ceremony_state(true).ok_or(ApiError::InvalidToken)?;
     let key = match rp.finish_registration(state, &answer).map_err(state_bug)? {
@@ -160,8 +163,7 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         // An answer that is not one changes nothing, not even the attempts left.
         Err(Refusal::Malformed) => return Err(refused(Refusal::Malformed)),
         Err(refusal) => {
-            let missed =
-                app.store.miss_challenge(&user.id, &ceremony.id, ctx.now, &budget.failure(ctx.now).into()).await?;
+            let missed = app.store.miss_challenge(&ceremony, ctx.now, &budget.failure(ctx.now).into()).await?;
             budget.decided(missed, ctx.now, ApiError::InvalidToken)?;
             return Err(refused(refusal));
         }
@@ -179,7 +181,9 @@ pub async fn finish_registration(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiE
         recent: false,
         reseal: None,
     };
-    let also = Also::from(budget.success(ctx.now)).and(app.event(ctx, &user.id, Action::FactorAdd, "webauthn"));
+    let also = Also::from(budget.success(ctx.now))
+        .and(app.event(ctx, &user.id, Action::FactorAdd, "webauthn"))
+        .in_session(&authed.session, authed.session_events);
     let finished = app.store.finish_challenge(&win, &also).await?;
     budget.decided(finished, ctx.now, ApiError::InvalidToken)?;
     let mut after = user.clone();
@@ -230,10 +234,15 @@ pub async fn delete_one(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
 
 /// The sign-in ceremony of a `webauthn` challenge: the request options for
 /// `navigator.credentials.get`, and the challenge that keeps its state.
-pub(super) fn sign_in(app: &App, user: &User, now: crate::clock::Millis) -> Result<(Challenge, Value), ApiError> {
+pub(super) fn sign_in(
+    app: &App,
+    user: &User,
+    session_id: &str,
+    now: crate::clock::Millis,
+) -> Result<(Challenge, Value), ApiError> {
     let rp = app.relying_party()?;
     let (options, state) = rp.start_authentication(user).map_err(state_bug)?.ok_or(ApiError::AuthenticatorNotFound)?;
-    Ok((Challenge::webauthn(&user.id, state, now, app.config.challenge_ttl), options))
+    Ok((Challenge::webauthn(&user.id, session_id, state, now, app.config.challenge_ttl), options))
 }
 
 /// Checks a sign-in assertion: what completing the challenge spends (the key's new

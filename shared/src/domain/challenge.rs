@@ -1,4 +1,5 @@
-//! MFA challenges: one live challenge per factor, a few attempts, a short life.
+//! MFA challenges: one live challenge per factor in each session, a few attempts, a short
+//! life. A challenge belongs to the session that created it: only that session completes it.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ pub const CODE_DIGITS: u32 = 6;
 pub struct Challenge {
     pub id: String,
     pub user_id: String,
+    /// The session that created it, and the only one it can upgrade.
+    #[serde(default)]
+    pub session_id: String,
     pub factor: Factor,
     /// Keyed hash of the code sent by email or SMS; `None` for TOTP and recovery codes,
     /// which are checked against the user's authenticator or recovery codes.
@@ -35,17 +39,18 @@ pub struct Ceremony {
     pub state: String,
 }
 
-/// Where a user's live challenge of each kind is kept: one per factor, and one for
+/// Where a session's live challenge of each kind is kept: one per factor, and one for
 /// registering a security key (which proves no factor yet, and must not replace a sign-in).
 pub const REGISTRATION_SLOT: &str = "webauthnRegistration";
 /// The first character of a key-registration ceremony's id.
 const REGISTRATION_TAG: char = 'k';
 
 impl Challenge {
-    pub fn new(user_id: &str, factor: Factor, now: Millis, ttl: Millis) -> Self {
+    pub fn new(user_id: &str, session_id: &str, factor: Factor, now: Millis, ttl: Millis) -> Self {
         Challenge {
             id: format!("{}{}", tag(factor), super::crypto::new_id()),
             user_id: user_id.to_string(),
+            session_id: session_id.to_string(),
             factor,
             code_hash: None,
             attempts_left: MAX_ATTEMPTS,
@@ -56,16 +61,16 @@ impl Challenge {
     }
 
     /// A WebAuthn sign-in challenge holding its ceremony `state`.
-    pub fn webauthn(user_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
+    pub fn webauthn(user_id: &str, session_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
         let ceremony = Some(Ceremony { registration: false, state });
-        Challenge { ceremony, ..Challenge::new(user_id, Factor::Webauthn, now, ttl) }
+        Challenge { ceremony, ..Challenge::new(user_id, session_id, Factor::Webauthn, now, ttl) }
     }
 
     /// The ceremony of registering a security key of `user_id`, holding its `state`.
-    pub fn registration(user_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
+    pub fn registration(user_id: &str, session_id: &str, state: String, now: Millis, ttl: Millis) -> Self {
         let ceremony = Some(Ceremony { registration: true, state });
         let id = format!("{REGISTRATION_TAG}{}", super::crypto::new_id());
-        Challenge { id, ceremony, ..Challenge::new(user_id, Factor::Webauthn, now, ttl) }
+        Challenge { id, ceremony, ..Challenge::new(user_id, session_id, Factor::Webauthn, now, ttl) }
     }
 
     pub fn is_registration(&self) -> bool {
@@ -126,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_challenge_dies_at_expiry_or_without_attempts() {
-        let mut c = Challenge::new("u", Factor::Email, 1_000, CHALLENGE_TTL);
+        let mut c = Challenge::new("u", "s", Factor::Email, 1_000, CHALLENGE_TTL);
         assert!(c.is_usable(1_000 + CHALLENGE_TTL - 1));
         assert!(!c.is_usable(1_000 + CHALLENGE_TTL));
         c.attempts_left = 0;
@@ -136,8 +141,8 @@ mod tests {
     #[test]
     fn a_challenge_id_names_where_it_is_kept() {
         let mut slots = std::collections::BTreeSet::new();
-        let registration = Challenge::registration("u", "state".into(), 0, CHALLENGE_TTL);
-        for c in Factor::second().map(|f| Challenge::new("u", f, 0, CHALLENGE_TTL)).chain([registration]) {
+        let registration = Challenge::registration("u", "s", "state".into(), 0, CHALLENGE_TTL);
+        for c in Factor::second().map(|f| Challenge::new("u", "s", f, 0, CHALLENGE_TTL)).chain([registration]) {
             assert_eq!(Challenge::slot_of(&c.id), Some(c.slot()));
             assert!(slots.insert(c.slot()), "{} has a slot of its own", c.slot());
             assert!(crate::domain::values::parse_id(&c.id).is_some(), "{} is a valid id", c.id);
@@ -148,18 +153,18 @@ mod tests {
 
     #[test]
     fn a_ceremony_state_is_read_only_by_its_own_ceremony() {
-        let sign_in = Challenge::webauthn("u", "s1".into(), 0, CHALLENGE_TTL);
+        let sign_in = Challenge::webauthn("u", "s", "s1".into(), 0, CHALLENGE_TTL);
         assert_eq!((sign_in.ceremony_state(false), sign_in.ceremony_state(true)), (Some("s1"), None));
         assert_eq!(sign_in.slot(), "webauthn");
-        let registration = Challenge::registration("u", "s2".into(), 0, CHALLENGE_TTL);
+        let registration = Challenge::registration("u", "s", "s2".into(), 0, CHALLENGE_TTL);
         assert_eq!((registration.ceremony_state(false), registration.ceremony_state(true)), (None, Some("s2")));
-        assert_eq!(Challenge::new("u", Factor::Totp, 0, CHALLENGE_TTL).ceremony_state(false), None);
+        assert_eq!(Challenge::new("u", "s", Factor::Totp, 0, CHALLENGE_TTL).ceremony_state(false), None);
     }
 
     #[test]
     fn code_context_binds_user_and_challenge() {
-        let a = Challenge::new("u1", Factor::Email, 0, CHALLENGE_TTL);
-        let b = Challenge::new("u1", Factor::Email, 0, CHALLENGE_TTL);
+        let a = Challenge::new("u1", "s", Factor::Email, 0, CHALLENGE_TTL);
+        let b = Challenge::new("u1", "s", Factor::Email, 0, CHALLENGE_TTL);
         assert_ne!(a.code_context(), b.code_context());
         assert!(a.code_context().contains("u1"));
     }

@@ -12,8 +12,9 @@ pub struct Lookup {
     pub user: Option<String>,
     /// The sign-in record of an email.
     pub login: Option<String>,
-    /// The live challenge of (user id, slot): see [`Challenge::slot_of`].
-    pub challenge: Option<(String, &'static str)>,
+    /// The live challenge in this slot of the request's session (see
+    /// [`Challenge::slot_of`]); read only with [`Lookup::session`].
+    pub challenge: Option<&'static str>,
     pub token: Option<(String, Channel)>,
     /// Rate counters, by key.
     pub counters: Vec<String>,
@@ -38,6 +39,9 @@ pub struct Found {
     pub api_key: Option<ApiKey>,
     /// The user ids owning the emails asked for, in the order asked (absent emails left out).
     pub email_owners: Vec<String>,
+    /// How many activity events the session's own record keeps (a store may keep a
+    /// session's first events with it; 0 where it keeps none there).
+    pub session_events: u32,
 }
 
 /// What signing in with an email needs, kept with the email's claim so that it is one read.

@@ -49,6 +49,8 @@ impl Credentials {
 pub struct Authed {
     pub user: User,
     pub session: Session,
+    /// Events the session's stored record keeps ([`crate::store::Found::session_events`]).
+    pub session_events: u32,
 }
 
 pub struct Ctx {

@@ -12,7 +12,7 @@
 //! | email claim   | `EMAIL#<email>`   | `EMAIL` (user id, password hash: sign-in is one read) |
 //! | phone claim   | `PHONE#<phone>`   | `PHONE`                      |
 //! | session       | `USER#<userId>`   | `SESSION#<sessionId>` (SHA-256 of the secret inside) |
-//! | challenge     | `USER#<userId>`   | `CHALLENGE#<factor>` (the id's first letter names it) |
+//! | challenge     | in its session's item: `challenge_<slot>` (the id's first letter names the slot) | |
 //! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
 //! | rate counter  | `RATE#<counter>`  | `RATE`                       |
 //! | API key       | `APIKEYS`         | `KEY#<keyId>` (SHA-256 of the secret, name, scopes) |
@@ -267,9 +267,9 @@ const SESSION_PREFIX: &str = "SESSION#";
 fn session_key(user_id: &str, session_id: &str) -> Item {
     key(user_pk(user_id), format!("{SESSION_PREFIX}{session_id}"))
 }
-const CHALLENGE_PREFIX: &str = "CHALLENGE#";
-fn challenge_key(user_id: &str, slot: &str) -> Item {
-    key(user_pk(user_id), format!("{CHALLENGE_PREFIX}{slot}"))
+/// The session item's attribute holding its challenge in `slot`.
+fn challenge_attribute(slot: &str) -> String {
+    format!("challenge_{slot}")
 }
 fn token_key(user_id: &str, channel: Channel) -> Item {
     key(user_pk(user_id), format!("TOKEN#{}", channel.as_str()))
@@ -702,42 +702,49 @@ fn session_from(item: &Item) -> StoreResult<Session> {
     })
 }
 
-fn challenge_item(c: &Challenge) -> Item {
-    let mut item = challenge_key(&c.user_id, c.slot());
-    item.extend([
+/// A challenge, as its session item keeps it.
+fn challenge_value(c: &Challenge) -> AttributeValue {
+    let mut m = HashMap::from([
         ("id".to_string(), s(&c.id)),
-        ("userId".to_string(), s(&c.user_id)),
         ("factor".to_string(), s(c.factor.as_str())),
         ("attemptsLeft".to_string(), n(c.attempts_left)),
         ("createdAt".to_string(), n(c.created_at)),
         ("expire".to_string(), n(c.expire)),
-        (TTL_ATTRIBUTE.to_string(), ttl_seconds(c.expire)),
     ]);
     if let Some(hash) = &c.code_hash {
-        item.insert("codeHash".into(), s(hash));
+        m.insert("codeHash".into(), s(hash));
     }
     if let Some(ceremony) = &c.ceremony {
-        item.insert("ceremony".into(), s(&ceremony.state));
-        item.insert("registration".into(), b(ceremony.registration));
+        m.insert("ceremony".into(), s(&ceremony.state));
+        m.insert("registration".into(), b(ceremony.registration));
     }
-    item
+    AttributeValue::M(m)
 }
 
-fn challenge_from(item: &Item) -> StoreResult<Challenge> {
+/// The challenges a session item keeps, by slot.
+fn session_challenges(item: &Item) -> StoreResult<Vec<Challenge>> {
     let r = Reader(item);
-    Ok(Challenge {
-        id: r.s("id")?,
-        user_id: r.s("userId")?,
-        factor: r.factor("factor")?,
-        code_hash: r.opt_s("codeHash")?,
-        attempts_left: r.n("attemptsLeft")?,
-        created_at: r.n("createdAt")?,
-        expire: r.n("expire")?,
-        ceremony: match r.opt_s("ceremony")? {
-            Some(state) => Some(Ceremony { registration: r.bool("registration")?, state }),
-            None => None,
-        },
-    })
+    let (user_id, session_id) = (r.s("userId")?, r.s("id")?);
+    let mut all = Vec::new();
+    for (name, value) in item.iter().filter(|(name, _)| name.starts_with("challenge_")) {
+        let AttributeValue::M(m) = value else { return Err(r.corrupt(name, "a map")) };
+        let c = Reader(m);
+        all.push(Challenge {
+            id: c.s("id")?,
+            user_id: user_id.clone(),
+            session_id: session_id.clone(),
+            factor: c.factor("factor")?,
+            code_hash: c.opt_s("codeHash")?,
+            attempts_left: c.n("attemptsLeft")?,
+            created_at: c.n("createdAt")?,
+            expire: c.n("expire")?,
+            ceremony: match c.opt_s("ceremony")? {
+                Some(state) => Some(Ceremony { registration: c.bool("registration")?, state }),
+                None => None,
+            },
+        });
+    }
+    Ok(all)
 }
 
 const LOG_PREFIX: &str = "LOG#";
@@ -1361,17 +1368,19 @@ impl DynamoStore {
         also: &Also,
     ) -> StoreResult<Result<(), Veto>> {
         let count = also.events.len();
+        let room = also.session.as_ref().is_none_or(|s| s.kept as usize + count <= INLINE_EVENTS);
+        let (ip, user_agent) = also.session.as_ref().map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
         let mut inline = writes.clone();
         match inline.get_mut(session) {
-            Some(Write::Update { expr, .. }) if count > 0 && count <= INLINE_EVENTS => {
+            Some(Write::Update { expr, .. }) if room && count > 0 && count <= INLINE_EVENTS => {
                 expr.when(format!("attribute_exists(#{EVENTS}) AND size(#{EVENTS}) <= :room"))
                     .set(format!("#{EVENTS} = list_append(#{EVENTS}, :inline)"))
                     .bind(":room", n(INLINE_EVENTS - count))
-                    .bind(":inline", inline_events(&also.events, "", ""));
+                    .bind(":inline", inline_events(&also.events, ip, user_agent));
             }
             _ => return self.commit(writes, also).await,
         }
-        let kept = Also { counts: also.counts.clone(), events: Vec::new() };
+        let kept = Also { events: Vec::new(), ..also.clone() };
         let outcome = self.commit(inline, &kept).await?;
         let full = |r: &Rejection| {
             r.0.iter().any(|(i, old)| {
@@ -1673,11 +1682,8 @@ fn upgrade_write(user_id: &str, up: &SessionUpgrade, now: Millis) -> Write {
     let mut add = Vec::new();
     merge_factors(&mut add, &up.add);
     let mut e = Expr::default();
-    e.when("attribute_exists(#pk)")
-        .when(format!("attribute_not_exists(#{ENDED_AT})"))
-        .when("#expire > :now")
-        .set("#updatedAt = :now")
-        .bind(":now", n(now));
+    session_live(&mut e, now);
+    e.set("#updatedAt = :now");
     for (place, factor) in add.iter().enumerate() {
         let (k, v) = (format!("#factor{place}"), format!(":rank{place}"));
         e.set(format!("#factors.{k} = if_not_exists(#factors.{k}, {v})"))
@@ -1747,7 +1753,7 @@ impl DynamoStore {
     }
 }
 
-/// Applies only to the challenge or token `id` while it has attempts left and is unexpired.
+/// Applies only to the token `id` while it has attempts left and is unexpired.
 fn usable(id: &str, now: Millis) -> Expr {
     let mut e = Expr::default();
     e.when("#id = :id AND #attemptsLeft > :zero AND #expire > :now")
@@ -1755,6 +1761,24 @@ fn usable(id: &str, now: Millis) -> Expr {
         .bind(":zero", n(0))
         .bind(":now", n(now));
     e
+}
+
+/// Applies only while the session keeps the challenge `id` in `slot` with attempts left
+/// and unexpired; `#challenge` names that attribute.
+fn challenge_usable(e: &mut Expr, slot: &str, id: &str, now: Millis) {
+    e.key("#challenge", &challenge_attribute(slot))
+        .when("#challenge.#id = :challengeId AND #challenge.#attemptsLeft > :zero AND #challenge.#expire > :now")
+        .bind(":challengeId", s(id))
+        .bind(":zero", n(0))
+        .bind(":now", n(now));
+}
+
+/// Applies only to a live session: there, not ended, unexpired.
+fn session_live(e: &mut Expr, now: Millis) {
+    e.when("attribute_exists(#pk)")
+        .when(format!("attribute_not_exists(#{ENDED_AT})"))
+        .when("#expire > :now")
+        .bind(":now", n(now));
 }
 
 /// The part of completing a challenge that uses up a TOTP step or a recovery code and
@@ -1800,17 +1824,12 @@ impl Store for DynamoStore {
         let session = lookup.session.as_ref().map(|(user_id, id, _)| session_key(user_id, id));
         let user = lookup.user.as_deref().map(user_key);
         let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
-        let challenge = lookup.challenge.as_ref().map(|(user_id, slot)| challenge_key(user_id, slot));
         let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
         let counters: Vec<Item> = lookup.counters.iter().map(|c| rate_key(c)).collect();
         let api_key = lookup.api_key.as_deref().map(api_key_key);
         let claims: Vec<Item> = lookup.emails.iter().map(|e| Target::Email.index_key(e)).collect();
-        let keys = [&session, &user, &login, &challenge, &token, &api_key]
-            .into_iter()
-            .flatten()
-            .chain(&counters)
-            .chain(&claims)
-            .cloned();
+        let keys =
+            [&session, &user, &login, &token, &api_key].into_iter().flatten().chain(&counters).chain(&claims).cloned();
         let items = self.batch_get(keys.collect()).await?;
         let at = |k: &Option<Item>| k.as_ref().and_then(|k| items.get(&key_id(k)));
 
@@ -1835,8 +1854,16 @@ impl Store for DynamoStore {
             };
             found.login = Some(Login { user_id, password_hash });
         }
-        if let Some(item) = at(&challenge) {
-            found.challenge = Some(challenge_from(item)?).filter(|c| c.expire > now);
+        if let Some(item) = at(&session).filter(|_| found.session.is_some()) {
+            // A session stored before sessions kept events has no room for any.
+            found.session_events = match item.get(EVENTS) {
+                Some(AttributeValue::L(list)) => list.len() as u32,
+                _ => INLINE_EVENTS as u32,
+            };
+        }
+        // The challenge is the request's session's.
+        if let (Some(slot), Some(item)) = (lookup.challenge, at(&session).filter(|_| found.session.is_some())) {
+            found.challenge = session_challenges(item)?.into_iter().find(|c| c.slot() == slot && c.expire > now);
         }
         found.token = at(&token).map(token_from).transpose()?.filter(|t| t.expire > now);
         for k in &counters {
@@ -1946,7 +1973,7 @@ impl Store for DynamoStore {
         let (inline, own) =
             if also.events.len() <= INLINE_EVENTS { (&also.events[..], &[][..]) } else { (&[][..], &also.events[..]) };
         let put = Write::Put { item: session_item(session, inline), expr: Expr::default() };
-        let rest = Also { counts: also.counts.clone(), events: own.to_vec() };
+        let rest = Also { events: own.to_vec(), ..also.clone() };
         Ok(refused(self.commit(vec![put], &rest).await?))
     }
 
@@ -1961,51 +1988,55 @@ impl Store for DynamoStore {
         Ok(self.commit_in_session(vec![end], 0, also).await?.is_ok())
     }
 
-    async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided> {
-        // Same key per factor: the new challenge replaces the previous one.
-        let put = Write::Put { item: challenge_item(challenge), expr: Expr::default() };
-        Ok(refused(self.commit(vec![put], also).await?))
-    }
-
-    async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()> {
+    async fn put_challenge(&self, c: &Challenge, also: &Also) -> StoreResult<Decided> {
+        // One slot per kind: the new challenge replaces the session's previous one.
         let mut e = Expr::default();
-        e.when("#id = :id").bind(":id", s(&challenge.id));
-        // Already replaced or gone: nothing to withdraw.
-        decided(self.delete(challenge_key(&challenge.user_id, challenge.slot()), &e).await).map(|_| ())
+        session_live(&mut e, c.created_at);
+        e.key("#challenge", &challenge_attribute(c.slot()))
+            .set("#challenge = :challenge")
+            .bind(":challenge", challenge_value(c));
+        let put = Write::Update { key: session_key(&c.user_id, &c.session_id), expr: e };
+        Ok(refused(self.commit_in_session(vec![put], 0, also).await?))
     }
 
-    async fn miss_challenge(
-        &self,
-        user_id: &str,
-        challenge_id: &str,
-        now: Millis,
-        also: &Also,
-    ) -> StoreResult<Decided> {
-        let Some(slot) = Challenge::slot_of(challenge_id) else { return Ok(Err(Refused::Rejected)) };
-        let mut e = usable(challenge_id, now);
-        e.set("#attemptsLeft = #attemptsLeft - :one").bind(":one", n(1));
-        let miss = Write::Update { key: challenge_key(user_id, slot), expr: e };
-        Ok(refused(self.commit(vec![miss], also).await?))
+    async fn withdraw_challenge(&self, c: &Challenge) -> StoreResult<()> {
+        let mut e = Expr::default();
+        e.key("#challenge", &challenge_attribute(c.slot()))
+            .when("#challenge.#id = :challengeId")
+            .remove("#challenge")
+            .bind(":challengeId", s(&c.id));
+        // Already replaced or gone: nothing to withdraw.
+        let withdraw = Write::Update { key: session_key(&c.user_id, &c.session_id), expr: e };
+        decided(self.single(&withdraw).await).map(|_| ())
+    }
+
+    async fn miss_challenge(&self, c: &Challenge, now: Millis, also: &Also) -> StoreResult<Decided> {
+        let mut e = Expr::default();
+        challenge_usable(&mut e, c.slot(), &c.id, now);
+        e.set("#challenge.#attemptsLeft = #challenge.#attemptsLeft - :one").bind(":one", n(1));
+        let miss = Write::Update { key: session_key(&c.user_id, &c.session_id), expr: e };
+        Ok(refused(self.commit_in_session(vec![miss], 0, also).await?))
     }
 
     async fn finish_challenge(&self, win: &ChallengeWin, also: &Also) -> StoreResult<Decided> {
         let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
         let writes = || {
-            vec![
-                Write::Delete { key: challenge_key(&win.user_id, slot), expr: usable(&win.challenge_id, win.now) },
-                user_spend(win),
-                upgrade_write(&win.user_id, &win.upgrade(), win.now),
-            ]
+            let mut session = upgrade_write(&win.user_id, &win.upgrade(), win.now);
+            if let Write::Update { expr, .. } = &mut session {
+                challenge_usable(expr, slot, &win.challenge_id, win.now);
+                expr.remove("#challenge");
+            }
+            vec![user_spend(win), session]
         };
-        let outcome = self.commit_in_session(writes(), 2, also).await?;
+        let outcome = self.commit_in_session(writes(), 1, also).await?;
         let legacy = match &outcome {
-            Err(Veto::Rejected(r)) => legacy_user(r, 1).map(migrate_user_write).transpose()?,
+            Err(Veto::Rejected(r)) => legacy_user(r, 0).map(migrate_user_write).transpose()?,
             _ => None,
         };
         let Some(migrate) = legacy else { return Ok(refused(outcome)) };
         // Refused only when another request moved it first: the retry finds it moved either way.
         decided(self.transact(&[migrate]).await)?;
-        Ok(refused(self.commit_in_session(writes(), 2, also).await?))
+        Ok(refused(self.commit_in_session(writes(), 1, also).await?))
     }
 
     async fn put_token(&self, token: &VerificationToken, also: &Also) -> StoreResult<Decided> {
@@ -2104,9 +2135,10 @@ impl Store for DynamoStore {
                 let sk = Reader(&item).s(SK)?;
                 if sk == "PROFILE" {
                     user_from(&item)?.keyed_values().for_each(&mut count);
-                } else if sk.starts_with(CHALLENGE_PREFIX) {
-                    let c = challenge_from(&item)?;
-                    c.code_hash.iter().filter(|_| c.expire > now).for_each(|h| count(h));
+                } else if sk.starts_with(SESSION_PREFIX) {
+                    for c in session_challenges(&item)?.iter().filter(|c| c.expire > now) {
+                        c.code_hash.iter().for_each(|h| count(h));
+                    }
                 } else if sk == format!("TOKEN#{}", Channel::Phone.as_str()) {
                     let token = token_from(&item)?;
                     if token.expire > now {

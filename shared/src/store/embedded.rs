@@ -90,8 +90,9 @@ fn phone_key(phone: &str) -> String {
 fn session_key(user_id: &str, session_id: &str) -> String {
     key(&format!("USER#{user_id}"), &format!("SESSION#{session_id}"))
 }
-fn challenge_key(user_id: &str, slot: &str) -> String {
-    key(&format!("USER#{user_id}"), &format!("CHALLENGE#{slot}"))
+/// A session's challenge in `slot`.
+fn challenge_key(user_id: &str, session_id: &str, slot: &str) -> String {
+    key(&format!("USER#{user_id}"), &format!("CHALLENGE#{session_id}#{slot}"))
 }
 fn event_key(user_id: &str, event_id: &str) -> String {
     key(&format!("USER#{user_id}"), &format!("LOG#{event_id}"))
@@ -592,9 +593,11 @@ impl Store for EmbeddedStore {
                 },
                 None => None,
             };
-            let challenge = match &lookup.challenge {
-                Some((user_id, slot)) => get::<Challenge>(t, &challenge_key(user_id, slot))?.filter(|c| c.expire > now),
-                None => None,
+            let challenge = match (&lookup.challenge, &lookup.session) {
+                (Some(slot), Some((user_id, session_id, _))) => {
+                    get::<Challenge>(t, &challenge_key(user_id, session_id, slot))?.filter(|c| c.expire > now)
+                }
+                _ => None,
             };
             let token = match &lookup.token {
                 Some((user_id, channel)) => {
@@ -617,7 +620,7 @@ impl Store for EmbeddedStore {
                     email_owners.push(index.user_id);
                 }
             }
-            Ok(Found { session, user, login, challenge, token, counts, api_key, email_owners })
+            Ok(Found { session, user, login, challenge, token, counts, api_key, email_owners, session_events: 0 })
         })
     }
 
@@ -717,7 +720,12 @@ impl Store for EmbeddedStore {
     async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided> {
         let c = challenge.clone();
         self.decide(also, move |t| {
-            put(t, &challenge_key(&c.user_id, c.slot()), &c)?;
+            let live =
+                get::<Session>(t, &session_key(&c.user_id, &c.session_id))?.is_some_and(|x| x.expire > c.created_at);
+            if !live {
+                return Ok(Err(Refused::Rejected));
+            }
+            put(t, &challenge_key(&c.user_id, &c.session_id, c.slot()), &c)?;
             Ok(Ok(()))
         })
         .await
@@ -728,7 +736,7 @@ impl Store for EmbeddedStore {
         self.write(
             |_| true,
             move |t| {
-                let k = challenge_key(&c.user_id, c.slot());
+                let k = challenge_key(&c.user_id, &c.session_id, c.slot());
                 if get::<Challenge>(t, &k)?.is_some_and(|stored| stored.id == c.id) {
                     remove(t, &k);
                 }
@@ -738,19 +746,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn miss_challenge(
-        &self,
-        user_id: &str,
-        challenge_id: &str,
-        now: Millis,
-        also: &Also,
-    ) -> StoreResult<Decided> {
-        let (user_id, id) = (user_id.to_string(), challenge_id.to_string());
+    async fn miss_challenge(&self, challenge: &Challenge, now: Millis, also: &Also) -> StoreResult<Decided> {
+        let missed = challenge.clone();
         self.decide(also, move |t| {
-            let Some(slot) = Challenge::slot_of(&id) else { return Ok(Err(Refused::Rejected)) };
-            let k = challenge_key(&user_id, slot);
+            let k = challenge_key(&missed.user_id, &missed.session_id, missed.slot());
             match get::<Challenge>(t, &k)? {
-                Some(mut c) if c.id == id && c.is_usable(now) => {
+                Some(mut c) if c.id == missed.id && c.is_usable(now) => {
                     c.attempts_left -= 1;
                     put(t, &k, &c)?;
                     Ok(Ok(()))
@@ -765,7 +766,7 @@ impl Store for EmbeddedStore {
         let win = win.clone();
         self.decide(also, move |t| {
             let Some(slot) = Challenge::slot_of(&win.challenge_id) else { return Ok(Err(Refused::Rejected)) };
-            let k = challenge_key(&win.user_id, slot);
+            let k = challenge_key(&win.user_id, &win.session_id, slot);
             match get::<Challenge>(t, &k)? {
                 Some(c) if c.id == win.challenge_id && c.is_usable(win.now) => remove(t, &k),
                 _ => return Ok(Err(Refused::Rejected)),

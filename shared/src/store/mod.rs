@@ -74,22 +74,41 @@ pub type Decided = Result<(), Refused>;
 pub struct Also {
     pub counts: Vec<Count>,
     pub events: Vec<Event>,
+    /// For a write that changes the acting session: that session as read.
+    pub session: Option<Acting>,
+}
+
+/// The acting session of a write that changes it, as the request read it: a store that
+/// keeps a session's first events with it sends further ones to records of their own
+/// without trying, and leaves out of them what they share with the session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Acting {
+    /// Events its record keeps ([`Found::session_events`]).
+    pub kept: u32,
+    pub ip: String,
+    pub user_agent: String,
 }
 
 impl Also {
-    pub const NONE: Also = Also { counts: Vec::new(), events: Vec::new() };
+    pub const NONE: Also = Also { counts: Vec::new(), events: Vec::new(), session: None };
 
     pub fn counts(counts: Vec<Count>) -> Also {
-        Also { counts, events: Vec::new() }
+        Also { counts, ..Also::default() }
     }
 
     pub fn events(events: Vec<Event>) -> Also {
-        Also { counts: Vec::new(), events }
+        Also { events, ..Also::default() }
     }
 
     pub fn and(mut self, event: Event) -> Also {
         self.events.push(event);
         self
+    }
+
+    /// The write changes the acting `session`, whose record keeps `kept` events.
+    pub fn in_session(self, session: &crate::domain::Session, kept: u32) -> Also {
+        let acting = Acting { kept, ip: session.ip.clone(), user_agent: session.user_agent.clone() };
+        Also { session: Some(acting), ..self }
     }
 }
 
@@ -122,15 +141,16 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes one of the user's sessions by id; `false` if there was none.
     async fn delete_session(&self, user_id: &str, session_id: &str, also: &Also) -> StoreResult<bool>;
 
-    /// Stores a challenge, replacing the user's previous challenge of the same factor.
+    /// Stores a challenge in its session, replacing the session's previous challenge of the
+    /// same slot; `Rejected` when the session is gone or ended.
     async fn put_challenge(&self, challenge: &Challenge, also: &Also) -> StoreResult<Decided>;
     /// Deletes the challenge if it is still this one (its message could not be sent).
     async fn withdraw_challenge(&self, challenge: &Challenge) -> StoreResult<()>;
-    /// Spends one attempt of a usable challenge on a wrong code.
-    async fn miss_challenge(&self, user_id: &str, challenge_id: &str, now: Millis, also: &Also)
-        -> StoreResult<Decided>;
-    /// Atomically deletes the still usable challenge, uses `spend` and adds the factor to
-    /// the session; `Rejected` when any of them no longer holds (another request won).
+    /// Spends one attempt of the challenge, while it is usable, on a wrong code.
+    async fn miss_challenge(&self, challenge: &Challenge, now: Millis, also: &Also) -> StoreResult<Decided>;
+    /// Atomically deletes the still usable challenge of the session, uses `spend` and adds
+    /// the factor to that session; `Rejected` when any of them no longer holds (another
+    /// request won).
     async fn finish_challenge(&self, win: &ChallengeWin, also: &Also) -> StoreResult<Decided>;
 
     /// Stores a verification token, replacing the user's previous one of its channel.
