@@ -15,7 +15,7 @@ use mfa_core::clock::{Clock, Millis, SystemClock, HOUR, MINUTE, SECOND};
 use mfa_core::domain::activity::{Action, Event, Origin, LOG_TTL};
 use mfa_core::domain::challenge::CHALLENGE_TTL;
 use mfa_core::domain::crypto::{new_id, random_secret, sha256_hex};
-use mfa_core::domain::limits::{Count, Limit};
+use mfa_core::domain::limits::{Count, Limit, CHALLENGE_PER_SESSION, CODE_FAILURES_PER_USER, LOGIN_PER_EMAIL};
 use mfa_core::domain::webauthn::{KeyUse, NewKey};
 use mfa_core::domain::{
     Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken,
@@ -126,6 +126,7 @@ conformance!(
     counts_hold_until_their_limit_and_reset,
     the_previous_window_carries_into_the_next_and_a_reset_clears_both,
     a_count_at_its_limit_refuses_the_whole_write,
+    counts_for_a_session_a_user_or_an_email_hold_under_parallel_requests,
     an_authenticator_is_replaceable_only_until_verified,
     verifying_an_authenticator_refuses_a_used_step,
     recovery_codes_are_created_once_and_replaced_only_when_present,
@@ -1001,6 +1002,44 @@ async fn the_previous_window_carries_into_the_next_and_a_reset_clears_both(store
     let reset = next + 2 * HOUR / 3;
     assert_eq!(store.count(&Also::from([limit.reset("k", reset, 3)].to_vec())).await.unwrap(), Ok(()));
     assert_eq!(store.load(&read(reset), reset).await.unwrap().counts, vec![0, 0], "both windows start over");
+}
+
+/// Counts for a session, a user or an email (a store may keep them in that session's,
+/// user's or email's own record): parallel requests that all read an empty window still
+/// get exactly the limit through, an email without an account is counted too, and a reset
+/// starts the count over.
+async fn counts_for_a_session_a_user_or_an_email_hold_under_parallel_requests(store: Arc<dyn Store>) {
+    let t = now();
+    let user = created(&store, new_user(t)).await;
+    let session = signed_in(&store, &user, t).await;
+    let nobody = format!("{}@example.com", new_id());
+    let keyed: [(Limit, String); 4] = [
+        (CHALLENGE_PER_SESSION, format!("{}/{}", user.id, session.id)),
+        (CODE_FAILURES_PER_USER, user.id.clone()),
+        (LOGIN_PER_EMAIL, user.email.clone().unwrap()),
+        (LOGIN_PER_EMAIL, nobody.clone()),
+    ];
+    for (limit, key) in keyed {
+        let won = winners(|_| {
+            let (store, count) = (store.clone(), limit.hit(&key, t, 0));
+            async move { store.count(&Also::from(vec![count])).await.unwrap().is_ok() }
+        })
+        .await;
+        assert_eq!(won, limit.max as usize, "{}: as many as the limit", limit.scope);
+        let read = counts_of(&store, &[limit.hit(&key, t, 0)], t).await;
+        assert_eq!(read[0], limit.max, "{}: read back", limit.scope);
+    }
+    // Wrong codes start over after a success, which itself is refused at the limit.
+    let failures = CODE_FAILURES_PER_USER;
+    let refused = store.count(&Also::from(vec![failures.reset(&user.id, t, 0)])).await.unwrap();
+    assert_eq!(refused, Err(Refused::Limited(0)), "a success past the limit is refused");
+    let next = t + 2 * failures.window;
+    store.count(&Also::from(vec![failures.hit(&user.id, next, 0)])).await.unwrap().unwrap();
+    store.count(&Also::from(vec![failures.reset(&user.id, next, 0)])).await.unwrap().unwrap();
+    assert_eq!(counts_of(&store, &[failures.hit(&user.id, next, 0)], next).await, vec![0], "started over");
+    // An email counted before it had an account can still be claimed.
+    let claimed = created(&store, User { email: Some(nobody.clone()), ..new_user(t) }).await;
+    assert_eq!(user_by_email(&store, &nobody).await.map(|u| u.id), Some(claimed.id));
 }
 
 async fn a_count_at_its_limit_refuses_the_whole_write(store: Arc<dyn Store>) {

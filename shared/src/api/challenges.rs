@@ -9,7 +9,7 @@ use crate::clock::Millis;
 use crate::delivery::templates;
 use crate::domain::activity::Action;
 use crate::domain::crypto::random_digits;
-use crate::domain::limits::{CHALLENGE_PER_USER, SMS_PER_PHONE};
+use crate::domain::limits::{CHALLENGE_PER_SESSION, CHALLENGE_PER_USER, SMS_PER_PHONE};
 use crate::domain::values::{parse_otp, ChallengeFactor, Id};
 use crate::domain::webauthn::Refusal;
 use crate::domain::{challenge::CODE_DIGITS, recovery, totp, Challenge, Factor, User};
@@ -17,12 +17,18 @@ use crate::error::ApiError;
 use crate::http::{Ctx, Reply};
 use crate::store::{Also, ChallengeWin, Lookup, Reseal, Spend};
 
-fn create_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(CHALLENGE_PER_USER, ctx.caller_id())
+/// Every challenge counts for its session; one sent by email or SMS also for its user.
+fn create_budget(ctx: &Ctx, factor: Option<Factor>) -> Budget {
+    let budget = Budget::default().every(CHALLENGE_PER_SESSION, &ctx.caller_session());
+    match factor {
+        Some(Factor::Email | Factor::Phone) => budget.every(CHALLENGE_PER_USER, ctx.caller_id()),
+        _ => budget,
+    }
 }
 
 pub fn create_lookup(ctx: &Ctx) -> Lookup {
-    Lookup { counters: create_budget(ctx).counters(ctx.now), ..Lookup::default() }
+    let factor = ctx.params::<CreateChallenge>().ok().map(|p| p.factor.0);
+    Lookup { counters: create_budget(ctx, factor).counters(ctx.now), ..Lookup::default() }
 }
 
 #[derive(Deserialize)]
@@ -75,7 +81,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     let (user, session_id) = (authed.user.clone(), authed.session.id.clone());
     let mut challenge = Challenge::new(&user.id, &session_id, factor, ctx.now, app.config.challenge_ttl);
     let mut options_out = None;
-    let mut budget = create_budget(ctx);
+    let mut budget = create_budget(ctx, Some(factor));
     let message = match factor {
         Factor::Email => {
             let email = user.email.clone().ok_or(ApiError::EmailNotFound)?;

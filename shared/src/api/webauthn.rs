@@ -10,7 +10,7 @@ use super::models::{Account, AuthenticatorList, MfaChallenge};
 use super::App;
 use crate::domain::activity::Action;
 use crate::domain::challenge::REGISTRATION_SLOT;
-use crate::domain::limits::CHALLENGE_PER_USER;
+use crate::domain::limits::CHALLENGE_PER_SESSION;
 use crate::domain::values::Name;
 use crate::domain::webauthn::{Refusal, RelyingParty, MAX_ANSWER_BYTES, MAX_KEYS};
 use crate::domain::{crypto, Authenticator, AuthenticatorKind, Challenge, Factor, User};
@@ -79,8 +79,9 @@ impl App {
     }
 }
 
+/// A registration ceremony counts as a challenge of its session.
 fn registration_budget(ctx: &Ctx) -> Budget {
-    Budget::default().every(CHALLENGE_PER_USER, ctx.caller_id())
+    Budget::default().every(CHALLENGE_PER_SESSION, &ctx.caller_session())
 }
 
 /// What `POST /account/mfa/authenticators/{type}` reads for a security key.

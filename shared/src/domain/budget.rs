@@ -21,6 +21,8 @@ struct Entry {
     overrun: Overrun,
     /// The previous window's count, as read with the request (0 until checked).
     previous: u32,
+    /// The current window's count, as read with the request (0 until checked).
+    current: u32,
 }
 
 /// What kind of limit a request ran into.
@@ -47,7 +49,7 @@ impl Budget {
     }
 
     fn with(mut self, limit: Limit, key: &str, failures_only: bool, overrun: Overrun) -> Self {
-        self.entries.push(Entry { limit, key: key.to_string(), failures_only, overrun, previous: 0 });
+        self.entries.push(Entry { limit, key: key.to_string(), failures_only, overrun, previous: 0, current: 0 });
         self
     }
 
@@ -78,7 +80,7 @@ impl Budget {
         let mut tightest: Option<RateVerdict> = None;
         for (entry, counts) in self.entries.iter_mut().zip(counts.chunks(2)) {
             let (count, previous) = (counts[0], counts.get(1).copied().unwrap_or(0));
-            entry.previous = previous;
+            (entry.current, entry.previous) = (count, previous);
             let verdict = entry.limit.verdict(count + 1, previous, now);
             if verdict.exceeded {
                 return Err(Exceeded { overrun: entry.overrun, verdict });
@@ -95,11 +97,12 @@ impl Budget {
         self.entries
             .iter()
             .map(|e| {
-                if e.failures_only {
+                let count = if e.failures_only {
                     e.limit.reset(&e.key, now, e.previous)
                 } else {
                     e.limit.hit(&e.key, now, e.previous)
-                }
+                };
+                Count { seen: e.current, ..count }
             })
             .collect()
     }
@@ -107,7 +110,7 @@ impl Budget {
     /// The counts of a request that failed, or of one counted before its outcome is known
     /// (before a password hash).
     pub fn failure(&self, now: Millis) -> Vec<Count> {
-        self.entries.iter().map(|e| e.limit.hit(&e.key, now, e.previous)).collect()
+        self.entries.iter().map(|e| Count { seen: e.current, ..e.limit.hit(&e.key, now, e.previous) }).collect()
     }
 
     /// The limit of the count at `index`, which the store refused as reached.

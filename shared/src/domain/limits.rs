@@ -18,7 +18,11 @@ pub const LOGIN_PER_IP: Limit = Limit { scope: "login-ip", max: 60, window: 10 *
 pub const EMAIL_VERIFICATION_PER_USER: Limit = Limit { scope: "verify-email-user", max: 10, window: HOUR };
 pub const PHONE_VERIFICATION_PER_USER: Limit = Limit { scope: "verify-phone-user", max: 10, window: HOUR };
 pub const PHONE_VERIFICATION_PER_IP: Limit = Limit { scope: "verify-phone-ip", max: 10, window: HOUR };
+/// Challenges sent by email or SMS, per user.
 pub const CHALLENGE_PER_USER: Limit = Limit { scope: "challenge-user", max: 10, window: HOUR };
+/// Challenges of every factor, per session (keyed `<userId>/<sessionId>`): a sign-in
+/// creates one or two.
+pub const CHALLENGE_PER_SESSION: Limit = Limit { scope: "challenge-session", max: 10, window: HOUR };
 /// SMS to one number, whoever asks: keeps SMS pumping to a number bounded.
 pub const SMS_PER_PHONE: Limit = Limit { scope: "sms-phone", max: 10, window: HOUR };
 /// Consecutive wrong codes per user across challenges and authenticator verification; a
@@ -89,6 +93,7 @@ impl Limit {
             reset,
             // A closed window read as empty stays empty: nothing to delete.
             previous: (reset && previous > 0).then(|| self.previous_key(key, now)),
+            seen: 0,
         }
     }
 
@@ -121,6 +126,9 @@ pub struct Count {
     pub reset: bool,
     /// With `reset`, the previous window's counter, deleted too.
     pub previous: Option<String>,
+    /// The current window's count as the request read it (a store may write a count
+    /// differently into a window that was empty).
+    pub seen: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,6 +90,13 @@ impl Ctx {
         self.credentials.as_ref().map_or("", |c| c.user_id.as_str())
     }
 
+    /// The session the request's credentials name, checked or not, as `<userId>/<sessionId>`:
+    /// the key of per-session counters.
+    pub fn caller_session(&self) -> String {
+        let session = self.credentials.as_ref().and_then(|c| crate::domain::session::id_of_secret(&c.secret));
+        format!("{}/{}", self.caller_id(), session.unwrap_or_default())
+    }
+
     /// The signed-in caller. Routes that need one are only reached with it set.
     pub fn authed(&self) -> Result<&Authed, ApiError> {
         self.auth.as_ref().ok_or(ApiError::Unauthorized)

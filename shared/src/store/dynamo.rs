@@ -64,7 +64,7 @@ use crate::domain::activity::{Action, Actor, Event};
 use crate::domain::api_key::{ApiKey, Scope};
 use crate::domain::challenge::Ceremony;
 use crate::domain::crypto::{constant_time_eq, new_id, Keys};
-use crate::domain::limits::Count;
+use crate::domain::limits::{Count, CHALLENGE_PER_SESSION, CODE_FAILURES_PER_USER, LOGIN_PER_EMAIL};
 use crate::domain::session::merge_factors;
 use crate::domain::webauthn::KeyUse;
 use crate::domain::{Authenticator, AuthenticatorSecret, Challenge, Channel, Factor, Session, User, VerificationToken};
@@ -1013,6 +1013,33 @@ macro_rules! conditional {
 }
 
 impl Write {
+    /// The key of the item it writes.
+    fn key(&self) -> Item {
+        match self {
+            Write::Put { item, .. } => {
+                let part = |name: &str| item.get(name).cloned().unwrap_or_else(|| s(""));
+                HashMap::from([(PK.to_string(), part(PK)), (SK.to_string(), part(SK))])
+            }
+            Write::Update { key, .. } | Write::Delete { key, .. } | Write::Check { key, .. } => key.clone(),
+        }
+    }
+
+    /// Adds what `add` writes to this write of the same item (a check becomes an update).
+    fn merge(&mut self, add: impl FnOnce(&mut Expr)) -> StoreResult<()> {
+        match self {
+            Write::Update { expr, .. } => add(expr),
+            Write::Check { key, expr } => {
+                let mut expr = std::mem::take(expr);
+                add(&mut expr);
+                *self = Write::Update { key: std::mem::take(key), expr };
+            }
+            Write::Put { .. } | Write::Delete { .. } => {
+                return Err(StoreError::Refused("a count kept in an item that the write replaces or deletes".into()))
+            }
+        }
+        Ok(())
+    }
+
     fn transact_item(&self, table: &str) -> StoreResult<TransactWriteItem> {
         let item = match self {
             Write::Put { item, expr } => {
@@ -1327,35 +1354,82 @@ impl DynamoStore {
     }
 
     /// Applies `writes` and the counts' writes all or none, in one call: a transaction, or
-    /// a single write where they come to one.
-    async fn commit(&self, mut writes: Vec<Write>, also: &Also) -> StoreResult<Result<(), Veto>> {
-        let own = writes.len();
-        // The count each write past the request's own belongs to.
-        let mut owners = Vec::new();
-        for (i, count) in also.counts.iter().enumerate() {
-            for write in count_writes(count) {
-                writes.push(write);
-                owners.push(i);
+    /// a single write where they come to one. A count kept in an item of the request is
+    /// written with that item; one that met another request's count in its window since it
+    /// was read is tried again as that count now stands.
+    async fn commit(&self, writes: Vec<Write>, also: &Also) -> StoreResult<Result<(), Veto>> {
+        let mut seen: Vec<u32> = also.counts.iter().map(|c| c.seen).collect();
+        for _ in 0..COUNT_TRIES {
+            match self.commit_counted(writes.clone(), also, &seen).await? {
+                Counted::Decided(outcome) => return Ok(outcome),
+                Counted::Raced(i, now) => seen[i] = now,
             }
         }
+        Err(StoreError::Unavailable(format!("counts kept changing over {COUNT_TRIES} tries").into()))
+    }
+
+    async fn commit_counted(&self, mut writes: Vec<Write>, also: &Also, seen: &[u32]) -> StoreResult<Counted> {
+        // The count each write of a counter of its own belongs to.
+        let mut owners: Vec<Option<usize>> = vec![None; writes.len()];
+        let mut kept = Vec::new();
+        for (i, count) in also.counts.iter().enumerate() {
+            let Some(home) = homed(&count.counter) else {
+                for write in count_writes(count) {
+                    writes.push(write);
+                    owners.push(Some(i));
+                }
+                continue;
+            };
+            if count.max == 0 {
+                return Ok(Counted::Decided(Err(Veto::Limited(i))));
+            }
+            let at = match writes.iter().position(|w| w.key() == home.home) {
+                Some(at) => at,
+                None => {
+                    let mut e = Expr::default();
+                    // A user or session item must exist; an email's claim may be kept for
+                    // its counts alone.
+                    if home.scope != LOGIN_PER_EMAIL.scope {
+                        e.when("attribute_exists(#pk)");
+                    }
+                    writes.push(Write::Update { key: home.home.clone(), expr: e });
+                    owners.push(None);
+                    writes.len() - 1
+                }
+            };
+            writes[at].merge(|e| home.write(e, count, seen[i], i))?;
+            kept.push((at, i, home));
+        }
+        owners.extend(also.events.iter().map(|_| None));
         writes.extend(also.events.iter().map(|e| Write::Put { item: event_item(e), expr: Expr::default() }));
         let result = match writes.as_slice() {
             [] => Ok(()),
             [write] => self.single(write).await,
             _ => self.transact(&writes).await,
         };
-        match result {
-            Ok(()) => Ok(Ok(())),
-            Err(WriteError::Store(e)) => Err(e),
-            // A count at its limit is reported first: the request is refused as such.
-            Err(WriteError::Rejected(r)) => {
-                let count = r.0.iter().map(|(i, _)| *i).filter(|i| *i >= own).min().and_then(|i| owners.get(i - own));
-                Ok(Err(match count {
-                    Some(owner) => Veto::Limited(*owner),
-                    None => Veto::Rejected(r),
-                }))
+        let r = match result {
+            Ok(()) => return Ok(Counted::Decided(Ok(()))),
+            Err(WriteError::Store(e)) => return Err(e),
+            Err(WriteError::Rejected(r)) => r,
+        };
+        // A count at its limit is reported first: the request is refused as such.
+        let standalone = r.0.iter().filter_map(|(j, _)| owners.get(*j).copied().flatten()).min();
+        if let Some(i) = standalone {
+            return Ok(Counted::Decided(Err(Veto::Limited(i))));
+        }
+        let mut raced = None;
+        for (at, i, home) in &kept {
+            let Some(item) = r.0.iter().find(|(j, _)| j == at).and_then(|(_, old)| old.as_ref()) else { continue };
+            match home.judge(&also.counts[*i], seen[*i], item)? {
+                Judged::Limited => return Ok(Counted::Decided(Err(Veto::Limited(*i)))),
+                Judged::Raced(now) => raced = raced.or(Some((*i, now))),
+                Judged::Held => {}
             }
         }
+        Ok(match raced {
+            Some((i, now)) => Counted::Raced(i, now),
+            None => Counted::Decided(Err(Veto::Rejected(r))),
+        })
     }
 
     /// [`Self::commit`], keeping `also`'s events in the session item that write `session`
@@ -1504,6 +1578,16 @@ fn decided<T>(result: Result<T, WriteError>) -> StoreResult<Option<T>> {
     }
 }
 
+/// Tries of a write whose counts met other requests' counts in their windows.
+const COUNT_TRIES: usize = 4;
+
+/// One try of [`DynamoStore::commit`].
+enum Counted {
+    Decided(Result<(), Veto>),
+    /// The count at this index stands at this now: try again.
+    Raced(usize, u32),
+}
+
 /// Why [`DynamoStore::commit`] changed nothing.
 #[derive(Debug)]
 enum Veto {
@@ -1518,6 +1602,115 @@ fn refused(veto: Result<(), Veto>) -> Decided {
         Veto::Limited(i) => Refused::Limited(i),
         Veto::Rejected(_) => Refused::Rejected,
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Counts kept in the items they count for
+
+/// Where a counter lives when it counts for a user, a session or an email: in that user's,
+/// session's or email claim's item, which the request reads (and mostly writes) anyway, so
+/// that it costs no read and no write of its own. Its two latest windows are two slots of
+/// the item, `rate_<scope>_<0|1>` (by the window's parity), each `{w: window start, n: count}`.
+/// A claim may be kept for its counts alone (an email without an account): it has no
+/// `userId`, and counts as no claim.
+struct Homed {
+    home: Item,
+    scope: &'static str,
+    start: Millis,
+}
+
+fn homed(counter: &str) -> Option<Homed> {
+    let (scope, rest) = counter.split_once('#')?;
+    let (key, start) = rest.rsplit_once('#')?;
+    let start = start.parse().ok()?;
+    let (scope, home) = match scope {
+        s if s == CODE_FAILURES_PER_USER.scope => (CODE_FAILURES_PER_USER.scope, user_key(key)),
+        s if s == CHALLENGE_PER_SESSION.scope => {
+            let (user_id, session_id) = key.split_once('/')?;
+            (CHALLENGE_PER_SESSION.scope, session_key(user_id, session_id))
+        }
+        s if s == LOGIN_PER_EMAIL.scope => (LOGIN_PER_EMAIL.scope, Target::Email.index_key(key)),
+        _ => return None,
+    };
+    Some(Homed { home, scope, start })
+}
+
+fn rate_slot(scope: &str, parity: i64) -> String {
+    format!("rate_{scope}_{parity}")
+}
+
+/// The count of window `start` kept in `item`, if any.
+fn homed_count(item: Option<&Item>, scope: &str, start: Millis) -> StoreResult<u32> {
+    let Some(item) = item else { return Ok(0) };
+    for parity in 0..2 {
+        let name = rate_slot(scope, parity);
+        let Some(slot) = item.get(&name) else { continue };
+        let AttributeValue::M(m) = slot else { return Err(Reader(item).corrupt(&name, "a map")) };
+        let slot = Reader(m);
+        if slot.n::<Millis>("w")? == start {
+            return slot.n("n");
+        }
+    }
+    Ok(0)
+}
+
+impl Homed {
+    /// The slot of this window, and the other one.
+    fn slots(&self, count: &Count) -> (String, String) {
+        let window = ((count.expire - self.start) / 2).max(1);
+        let parity = (self.start / window).rem_euclid(2);
+        (rate_slot(self.scope, parity), rate_slot(self.scope, 1 - parity))
+    }
+
+    /// Adds count number `i` to the home item's write `e`: applies only while the count is
+    /// below its limit. `seen` is the window's count as last read: an empty window is
+    /// started afresh (over whatever older window its slot held), a started one counted on.
+    fn write(&self, e: &mut Expr, count: &Count, seen: u32, i: usize) {
+        let (slot, other) = self.slots(count);
+        let (cur, start, max) = (format!("#rate{i}"), format!(":rateStart{i}"), format!(":rateMax{i}"));
+        e.key(&cur, &slot).bind(&start, n(self.start));
+        if seen > 0 || count.reset {
+            e.bind(&max, n(count.max));
+        }
+        if count.reset {
+            let other_name = format!("#rateOther{i}");
+            e.key(&other_name, &other)
+                .when(format!("attribute_not_exists({cur}) OR {cur}.#w <> {start} OR {cur}.#n < {max}"))
+                .remove(cur)
+                .remove(other_name);
+        } else if seen > 0 {
+            let one = format!(":rateOne{i}");
+            e.when(format!("{cur}.#w = {start} AND {cur}.#n < {max}"))
+                .set(format!("{cur}.#n = {cur}.#n + {one}"))
+                .bind(&one, n(1));
+        } else {
+            let fresh = format!(":rateFresh{i}");
+            let value = AttributeValue::M(HashMap::from([("w".to_string(), n(self.start)), ("n".to_string(), n(1))]));
+            e.when(format!("attribute_not_exists({cur}) OR {cur}.#w <> {start}"))
+                .set(format!("{cur} = {fresh}"))
+                .bind(&fresh, value);
+        }
+    }
+
+    /// Why a write carrying this count was refused, judged from the home item as it was:
+    /// the count at its limit, another request having started or cleared the window since
+    /// it was read (`Raced`, with the count now), or neither (the write's own condition).
+    fn judge(&self, count: &Count, seen: u32, item: &Item) -> StoreResult<Judged> {
+        let now = homed_count(Some(item), self.scope, self.start)?;
+        Ok(if now >= count.max {
+            Judged::Limited
+        } else if !count.reset && (now > 0) != (seen > 0) {
+            Judged::Raced(now)
+        } else {
+            Judged::Held
+        })
+    }
+}
+
+enum Judged {
+    Limited,
+    Raced(u32),
+    Held,
 }
 
 /// A count's writes: one more, or a reset (of its window and the one before), only while
@@ -1727,7 +1920,7 @@ impl DynamoStore {
         record_source(&mut user_expr, target.factor(), upgrade.map(|up| up.session_id.as_str()));
 
         let mut claim = Expr::default();
-        claim.when("attribute_not_exists(#pk) OR #userId = :me").bind(":me", s(&user.id));
+        claim.when("attribute_not_exists(#userId) OR #userId = :me").bind(":me", s(&user.id));
         let mut writes = vec![
             Write::Update { key: user_key(&user.id), expr: user_expr },
             Write::Put { item: target.index_item(value, user), expr: claim.clone() },
@@ -1825,7 +2018,14 @@ impl Store for DynamoStore {
         let user = lookup.user.as_deref().map(user_key);
         let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
         let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
-        let counters: Vec<Item> = lookup.counters.iter().map(|c| rate_key(c)).collect();
+        // A counter kept in a user's, session's or claim's item is read with that item.
+        let homes: Vec<Option<Homed>> = lookup.counters.iter().map(|c| homed(c)).collect();
+        let counters: Vec<Item> = lookup
+            .counters
+            .iter()
+            .zip(&homes)
+            .map(|(c, home)| home.as_ref().map_or_else(|| rate_key(c), |h| h.home.clone()))
+            .collect();
         let api_key = lookup.api_key.as_deref().map(api_key_key);
         let claims: Vec<Item> = lookup.emails.iter().map(|e| Target::Email.index_key(e)).collect();
         let keys =
@@ -1841,9 +2041,10 @@ impl Store for DynamoStore {
             user: at(&user).map(user_from).transpose()?,
             ..Found::default()
         };
-        if let Some(item) = at(&login) {
+        // A claim kept for its counts alone names no user.
+        let login_claim = at(&login).map(|item| Reader(item).opt_s("userId").map(|id| (item, id))).transpose()?;
+        if let Some((item, Some(user_id))) = login_claim {
             let r = Reader(item);
-            let user_id = r.s("userId")?;
             let password_hash = match r.opt_s("passwordHash")? {
                 Some(hash) => hash,
                 // A claim stored before claims kept the hash: the user item has it.
@@ -1866,17 +2067,18 @@ impl Store for DynamoStore {
             found.challenge = session_challenges(item)?.into_iter().find(|c| c.slot() == slot && c.expire > now);
         }
         found.token = at(&token).map(token_from).transpose()?.filter(|t| t.expire > now);
-        for k in &counters {
-            let count = match items.get(&key_id(k)) {
-                Some(item) if Reader(item).n::<Millis>("expire")? > now => Reader(item).n("count")?,
-                _ => 0,
+        for (k, home) in counters.iter().zip(&homes) {
+            let count = match (home, items.get(&key_id(k))) {
+                (Some(h), item) => homed_count(item, h.scope, h.start)?,
+                (None, Some(item)) if Reader(item).n::<Millis>("expire")? > now => Reader(item).n("count")?,
+                (None, _) => 0,
             };
             found.counts.push(count);
         }
         found.api_key = at(&api_key).map(api_key_from).transpose()?;
         for k in &claims {
-            if let Some(item) = items.get(&key_id(k)) {
-                found.email_owners.push(Reader(item).s("userId")?);
+            if let Some(owner) = items.get(&key_id(k)).map(|item| Reader(item).opt_s("userId")).transpose()?.flatten() {
+                found.email_owners.push(owner);
             }
         }
         Ok(found)
@@ -1885,10 +2087,13 @@ impl Store for DynamoStore {
     async fn create_user(&self, user: &User) -> StoreResult<bool> {
         let mut absent = Expr::default();
         absent.when("attribute_not_exists(#pk)");
-        let mut writes = vec![Write::Put { item: user_item(user), expr: absent.clone() }];
+        // A claim kept for an email's counts alone is no claim.
+        let mut unclaimed = Expr::default();
+        unclaimed.when("attribute_not_exists(#userId)");
+        let mut writes = vec![Write::Put { item: user_item(user), expr: absent }];
         for (target, value) in [(Target::Email, &user.email), (Target::Phone, &user.phone)] {
             if let Some(value) = value {
-                writes.push(Write::Put { item: target.index_item(value, user), expr: absent.clone() });
+                writes.push(Write::Put { item: target.index_item(value, user), expr: unclaimed.clone() });
             }
         }
         Ok(decided(self.transact(&writes).await)?.is_some())
