@@ -4,7 +4,7 @@
 //! is a sliding window: the current window's counter plus the part of the previous one
 //! still inside it.
 
-use super::limits::{Count, Limit, RateVerdict, CODE_ATTEMPTS_PER_IP, CODE_FAILURES_PER_USER};
+use super::limits::{Count, Limit, RateVerdict, CODE_FAILURES_PER_IP, CODE_FAILURES_PER_USER};
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, Default)]
@@ -16,13 +16,24 @@ pub struct Budget {
 struct Entry {
     limit: Limit,
     key: String,
-    /// Only failures count, and a success starts the count over.
-    failures_only: bool,
+    counting: Counting,
     overrun: Overrun,
     /// The previous window's count, as read with the request (0 until checked).
     previous: u32,
     /// The current window's count, as read with the request (0 until checked).
     current: u32,
+}
+
+/// Which requests a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counting {
+    /// Every request, in the write that decides it.
+    Every,
+    /// Failures, and a success starts the count over: both in the write that decides them.
+    Failures,
+    /// Failures, counted in the write that records them but not held there (checked as
+    /// read only); a success neither counts nor is counted. Such entries come last.
+    Checked,
 }
 
 /// What kind of limit a request ran into.
@@ -42,25 +53,26 @@ pub struct Exceeded {
 }
 
 impl Budget {
-    /// A signed-in check of a code (challenge, new authenticator): per address, and the
-    /// caller's run of wrong codes.
+    /// A signed-in check of a code (challenge, new authenticator or key): the caller's run
+    /// of wrong codes, and wrong codes per address.
     pub fn code_checks(ip: &str, user_id: &str) -> Budget {
-        Budget::default().every(CODE_ATTEMPTS_PER_IP, ip).wrong_codes(user_id)
+        let budget = Budget::default().wrong_codes(user_id);
+        budget.with(CODE_FAILURES_PER_IP, ip, Counting::Checked, Overrun::Requests)
     }
 
-    fn with(mut self, limit: Limit, key: &str, failures_only: bool, overrun: Overrun) -> Self {
-        self.entries.push(Entry { limit, key: key.to_string(), failures_only, overrun, previous: 0, current: 0 });
+    fn with(mut self, limit: Limit, key: &str, counting: Counting, overrun: Overrun) -> Self {
+        self.entries.push(Entry { limit, key: key.to_string(), counting, overrun, previous: 0, current: 0 });
         self
     }
 
     /// Every request counts.
     pub fn every(self, limit: Limit, key: &str) -> Self {
-        self.with(limit, key, false, Overrun::Requests)
+        self.with(limit, key, Counting::Every, Overrun::Requests)
     }
 
     /// The user's consecutive wrong codes across challenges and authenticator verification.
     pub fn wrong_codes(self, user_id: &str) -> Self {
-        self.with(CODE_FAILURES_PER_USER, user_id, true, Overrun::WrongCodes)
+        self.with(CODE_FAILURES_PER_USER, user_id, Counting::Failures, Overrun::WrongCodes)
     }
 
     /// The counters to read with the request, in order: each limit's current and previous
@@ -92,25 +104,34 @@ impl Budget {
         Ok(tightest)
     }
 
-    /// The counts of a request that succeeded.
+    /// The counts of a request that succeeded, in the entries' order (checked entries,
+    /// which come last, leave none).
     pub fn success(&self, now: Millis) -> Vec<Count> {
         self.entries
             .iter()
-            .map(|e| {
-                let count = if e.failures_only {
-                    e.limit.reset(&e.key, now, e.previous)
-                } else {
-                    e.limit.hit(&e.key, now, e.previous)
+            .filter_map(|e| {
+                let count = match e.counting {
+                    Counting::Every => e.limit.hit(&e.key, now, e.previous),
+                    Counting::Failures => e.limit.reset(&e.key, now, e.previous),
+                    Counting::Checked => return None,
                 };
-                Count { seen: e.current, ..count }
+                Some(Count { seen: e.current, ..count })
             })
             .collect()
     }
 
     /// The counts of a request that failed, or of one counted before its outcome is known
-    /// (before a password hash).
+    /// (before a password hash), in the entries' order.
     pub fn failure(&self, now: Millis) -> Vec<Count> {
-        self.entries.iter().map(|e| Count { seen: e.current, ..e.limit.hit(&e.key, now, e.previous) }).collect()
+        self.entries
+            .iter()
+            .map(|e| {
+                let count = e.limit.hit(&e.key, now, e.previous);
+                // A checked limit counts the failure whatever its count: it was checked as read.
+                let max = if e.counting == Counting::Checked { u32::MAX } else { count.max };
+                Count { seen: e.current, max, ..count }
+            })
+            .collect()
     }
 
     /// The limit of the count at `index`, which the store refused as reached.
@@ -133,8 +154,10 @@ mod tests {
         assert_eq!((verdict.limit, verdict.remaining), (10, 4), "the email's limit is tighter");
         let past = budget.check(&[60, 0, 0, 0], 0).unwrap_err();
         assert_eq!((past.overrun, past.verdict.limit), (Overrun::Requests, 60));
-        let codes = Budget::code_checks("ip", "u").check(&[0, 0, 10, 0], 0).unwrap_err();
+        let codes = Budget::code_checks("ip", "u").check(&[10, 0, 0, 0], 0).unwrap_err();
         assert_eq!(codes.overrun, Overrun::WrongCodes);
+        let address = Budget::code_checks("ip", "u").check(&[0, 0, 60, 0], 0).unwrap_err();
+        assert_eq!((address.overrun, address.verdict.limit), (Overrun::Requests, 60), "wrong codes per address");
     }
 
     #[test]
@@ -144,9 +167,12 @@ mod tests {
         assert_eq!(budget.failure(HOUR)[0].max, 5, "five of ten are still in the sliding window");
         assert!(budget.check(&[0, 10], HOUR).is_err());
         let mut codes = Budget::code_checks("ip", "u");
-        codes.check(&[0, 0, 0, 3], HOUR).unwrap();
+        codes.check(&[0, 3, 0, 0], HOUR).unwrap();
         let success = codes.success(HOUR);
-        assert!(!success[0].reset, "every check counts per address");
-        assert!(success[1].reset && success[1].previous.is_some(), "both windows of wrong codes start over");
+        assert_eq!(success.len(), 1, "a right code counts nothing per address");
+        assert!(success[0].reset && success[0].previous.is_some(), "both windows of wrong codes start over");
+        let failure = codes.failure(HOUR);
+        assert_eq!(failure.len(), 2, "a wrong code counts for the user and the address");
+        assert_eq!(failure[1].max, u32::MAX, "per address, whatever the count: it was checked as read");
     }
 }

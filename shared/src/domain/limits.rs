@@ -34,8 +34,13 @@ pub const PASSWORD_CHECKS_PER_USER: Limit = Limit { scope: "password-checks-user
 /// Email and phone changes from one address, whoever the user: a taken address answers
 /// 409, so each change also tells whether an address has an account.
 pub const ADDRESS_CHANGES_PER_IP: Limit = Limit { scope: "address-changes-ip", max: 20, window: HOUR };
-/// Code checks from one address, whoever the user: bounds guessing spread over many users.
+/// Verification secrets tried from one address, whoever the user.
 pub const CODE_ATTEMPTS_PER_IP: Limit = Limit { scope: "code-attempts-ip", max: 60, window: 10 * MINUTE };
+/// Wrong codes (challenges, new authenticators and keys) from one address, whoever the
+/// user: bounds guessing spread over many users. Each is counted in the write that
+/// records it, and the count is checked as read: what a burst of parallel guesses can try
+/// past it is bounded by the limits per challenge and per user, which hold in the write.
+pub const CODE_FAILURES_PER_IP: Limit = Limit { scope: "code-failures-ip", max: 60, window: 10 * MINUTE };
 /// QR codes rendered for one address: each costs up to tens of milliseconds of CPU and
 /// needs no session.
 /// Password reset emails: per address asked for (whether or not it has an account) and per
