@@ -293,9 +293,6 @@ impl ChallengeWin {
             }
             *sealed = reseal.to.clone();
         }
-        if self.recent {
-            user.mfa_updated_at = Some(now);
-        }
         true
     }
 

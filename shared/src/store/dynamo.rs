@@ -1988,9 +1988,6 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
     let (spend, now) = (&win.spend, win.now);
     let mut e = Expr::default();
     e.when("attribute_exists(#pk)");
-    if win.recent {
-        e.set("#mfaUpdatedAt = :now").bind(":now", n(now));
-    }
     still_valid(&mut e, win.confirmed_at);
     match spend {
         Spend::Nothing => {}
@@ -2233,6 +2230,23 @@ impl Store for DynamoStore {
             }
             vec![user_spend(win), session]
         };
+        // What a TOTP step, a key's use or a sent code spends is the user's to spend and
+        // proves the factor only with the session's write that follows: two single writes,
+        // the user's first (a crash between them leaves a spent step and no upgrade, as a
+        // wrong answer would). A recovery code or a new key would be lost that way: one
+        // transaction.
+        let user = user_key(&win.user_id);
+        let counted_with_user = also.counts.iter().all(|c| homed(&c.counter).is_some_and(|h| h.home == user));
+        if counted_with_user && matches!(win.spend, Spend::Nothing | Spend::TotpStep(_) | Spend::Key(_)) {
+            let counts = Also { counts: also.counts.clone(), ..Also::default() };
+            let spent = self.commit_migrating(|| vec![user_spend(win)], 0, &counts).await?;
+            if spent.is_err() {
+                return Ok(refused(spent));
+            }
+            let session = writes().pop().into_iter().collect();
+            let rest = Also { counts: Vec::new(), ..also.clone() };
+            return Ok(refused(self.commit_in_session(session, 0, &rest).await?));
+        }
         let outcome = self.commit_in_session(writes(), 1, also).await?;
         let legacy = match &outcome {
             Err(Veto::Rejected(r)) => legacy_user(r, 0).map(migrate_user_write).transpose()?,
