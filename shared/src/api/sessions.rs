@@ -34,8 +34,7 @@ pub async fn create(app: &App, ctx: &mut Ctx) -> Result<Reply, ApiError> {
     // Counted before the hash runs, so that parallel sign-ins cannot hash past their
     // budgets: within them the answer is 401 or success, past them 429, whatever the
     // password.
-    let counted = app.store.count(&budget.failure(ctx.now).into()).await?;
-    budget.counted(counted, ctx.now)?;
+    super::budget::count_before(app, &budget, ctx.now).await?;
 
     let login = ctx.found.login.take();
     let stored = login.as_ref().map(|l| l.password_hash.clone());
