@@ -23,7 +23,7 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::Request;
 use lambda_http::Body;
-use mfa_core::clock::{ManualClock, Millis, DAY, HOUR};
+use mfa_core::clock::{Clock, ManualClock, Millis, DAY, HOUR};
 use mfa_core::config::Config;
 use mfa_core::delivery::Message;
 use mfa_core::store::dynamo::{create_table, DynamoStore};
@@ -443,6 +443,22 @@ impl World {
         assert_eq!(r.status, 200, "{}", r.body);
         let r = self.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": true})).await;
         assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    /// A verified TOTP authenticator and MFA on; its secret.
+    async fn enable_totp(&self) -> Vec<u8> {
+        let s = self.session().await;
+        let r = self.call("POST", "/v1/account/mfa/recovery-codes", Some(&s), json!({})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = self.call("POST", "/v1/account/mfa/authenticators/totp", Some(&s), json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let secret = mfa_core::domain::totp::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
+        let otp = mfa_core::domain::totp::code_at(&secret, self.clock.now()).unwrap();
+        let r = self.call("PUT", "/v1/account/mfa/authenticators/totp", Some(&s), json!({"otp": otp})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = self.call("PATCH", "/v1/account/mfa", Some(&s), json!({"mfa": true})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        secret
     }
 
     async fn challenge(&self, session: &str, factor: &str) -> String {
@@ -885,4 +901,42 @@ async fn signing_out_ends_the_session_and_says_so() {
         run(&w, Some(rule)).await;
     }
     w.report("sign out", &baseline);
+}
+
+/// Completing a TOTP challenge spends the step (the user's write) before it upgrades the
+/// session (the session's): under each fault, a completion that did not upgrade the session
+/// completes when sent again with the same code, and once done, the step is spent for any
+/// other challenge.
+#[tokio::test]
+async fn a_totp_completion_upgrades_the_session_or_completes_when_sent_again() {
+    let Some(db) = dynamodb().await else { return };
+    let w = World::new(db, "totp").await;
+    let secret = w.enable_totp().await;
+
+    async fn run(w: &World, secret: &[u8], rule: Option<Rule>) -> Log {
+        w.next_run();
+        let s = w.session().await;
+        let id = w.challenge(&s, "totp").await;
+        let code = mfa_core::domain::totp::code_at(secret, w.clock.now()).unwrap();
+        let step = "PUT /v1/account/mfa/challenges (totp)";
+        let (r, log) = w.faulted(&rule, w.complete(&s, &id, &code)).await;
+        let outcome = w.judge(step, &rule, &log, &r, 200, &[]);
+        let at = || format!("under {}: {}", describe(&rule), sequence(&log));
+        let account = w.call("GET", "/v1/account", Some(&s), json!({})).await;
+        if account.status != 200 {
+            assert_ne!(outcome, Outcome::Success, "answered 200 without upgrading: {}", at());
+            let again = w.complete(&s, &id, &code).await;
+            assert_eq!(again.status, 200, "sent again, it completes: {} {}", again.body, at());
+        }
+        let other = w.challenge(&s, "totp").await;
+        let reused = w.complete(&s, &other, &code).await;
+        assert_eq!((reused.status, reused.kind()), (401, "user_invalid_token"), "the step is spent: {}", at());
+        log
+    }
+
+    let baseline = requests(&run(&w, &secret, None).await);
+    for rule in rules(&baseline, &ALL) {
+        run(&w, &secret, Some(rule)).await;
+    }
+    w.report("complete a TOTP challenge", &baseline);
 }

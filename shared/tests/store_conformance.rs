@@ -238,7 +238,7 @@ fn win(challenge: &Challenge, session: &Session, spend: Spend, now: Millis) -> C
 }
 
 fn authenticator(verified: bool, last_step: Option<u64>, now: Millis) -> Authenticator {
-    let secret = AuthenticatorSecret::Totp { sealed: format!("sealed-{}", new_id()), last_step };
+    let secret = AuthenticatorSecret::Totp { sealed: format!("sealed-{}", new_id()), last_step, spent_by: None };
     Authenticator { verified, secret, ..Authenticator::totp(String::new(), now) }
 }
 

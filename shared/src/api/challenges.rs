@@ -241,8 +241,8 @@ fn code_spend(
         }
         Factor::Totp => {
             let authenticator = user.totp().filter(|a| a.verified).ok_or(ApiError::InvalidToken)?;
-            let (secret, last_step) = super::mfa::totp_secret(app, user, authenticator)?;
-            totp::accept(&secret, otp, now, last_step).map(Spend::TotpStep)
+            let (secret, _) = super::mfa::totp_secret(app, user, authenticator)?;
+            totp::accept(&secret, otp, now, authenticator.step_floor(&challenge.id)).map(Spend::TotpStep)
         }
         Factor::RecoveryCode => {
             // Compare against every code so timing does not reveal which one matched.

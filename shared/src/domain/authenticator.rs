@@ -26,8 +26,15 @@ pub struct Authenticator {
 pub enum AuthenticatorSecret {
     /// The TOTP secret, AES-256-GCM encrypted under the server key with the user id as
     /// associated data, and the newest time step ever accepted (older or equal ones are
-    /// refused).
-    Totp { sealed: String, last_step: Option<u64> },
+    /// refused), with the challenge that spent it, if one did: a store may complete a
+    /// challenge in two writes, spending the step first, and the same challenge may then
+    /// spend the same step again to finish.
+    Totp {
+        sealed: String,
+        last_step: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spent_by: Option<String>,
+    },
     /// A security key or passkey: its credential as `webauthn-rs` serialises it (public
     /// key, flags; nothing secret), its id (base64url) and its signature counter, which
     /// must move forward on every use unless the key keeps none (always 0); and the session
@@ -85,7 +92,7 @@ impl Authenticator {
             created_at: now,
             last_used_at: None,
             verified: false,
-            secret: AuthenticatorSecret::Totp { sealed, last_step: None },
+            secret: AuthenticatorSecret::Totp { sealed, last_step: None, spent_by: None },
         }
     }
 
@@ -99,7 +106,7 @@ impl Authenticator {
     /// The sealed TOTP secret and newest accepted step, for a TOTP authenticator.
     pub fn totp_secret(&self) -> Option<(&str, Option<u64>)> {
         match &self.secret {
-            AuthenticatorSecret::Totp { sealed, last_step } => Some((sealed.as_str(), *last_step)),
+            AuthenticatorSecret::Totp { sealed, last_step, .. } => Some((sealed.as_str(), *last_step)),
             AuthenticatorSecret::Webauthn { .. } => None,
         }
     }
@@ -148,9 +155,33 @@ impl Authenticator {
     /// Records the use of TOTP time step `step`; `false` (nothing changed) unless it is
     /// newer than every step used before.
     pub fn use_step(&mut self, step: u64, now: Millis) -> bool {
+        self.spend_step(step, None, now)
+    }
+
+    /// Records the use of TOTP time step `step` by `challenge`: newer than every step used
+    /// before, or the step this same challenge spent.
+    pub fn use_step_for(&mut self, step: u64, challenge: &str, now: Millis) -> bool {
+        self.spend_step(step, Some(challenge), now)
+    }
+
+    /// The newest step a code for `challenge` must be past: the last step used, unless this
+    /// same challenge spent it.
+    pub fn step_floor(&self, challenge: &str) -> Option<u64> {
+        match &self.secret {
+            AuthenticatorSecret::Totp { last_step, spent_by, .. } if spent_by.as_deref() == Some(challenge) => {
+                last_step.and_then(|last| last.checked_sub(1))
+            }
+            AuthenticatorSecret::Totp { last_step, .. } => *last_step,
+            AuthenticatorSecret::Webauthn { .. } => None,
+        }
+    }
+
+    fn spend_step(&mut self, step: u64, by: Option<&str>, now: Millis) -> bool {
+        let floor = by.map_or_else(|| self.totp_secret().and_then(|(_, last)| last), |c| self.step_floor(c));
         match &mut self.secret {
-            AuthenticatorSecret::Totp { last_step, .. } if last_step.is_none_or(|last| step > last) => {
+            AuthenticatorSecret::Totp { last_step, spent_by, .. } if floor.is_none_or(|last| step > last) => {
                 *last_step = Some(step);
+                *spent_by = by.map(str::to_string);
                 self.last_used_at = Some(now);
                 true
             }
@@ -172,6 +203,19 @@ mod tests {
         assert!(!a.use_step(10, 6));
         assert!(!a.use_step(9, 6));
         assert!(a.use_step(11, 7));
+    }
+
+    #[test]
+    fn a_step_a_challenge_spent_is_spendable_again_by_that_challenge_only() {
+        let mut a = Authenticator::totp("sealed".into(), 1);
+        assert!(a.use_step_for(10, "c1", 5));
+        assert_eq!((a.step_floor("c1"), a.step_floor("c2")), (Some(9), Some(10)));
+        assert!(!a.use_step_for(10, "c2", 6), "another challenge cannot use it");
+        assert!(!a.use_step(10, 6), "nor a new authenticator's check");
+        assert!(a.use_step_for(10, "c1", 6), "the challenge that spent it finishes");
+        assert!(!a.use_step_for(9, "c1", 6), "an older step stays refused");
+        assert!(a.use_step(11, 7));
+        assert_eq!(a.step_floor("c1"), Some(11), "a newer step belongs to no challenge");
     }
 
     #[test]

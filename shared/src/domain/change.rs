@@ -263,7 +263,7 @@ impl ChallengeWin {
             Spend::Nothing => true,
             Spend::TotpStep(step) => {
                 let totp = user.authenticators.iter_mut().find(|a| a.id == Authenticator::TOTP_ID);
-                totp.is_some_and(|a| a.verified && a.use_step(*step, now))
+                totp.is_some_and(|a| a.verified && a.use_step_for(*step, &self.challenge_id, now))
             }
             Spend::RecoveryCode(hash) => {
                 let before = user.recovery_codes.len();

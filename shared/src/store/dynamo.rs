@@ -492,11 +492,14 @@ fn authenticator_value(a: &Authenticator) -> AttributeValue {
     }
     m.insert("verified".into(), b(a.verified));
     match &a.secret {
-        AuthenticatorSecret::Totp { sealed, last_step } => {
+        AuthenticatorSecret::Totp { sealed, last_step, spent_by } => {
             m.insert("kind".into(), s("totp"));
             m.insert("secret".into(), s(sealed));
             if let Some(step) = last_step {
                 m.insert("lastStep".into(), n(step));
+            }
+            if let Some(by) = spent_by {
+                m.insert("spentBy".into(), s(by));
             }
         }
         AuthenticatorSecret::Webauthn { credential, credential_id, counter, registered_by } => {
@@ -514,7 +517,11 @@ fn authenticator_from(r: &Reader<'_>, id: &str, item: &AttributeValue) -> StoreR
     let AttributeValue::M(m) = item else { return Err(r.corrupt(AUTHENTICATORS, "a map of maps")) };
     let a = Reader(m);
     let secret = match a.s("kind")?.as_str() {
-        "totp" => AuthenticatorSecret::Totp { sealed: a.s("secret")?, last_step: a.opt_n("lastStep")? },
+        "totp" => AuthenticatorSecret::Totp {
+            sealed: a.s("secret")?,
+            last_step: a.opt_n("lastStep")?,
+            spent_by: a.opt_s("spentBy")?,
+        },
         "webauthn" => AuthenticatorSecret::Webauthn {
             credential: a.s("credential")?,
             credential_id: a.s("credentialId")?,
@@ -546,7 +553,7 @@ fn authenticators_from(r: &Reader<'_>) -> StoreResult<Vec<Authenticator>> {
             None => Ok(vec![]),
             Some(sealed) => Ok(vec![Authenticator {
                 verified: r.bool("totpVerified")?,
-                secret: AuthenticatorSecret::Totp { sealed, last_step: r.opt_n("totpLastStep")? },
+                secret: AuthenticatorSecret::Totp { sealed, last_step: r.opt_n("totpLastStep")?, spent_by: None },
                 ..Authenticator::totp(String::new(), r.n("totpCreatedAt")?)
             }]),
         },
@@ -1012,6 +1019,26 @@ macro_rules! conditional {
     };
 }
 
+/// Sends one single-item write and records its cost: the SDK's PutItem and UpdateItem
+/// builders are distinct types with these same setters.
+macro_rules! single_write {
+    ($store:ident, $builder:expr, $expr:expr) => {
+        $builder
+            .table_name(&$store.table)
+            .set_condition_expression($expr.condition())
+            .set_expression_attribute_names($expr.names())
+            .set_expression_attribute_values($expr.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .inspect(|out| $store.metrics.record(Capacity::Write, out.consumed_capacity()))
+            .inspect_err(|_| $store.metrics.failed_write())
+            .map(drop)
+            .map_err(classify)
+    };
+}
+
 impl Write {
     /// The key of the item it writes.
     fn key(&self) -> Item {
@@ -1284,21 +1311,7 @@ impl DynamoStore {
                 item.insert(LAST_WRITE.into(), s(&id));
                 let (item, expr) = (&item, expr);
                 retry_conflicts(|| async move {
-                    self.client
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(item.clone()))
-                        .set_condition_expression(expr.condition())
-                        .set_expression_attribute_names(expr.names())
-                        .set_expression_attribute_values(expr.values())
-                        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                        .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                        .send()
-                        .await
-                        .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                        .inspect_err(|_| self.metrics.failed_write())
-                        .map(drop)
-                        .map_err(classify)
+                    single_write!(self, self.client.put_item().set_item(Some(item.clone())), expr)
                 })
                 .await
             }
@@ -1307,22 +1320,8 @@ impl DynamoStore {
                 expr.set(format!("#{LAST_WRITE} = :{LAST_WRITE}")).bind(&format!(":{LAST_WRITE}"), s(&id));
                 let (key, expr) = (key, &expr);
                 retry_conflicts(|| async move {
-                    self.client
-                        .update_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key.clone()))
-                        .set_update_expression(expr.update())
-                        .set_condition_expression(expr.condition())
-                        .set_expression_attribute_names(expr.names())
-                        .set_expression_attribute_values(expr.values())
-                        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                        .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                        .send()
-                        .await
-                        .inspect(|out| self.metrics.record(Capacity::Write, out.consumed_capacity()))
-                        .inspect_err(|_| self.metrics.failed_write())
-                        .map(drop)
-                        .map_err(classify)
+                    let update = self.client.update_item().set_key(Some(key.clone()));
+                    single_write!(self, update.set_update_expression(expr.update()), expr)
                 })
                 .await
             }
@@ -1769,6 +1768,27 @@ fn totp_step_expr(e: &mut Expr, step: u64, verified: bool, now: Millis) {
         .bind(":usedAt", n(now));
 }
 
+/// Spends TOTP step `step` for `challenge`: a step newer than any used, or the step this
+/// same challenge spent before. A challenge is completed by two writes, this one first; if
+/// the second never happened (the process died between them), completing the challenge
+/// again with the same code finishes it. No other challenge can use the step, and this
+/// one is gone once completed.
+fn totp_challenge_step_expr(e: &mut Expr, step: u64, challenge: &str, now: Millis) {
+    e.key("#totpId", Authenticator::TOTP_ID)
+        .when("attribute_exists(#authenticators)")
+        .when("#authenticators.#totpId.#verified = :verified")
+        .when(
+            "attribute_not_exists(#authenticators.#totpId.#lastStep) OR #authenticators.#totpId.#lastStep < :step \
+             OR (#authenticators.#totpId.#lastStep = :step AND #authenticators.#totpId.#spentBy = :spentBy)",
+        )
+        .set("#authenticators.#totpId.#lastStep = :step, #authenticators.#totpId.#lastUsedAt = :usedAt")
+        .set("#authenticators.#totpId.#spentBy = :spentBy")
+        .bind(":verified", b(true))
+        .bind(":step", n(step))
+        .bind(":spentBy", s(challenge))
+        .bind(":usedAt", n(now));
+}
+
 /// Applies only to the unverified authenticator whose code was checked, and only with a
 /// step newer than any used.
 fn verify_authenticator_expr(step: u64, secret_sealed: &str, now: Millis) -> Expr {
@@ -1991,7 +2011,7 @@ fn spend_expr(win: &ChallengeWin) -> Expr {
     still_valid(&mut e, win.confirmed_at);
     match spend {
         Spend::Nothing => {}
-        Spend::TotpStep(step) => totp_step_expr(&mut e, *step, true, now),
+        Spend::TotpStep(step) => totp_challenge_step_expr(&mut e, *step, &win.challenge_id, now),
         Spend::RecoveryCode(hash) => {
             e.key("#code", hash).when("attribute_exists(#recoveryCodes.#code)").remove("#recoveryCodes.#code");
         }
@@ -2549,7 +2569,7 @@ mod tests {
             authenticators: vec![Authenticator {
                 verified: true,
                 last_used_at: Some(8),
-                secret: AuthenticatorSecret::Totp { sealed: "s".into(), last_step: Some(9) },
+                secret: AuthenticatorSecret::Totp { sealed: "s".into(), last_step: Some(9), spent_by: None },
                 ..Authenticator::totp(String::new(), 5)
             }],
             recovery_codes: vec!["z".into(), "a".into(), "m".into()],
