@@ -51,7 +51,7 @@ export MFA_TEST_MOTO_ENDPOINT="http://127.0.0.1:$MOTO_PORT" MFA_REQUIRE_MOTO=1
 step "Rust tests (embedded store + outbox for the end-to-end run)"
 cargo test --workspace --locked
 
-step "DynamoDB calls per request (<= 2; <= 3 to complete a challenge or check a password), counted on DynamoDB Local"
+step "DynamoDB calls per request (<= 2; <= 3 to complete a challenge or check a password, 4 to sign in) and a TOTP sign-in (<= \$6 per million), counted on DynamoDB Local"
 # Built above with the workspace's feature set; the example exits non-zero over target.
 target/debug/examples/dynamo_calls
 

@@ -1294,12 +1294,17 @@ impl DynamoStore {
     }
 
     /// Applies one Put or Update on its own, at half a transaction's cost. The SDK retries
-    /// a request whose answer was lost, and such a retry meets the condition its first try
-    /// made false; so the write records a fresh id in its item (`lastWrite`), and a refusal
-    /// by an item that carries that id is the write's own success. A Delete leaves no item
-    /// to carry it, so it is a transaction (whose request token makes retries idempotent).
+    /// a request whose answer was lost; so the write records a fresh id in its item
+    /// (`lastWrite`) and applies only to an item without it: a retry of a write that
+    /// applied is refused by an item carrying that id, which is the write's own success (and
+    /// a count is not counted twice). A Delete leaves no item to carry it, so it is a
+    /// transaction (whose request token makes retries idempotent).
     async fn single(&self, write: &Write) -> Result<(), WriteError> {
         let id = new_id();
+        let once = |e: &mut Expr| {
+            e.when(format!("attribute_not_exists(#{LAST_WRITE}) OR #{LAST_WRITE} <> :{LAST_WRITE}"))
+                .bind(&format!(":{LAST_WRITE}"), s(&id));
+        };
         let ours = |r: &Rejection| {
             r.0.iter().any(|(_, old)| {
                 old.as_ref().and_then(|o| o.get(LAST_WRITE)).is_some_and(|w| w.as_s().is_ok_and(|w| *w == id))
@@ -1309,7 +1314,9 @@ impl DynamoStore {
             Write::Put { item, expr } => {
                 let mut item = item.clone();
                 item.insert(LAST_WRITE.into(), s(&id));
-                let (item, expr) = (&item, expr);
+                let mut expr = expr.clone();
+                once(&mut expr);
+                let (item, expr) = (&item, &expr);
                 retry_conflicts(|| async move {
                     single_write!(self, self.client.put_item().set_item(Some(item.clone())), expr)
                 })
@@ -1317,7 +1324,8 @@ impl DynamoStore {
             }
             Write::Update { key, expr } => {
                 let mut expr = expr.clone();
-                expr.set(format!("#{LAST_WRITE} = :{LAST_WRITE}")).bind(&format!(":{LAST_WRITE}"), s(&id));
+                expr.set(format!("#{LAST_WRITE} = :{LAST_WRITE}"));
+                once(&mut expr);
                 let (key, expr) = (key, &expr);
                 retry_conflicts(|| async move {
                     let update = self.client.update_item().set_key(Some(key.clone()));
