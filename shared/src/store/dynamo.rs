@@ -267,9 +267,11 @@ const SESSION_PREFIX: &str = "SESSION#";
 fn session_key(user_id: &str, session_id: &str) -> Item {
     key(user_pk(user_id), format!("{SESSION_PREFIX}{session_id}"))
 }
+/// The start of a session item's attributes holding its challenges, one per slot.
+const CHALLENGE_ATTRIBUTE: &str = "challenge_";
 /// The session item's attribute holding its challenge in `slot`.
 fn challenge_attribute(slot: &str) -> String {
-    format!("challenge_{slot}")
+    format!("{CHALLENGE_ATTRIBUTE}{slot}")
 }
 fn token_key(user_id: &str, channel: Channel) -> Item {
     key(user_pk(user_id), format!("TOKEN#{}", channel.as_str()))
@@ -649,8 +651,9 @@ const INLINE_EVENTS: usize = 8;
 const EVENTS: &str = "events";
 const ENDED_AT: &str = "endedAt";
 
-/// A new session's item, keeping `events` (those of its creation). Its TTL lets every
-/// event it may keep (all made before the session expires) live out its own time.
+/// A new session's item, keeping `events` (those of its creation); one made without any
+/// keeps none. Its TTL lets every event it may keep (all made before the session expires,
+/// each kept as long as these) live out its own time.
 fn session_item(session: &Session, events: &[Event]) -> Item {
     let kept_for = events.iter().map(|e| e.expire - e.time).max().unwrap_or(0).max(0);
     let mut item = session_key(&session.user_id, &session.id);
@@ -669,13 +672,15 @@ fn session_item(session: &Session, events: &[Event]) -> Item {
         ("expire".to_string(), n(session.expire)),
         (TTL_ATTRIBUTE.to_string(), ttl_seconds(session.expire + kept_for)),
         ("factors".to_string(), AttributeValue::M(factors)),
-        (EVENTS.to_string(), inline_events(events, &session.ip, &session.user_agent)),
         ("ip".to_string(), s(&session.ip)),
         ("userAgent".to_string(), s(&session.user_agent)),
         ("confirmedAt".to_string(), n(session.confirmed_at)),
     ]);
     if let Some(at) = session.mfa_updated_at {
         item.insert("mfaUpdatedAt".into(), n(at));
+    }
+    if !events.is_empty() {
+        item.insert(EVENTS.into(), inline_events(events, Some((&session.ip, &session.user_agent))));
     }
     item
 }
@@ -733,7 +738,7 @@ fn session_challenges(item: &Item) -> StoreResult<Vec<Challenge>> {
     let r = Reader(item);
     let (user_id, session_id) = (r.s("userId")?, r.s("id")?);
     let mut all = Vec::new();
-    for (name, value) in item.iter().filter(|(name, _)| name.starts_with("challenge_")) {
+    for (name, value) in item.iter().filter(|(name, _)| name.starts_with(CHALLENGE_ATTRIBUTE)) {
         let AttributeValue::M(m) = value else { return Err(r.corrupt(name, "a map")) };
         let c = Reader(m);
         all.push(Challenge {
@@ -793,8 +798,9 @@ fn event_from(item: &Item) -> StoreResult<Event> {
 }
 
 /// Events kept in a session item: an event's address and user agent are left out where
-/// they are the session's.
-fn inline_events(events: &[Event], ip: &str, user_agent: &str) -> AttributeValue {
+/// they are the session's (`client`, when known).
+fn inline_events(events: &[Event], client: Option<(&str, &str)>) -> AttributeValue {
+    let (ip, user_agent) = (client.map(|c| c.0), client.map(|c| c.1));
     let inline = |e: &Event| {
         let mut m = HashMap::from([
             ("id".to_string(), s(&e.id)),
@@ -803,10 +809,10 @@ fn inline_events(events: &[Event], ip: &str, user_agent: &str) -> AttributeValue
             ("time".to_string(), n(e.time)),
             ("expire".to_string(), n(e.expire)),
         ]);
-        if e.ip != ip {
+        if ip != Some(e.ip.as_str()) {
             m.insert("ip".into(), s(&e.ip));
         }
-        if e.user_agent != user_agent {
+        if user_agent != Some(e.user_agent.as_str()) {
             m.insert("userAgent".into(), s(&e.user_agent));
         }
         if let Actor::Key(id) = &e.actor {
@@ -1440,8 +1446,9 @@ impl DynamoStore {
     }
 
     /// [`Self::commit`], keeping `also`'s events in the session item that write `session`
-    /// updates, while that item has room for them (and was made to keep events); else, or
-    /// when `inline` is false, as items of their own.
+    /// updates while that item has room for them (and was made to keep events), else as
+    /// items of their own. The acting session as read (`also.session`) tells whether it has
+    /// room, sparing a refused try; the write's condition decides.
     async fn commit_in_session(
         &self,
         writes: Vec<Write>,
@@ -1450,14 +1457,14 @@ impl DynamoStore {
     ) -> StoreResult<Result<(), Veto>> {
         let count = also.events.len();
         let room = also.session.as_ref().is_none_or(|s| s.kept as usize + count <= INLINE_EVENTS);
-        let (ip, user_agent) = also.session.as_ref().map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
+        let client = also.session.as_ref().map(|s| (s.ip.as_str(), s.user_agent.as_str()));
         let mut inline = writes.clone();
         match inline.get_mut(session) {
             Some(Write::Update { expr, .. }) if room && count > 0 && count <= INLINE_EVENTS => {
                 expr.when(format!("attribute_exists(#{EVENTS}) AND size(#{EVENTS}) <= :room"))
                     .set(format!("#{EVENTS} = list_append(#{EVENTS}, :inline)"))
                     .bind(":room", n(INLINE_EVENTS - count))
-                    .bind(":inline", inline_events(&also.events, ip, user_agent));
+                    .bind(":inline", inline_events(&also.events, client));
             }
             _ => return self.commit(writes, also).await,
         }
