@@ -1,10 +1,12 @@
 //! The DynamoDB store: one table with string keys `pk`/`sk` and the TTL attribute
 //! `expiresAt` (epoch seconds) on every expiring item. A request costs two calls: one
-//! BatchGetItem reads everything it needs (session, user, challenge or token, rate
-//! counters), and one TransactWriteItems decides it: every single-use action with its rate
-//! counts, conditional, so of N parallel attempts DynamoDB lets exactly one through and no
-//! limit is outrun. Only this module knows attribute names; failed conditions become the
-//! trait's domain results, never errors.
+//! BatchGetItem reads everything it needs (session with its challenges, user, token, rate
+//! counters), and one conditional write decides it, with its rate counts, so that of N
+//! parallel attempts DynamoDB lets exactly one through and no limit is outrun: a single
+//! PutItem or UpdateItem where it changes one item (half the cost), else a
+//! TransactWriteItems. Completing a challenge with a TOTP step, a key or a sent code is two
+//! single writes, the user's first (see `finish_challenge`). Only this module knows
+//! attribute names; failed conditions become the trait's domain results, never errors.
 //!
 //! | item          | pk                | sk                           |
 //! |---------------|-------------------|------------------------------|
@@ -14,7 +16,7 @@
 //! | session       | `USER#<userId>`   | `SESSION#<sessionId>` (SHA-256 of the secret inside) |
 //! | challenge     | in its session's item: `challenge_<slot>` (the id's first letter names the slot) | |
 //! | token         | `USER#<userId>`   | `TOKEN#<email or phone>`     |
-//! | rate counter  | `RATE#<counter>`  | `RATE`                       |
+//! | rate counter  | `RATE#<scope>#<key>` | `RATE` (its two latest windows; counts per user, session or email live in their items) |
 //! | API key       | `APIKEYS`         | `KEY#<keyId>` (SHA-256 of the secret, name, scopes) |
 //!
 //! API keys share one partition, so that listing them is one Query; a keyed request reads
@@ -276,6 +278,8 @@ fn challenge_attribute(slot: &str) -> String {
 fn token_key(user_id: &str, channel: Channel) -> Item {
     key(user_pk(user_id), format!("TOKEN#{}", channel.as_str()))
 }
+/// A counter of its own (per address, phone number, API key...), `<scope>#<key>`: one item
+/// for its two latest windows.
 fn rate_key(counter: &str) -> Item {
     key(format!("RATE#{counter}"), "RATE".into())
 }
@@ -916,7 +920,6 @@ fn token_from(item: &Item) -> StoreResult<VerificationToken> {
 struct Expr {
     set: Vec<String>,
     remove: Vec<String>,
-    add: Vec<String>,
     conditions: Vec<String>,
     keys: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
@@ -929,10 +932,6 @@ impl Expr {
     }
     fn remove(&mut self, path: impl Into<String>) -> &mut Self {
         self.remove.push(path.into());
-        self
-    }
-    fn add(&mut self, clause: impl Into<String>) -> &mut Self {
-        self.add.push(clause.into());
         self
     }
     /// Adds a condition; all of them must hold.
@@ -950,7 +949,7 @@ impl Expr {
     }
 
     fn update(&self) -> Option<String> {
-        let parts: Vec<String> = [("SET", &self.set), ("REMOVE", &self.remove), ("ADD", &self.add)]
+        let parts: Vec<String> = [("SET", &self.set), ("REMOVE", &self.remove)]
             .into_iter()
             .filter(|(_, clauses)| !clauses.is_empty())
             .map(|(verb, clauses)| format!("{verb} {}", clauses.join(", ")))
@@ -1382,17 +1381,9 @@ impl DynamoStore {
     }
 
     async fn commit_counted(&self, mut writes: Vec<Write>, also: &Also, seen: &[u32]) -> StoreResult<Counted> {
-        // The count each write of a counter of its own belongs to.
-        let mut owners: Vec<Option<usize>> = vec![None; writes.len()];
         let mut kept = Vec::new();
         for (i, count) in also.counts.iter().enumerate() {
-            let Some(home) = homed(&count.counter) else {
-                for write in count_writes(count) {
-                    writes.push(write);
-                    owners.push(Some(i));
-                }
-                continue;
-            };
+            let home = homed(&count.counter)?;
             if count.max == 0 {
                 return Ok(Counted::Decided(Err(Veto::Limited(i))));
             }
@@ -1400,20 +1391,22 @@ impl DynamoStore {
                 Some(at) => at,
                 None => {
                     let mut e = Expr::default();
-                    // A user or session item must exist; an email's claim may be kept for
-                    // its counts alone.
-                    if home.scope != LOGIN_PER_EMAIL.scope {
+                    if home.own {
+                        // Kept while its windows can still be read.
+                        e.set(format!("#{TTL_ATTRIBUTE} = :rateTtl{i}"))
+                            .bind(&format!(":rateTtl{i}"), ttl_seconds(count.expire));
+                    } else if home.scope != LOGIN_PER_EMAIL.scope {
+                        // A user or session item must exist; an email's claim may be kept
+                        // for its counts alone.
                         e.when("attribute_exists(#pk)");
                     }
                     writes.push(Write::Update { key: home.home.clone(), expr: e });
-                    owners.push(None);
                     writes.len() - 1
                 }
             };
             writes[at].merge(|e| home.write(e, count, seen[i], i))?;
             kept.push((at, i, home));
         }
-        owners.extend(also.events.iter().map(|_| None));
         writes.extend(also.events.iter().map(|e| Write::Put { item: event_item(e), expr: Expr::default() }));
         let result = match writes.as_slice() {
             [] => Ok(()),
@@ -1426,10 +1419,6 @@ impl DynamoStore {
             Err(WriteError::Rejected(r)) => r,
         };
         // A count at its limit is reported first: the request is refused as such.
-        let standalone = r.0.iter().filter_map(|(j, _)| owners.get(*j).copied().flatten()).min();
-        if let Some(i) = standalone {
-            return Ok(Counted::Decided(Err(Veto::Limited(i))));
-        }
         let mut raced = None;
         for (at, i, home) in &kept {
             let Some(item) = r.0.iter().find(|(j, _)| j == at).and_then(|(_, old)| old.as_ref()) else { continue };
@@ -1619,49 +1608,71 @@ fn refused(veto: Result<(), Veto>) -> Decided {
 }
 
 // ---------------------------------------------------------------------------------------
-// Counts kept in the items they count for
+// Counts
 
-/// Where a counter lives when it counts for a user, a session or an email: in that user's,
-/// session's or email claim's item, which the request reads (and mostly writes) anyway, so
-/// that it costs no read and no write of its own. Its two latest windows are two slots of
-/// the item, `rate_<scope>_<0|1>` (by the window's parity), each `{w: window start, n: count}`.
-/// A claim may be kept for its counts alone (an email without an account): it has no
-/// `userId`, and counts as no claim.
+/// Where a counter lives. One that counts for a user, a session or an email lives in that
+/// user's, session's or email claim's item, which the request reads (and mostly writes)
+/// anyway, so that it costs no read and no write of its own; any other has an item of its
+/// own (`RATE#<scope>#<key>`, with a TTL). Either way a counter's two latest windows are two
+/// slots of the item, `rate_<scope>_<0|1>` (by the window's parity), each `{w: window
+/// start, n: count}`, so that a request reads one item per counter. A claim may be kept for
+/// its counts alone (an email without an account): it has no `userId`, and counts as no
+/// claim.
 struct Homed {
     home: Item,
-    scope: &'static str,
+    scope: String,
     start: Millis,
+    /// The counter's own item (else another record's).
+    own: bool,
 }
 
-fn homed(counter: &str) -> Option<Homed> {
-    let (scope, rest) = counter.split_once('#')?;
-    let (key, start) = rest.rsplit_once('#')?;
-    let start = start.parse().ok()?;
-    let (scope, home) = match scope {
-        s if s == CODE_FAILURES_PER_USER.scope => (CODE_FAILURES_PER_USER.scope, user_key(key)),
-        s if s == CHALLENGE_PER_SESSION.scope => {
-            let (user_id, session_id) = key.split_once('/')?;
-            (CHALLENGE_PER_SESSION.scope, session_key(user_id, session_id))
-        }
-        s if s == LOGIN_PER_EMAIL.scope => (LOGIN_PER_EMAIL.scope, Target::Email.index_key(key)),
-        _ => return None,
+/// Where the counter `<scope>#<key>#<window start>` lives.
+fn homed(counter: &str) -> StoreResult<Homed> {
+    let malformed = || StoreError::Refused(format!("a counter key without scope, key and window: {counter}").into());
+    let (scope, rest) = counter.split_once('#').ok_or_else(malformed)?;
+    let (key, start) = rest.rsplit_once('#').ok_or_else(malformed)?;
+    let start = start.parse().map_err(|_| malformed())?;
+    let in_session = || key.split_once('/').map(|(user_id, session_id)| session_key(user_id, session_id));
+    let home = match scope {
+        s if s == CODE_FAILURES_PER_USER.scope => Some(user_key(key)),
+        s if s == CHALLENGE_PER_SESSION.scope => Some(in_session().ok_or_else(malformed)?),
+        s if s == LOGIN_PER_EMAIL.scope => Some(Target::Email.index_key(key)),
+        _ => None,
     };
-    Some(Homed { home, scope, start })
+    let own = home.is_none();
+    let home = home.unwrap_or_else(|| rate_key(&format!("{scope}#{key}")));
+    Ok(Homed { home, scope: scope.to_string(), start, own })
 }
 
 fn rate_slot(scope: &str, parity: i64) -> String {
     format!("rate_{scope}_{parity}")
 }
 
-/// The count of window `start` kept in `item`, if any.
-fn homed_count(item: Option<&Item>, scope: &str, start: Millis) -> StoreResult<u32> {
+/// A window's count in a counter's own item: `r_<window start>_<expiry>`.
+fn window_attribute(start: Millis, expire: Millis) -> String {
+    format!("r_{start}_{expire}")
+}
+
+/// The count of window `start` as `item` keeps it at `now`, if any.
+fn homed_count(item: Option<&Item>, home: &Homed, now: Millis) -> StoreResult<u32> {
     let Some(item) = item else { return Ok(0) };
+    let r = Reader(item);
+    if home.own {
+        let prefix = format!("r_{}_", home.start);
+        for (name, _) in item.iter().filter(|(name, _)| name.starts_with(&prefix)) {
+            let expire: Millis = name[prefix.len()..].parse().map_err(|_| r.corrupt(name, "a window's count"))?;
+            if expire > now {
+                return r.n(name);
+            }
+        }
+        return Ok(0);
+    }
     for parity in 0..2 {
-        let name = rate_slot(scope, parity);
+        let name = rate_slot(&home.scope, parity);
         let Some(slot) = item.get(&name) else { continue };
-        let AttributeValue::M(m) = slot else { return Err(Reader(item).corrupt(&name, "a map")) };
+        let AttributeValue::M(m) = slot else { return Err(r.corrupt(&name, "a map")) };
         let slot = Reader(m);
-        if slot.n::<Millis>("w")? == start {
+        if slot.n::<Millis>("w")? == home.start && slot.opt_n::<Millis>("x")?.is_none_or(|x| x > now) {
             return slot.n("n");
         }
     }
@@ -1669,19 +1680,45 @@ fn homed_count(item: Option<&Item>, scope: &str, start: Millis) -> StoreResult<u
 }
 
 impl Homed {
-    /// The slot of this window, and the other one.
-    fn slots(&self, count: &Count) -> (String, String) {
-        let window = ((count.expire - self.start) / 2).max(1);
-        let parity = (self.start / window).rem_euclid(2);
-        (rate_slot(self.scope, parity), rate_slot(self.scope, 1 - parity))
+    /// The window's length.
+    fn window(&self, count: &Count) -> Millis {
+        ((count.expire - self.start) / 2).max(1)
     }
 
     /// Adds count number `i` to the home item's write `e`: applies only while the count is
-    /// below its limit. `seen` is the window's count as last read: an empty window is
-    /// started afresh (over whatever older window its slot held), a started one counted on.
+    /// below its limit.
+    ///
+    /// In a counter's own item each window's count is an attribute of its own: a count
+    /// adds one to it whatever it holds, and removes the window before the previous one
+    /// (the item's TTL ends any older). In another record's item the two windows take turns
+    /// in two slots, so that nothing is left behind; there `seen`, the window's count as
+    /// read, tells how: an empty window is started afresh (over whatever older window its
+    /// slot held), a started one counted on.
     fn write(&self, e: &mut Expr, count: &Count, seen: u32, i: usize) {
-        let (slot, other) = self.slots(count);
-        let (cur, start, max) = (format!("#rate{i}"), format!(":rateStart{i}"), format!(":rateMax{i}"));
+        let window = self.window(count);
+        let (cur, max) = (format!("#rate{i}"), format!(":rateMax{i}"));
+        if self.own {
+            let previous = format!("#ratePrevious{i}");
+            e.key(&cur, &window_attribute(self.start, count.expire))
+                .key(&previous, &window_attribute(self.start - window, count.expire - window))
+                .when(format!("attribute_not_exists({cur}) OR {cur} < {max}"))
+                .bind(&max, n(count.max));
+            if count.reset {
+                e.remove(cur).remove(previous);
+            } else {
+                let stale = format!("#rateStale{i}");
+                let (zero, one) = (format!(":rateZero{i}"), format!(":rateOne{i}"));
+                e.key(&stale, &window_attribute(self.start - 2 * window, count.expire - 2 * window))
+                    .set(format!("{cur} = if_not_exists({cur}, {zero}) + {one}"))
+                    .remove(stale)
+                    .bind(&zero, n(0))
+                    .bind(&one, n(1));
+            }
+            return;
+        }
+        let parity = (self.start / window).rem_euclid(2);
+        let (slot, other) = (rate_slot(&self.scope, parity), rate_slot(&self.scope, 1 - parity));
+        let start = format!(":rateStart{i}");
         e.key(&cur, &slot).bind(&start, n(self.start));
         if seen > 0 || count.reset {
             e.bind(&max, n(count.max));
@@ -1699,7 +1736,11 @@ impl Homed {
                 .bind(&one, n(1));
         } else {
             let fresh = format!(":rateFresh{i}");
-            let value = AttributeValue::M(HashMap::from([("w".to_string(), n(self.start)), ("n".to_string(), n(1))]));
+            let value = AttributeValue::M(HashMap::from([
+                ("w".to_string(), n(self.start)),
+                ("n".to_string(), n(1)),
+                ("x".to_string(), n(count.expire)),
+            ]));
             e.when(format!("attribute_not_exists({cur}) OR {cur}.#w <> {start}"))
                 .set(format!("{cur} = {fresh}"))
                 .bind(&fresh, value);
@@ -1710,11 +1751,12 @@ impl Homed {
     /// the count at its limit, another request having started or cleared the window since
     /// it was read (`Raced`, with the count now), or neither (the write's own condition).
     fn judge(&self, count: &Count, seen: u32, item: &Item) -> StoreResult<Judged> {
-        let now = homed_count(Some(item), self.scope, self.start)?;
-        Ok(if now >= count.max {
+        // The window's own count, as at any time within it.
+        let counted = homed_count(Some(item), self, self.start)?;
+        Ok(if counted >= count.max {
             Judged::Limited
-        } else if !count.reset && (now > 0) != (seen > 0) {
-            Judged::Raced(now)
+        } else if !self.own && !count.reset && (counted > 0) != (seen > 0) {
+            Judged::Raced(counted)
         } else {
             Judged::Held
         })
@@ -1725,26 +1767,6 @@ enum Judged {
     Limited,
     Raced(u32),
     Held,
-}
-
-/// A count's writes: one more, or a reset (of its window and the one before), only while
-/// the counter is below its limit.
-fn count_writes(count: &Count) -> Vec<Write> {
-    let mut e = Expr::default();
-    // With nothing left (the previous window carries the whole limit), even a first count
-    // in this window is refused.
-    let first = if count.max == 0 { "attribute_exists(#count)" } else { "attribute_not_exists(#count)" };
-    e.when(format!("{first} OR #count < :max")).bind(":max", n(count.max));
-    if count.reset {
-        let previous = count.previous.iter().map(|p| Write::Delete { key: rate_key(p), expr: Expr::default() });
-        return std::iter::once(Write::Delete { key: rate_key(&count.counter), expr: e }).chain(previous).collect();
-    }
-    e.add("#count :one")
-        .set("#expire = :expire, #expiresAt = :ttl")
-        .bind(":one", n(1))
-        .bind(":expire", n(count.expire))
-        .bind(":ttl", ttl_seconds(count.expire));
-    vec![Write::Update { key: rate_key(&count.counter), expr: e }]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2050,14 +2072,9 @@ impl Store for DynamoStore {
         let user = lookup.user.as_deref().map(user_key);
         let login = lookup.login.as_deref().map(|email| Target::Email.index_key(email));
         let token = lookup.token.as_ref().map(|(user_id, channel)| token_key(user_id, *channel));
-        // A counter kept in a user's, session's or claim's item is read with that item.
-        let homes: Vec<Option<Homed>> = lookup.counters.iter().map(|c| homed(c)).collect();
-        let counters: Vec<Item> = lookup
-            .counters
-            .iter()
-            .zip(&homes)
-            .map(|(c, home)| home.as_ref().map_or_else(|| rate_key(c), |h| h.home.clone()))
-            .collect();
+        // A counter is read with the item it lives in: one read for both of its windows.
+        let homes = lookup.counters.iter().map(|c| homed(c)).collect::<StoreResult<Vec<_>>>()?;
+        let counters: Vec<Item> = homes.iter().map(|h| h.home.clone()).collect();
         let api_key = lookup.api_key.as_deref().map(api_key_key);
         let claims: Vec<Item> = lookup.emails.iter().map(|e| Target::Email.index_key(e)).collect();
         let keys =
@@ -2099,13 +2116,8 @@ impl Store for DynamoStore {
             found.challenge = session_challenges(item)?.into_iter().find(|c| c.slot() == slot && c.expire > now);
         }
         found.token = at(&token).map(token_from).transpose()?.filter(|t| t.expire > now);
-        for (k, home) in counters.iter().zip(&homes) {
-            let count = match (home, items.get(&key_id(k))) {
-                (Some(h), item) => homed_count(item, h.scope, h.start)?,
-                (None, Some(item)) if Reader(item).n::<Millis>("expire")? > now => Reader(item).n("count")?,
-                (None, _) => 0,
-            };
-            found.counts.push(count);
+        for home in &homes {
+            found.counts.push(homed_count(items.get(&key_id(&home.home)), home, now)?);
         }
         found.api_key = at(&api_key).map(api_key_from).transpose()?;
         for k in &claims {
@@ -2271,7 +2283,7 @@ impl Store for DynamoStore {
         // wrong answer would). A recovery code or a new key would be lost that way: one
         // transaction.
         let user = user_key(&win.user_id);
-        let counted_with_user = also.counts.iter().all(|c| homed(&c.counter).is_some_and(|h| h.home == user));
+        let counted_with_user = also.counts.iter().all(|c| homed(&c.counter).is_ok_and(|h| h.home == user));
         if counted_with_user && matches!(win.spend, Spend::Nothing | Spend::TotpStep(_) | Spend::Key(_)) {
             let counts = Also { counts: also.counts.clone(), ..Also::default() };
             let spent = self.commit_migrating(|| vec![user_spend(win)], 0, &counts).await?;
